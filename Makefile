@@ -1,0 +1,42 @@
+# make run   - set up (first time) and run the quickstart study
+# make test  - set up (first time) and run the test suite
+# make bench - print the evaluation benchmark table
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBIAN_PACKAGES := yosys opensta dataset-fashion-mnist
+
+.PHONY: setup system-packages run test bench clean
+
+setup: system-packages $(VENV)/.installed
+
+# Yosys and OpenSTA (hardware flow) and Fashion-MNIST (quickstart data) from Debian, when missing.
+system-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# torch first (the CPU build), then the project: its torch range then keeps that build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+run: setup
+	$(BIN)/python -m dse run studies/quickstart.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/bench_inference.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,258 @@
+"""Fast CPU kernels for approximate Conv/Gemm, compiled with numba, exact to accel.reference.
+
+The product table is folded into the fixed weights once per layer and table: ``G[k, v, :]`` is
+the row of products of activation code v with the weights of input position k for every output
+channel, so a layer becomes a sum of gathered rows (an embedding-bag). Zero activations are
+skipped exactly: the fold subtracts the row of the zero-point code and its per-output sum is
+added back, so skipping changes nothing even when the table's product with 0 is not 0 (padding
+and ReLU zeros are still "multiplied", as a MAC array would).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from accel.reference import conv_output_size, pad_input
+from circuits.product_table import ProductTable
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def _codes_to_index(x: np.ndarray, table: ProductTable) -> np.ndarray:
+    return (x.astype(np.int16) + table.offset).astype(np.uint8)
+
+
+def fold_weights(
+    table: ProductTable, w_cols: np.ndarray, x_zero_point: int, w_zero_point: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fold the table and zero points into weights (K, O).
+
+    Returns ``G`` (K, 256, O) int32 with ``G[k, v, o] = T[v, w[k, o]] - zw[o] * code(v)`` minus
+    its zero-point row, and ``base`` (O,) int64: the removed rows' sum plus the exact cross terms
+    ``-zx * sum_k w[k, o] + K * zx * zw[o]``. Then acc = base + sum over non-zero-point codes.
+    """
+    k = w_cols.shape[0]
+    zw = w_zero_point.astype(np.int64)
+    idx = w_cols.astype(np.int64) + table.offset  # (K, O)
+    folded = table.values.T[idx].astype(np.int64)  # (K, O, 256)
+    if zw.any():
+        folded -= zw[None, :, None] * table.operands[None, None, :]
+    zero_row = folded[:, :, x_zero_point + table.offset].copy()  # (K, O)
+    folded -= zero_row[:, :, None]
+    base = zero_row.sum(axis=0) - x_zero_point * w_cols.astype(np.int64).sum(axis=0) \
+        + k * x_zero_point * zw
+    return np.ascontiguousarray(folded.transpose(0, 2, 1)).astype(np.int32), base
+
+
+def _check_range(table: ProductTable, k: int, za: int, zb: np.ndarray) -> None:
+    bound = k * int(np.abs(table.values).max()) + k * 255 * (abs(za) + int(np.abs(zb).max()) + 255)
+    if bound > _INT32_MAX:
+        raise OverflowError(f"accumulator of {k} products may exceed the int32 range")
+
+
+@njit(inline="always", cache=True)
+def _requantize_value(acc, multiplier, zp, lo, hi):  # pragma: no cover - compiled
+    """Scalar twin of ``accel.requant.requantize`` (float32 multiply, clamp, round half even)."""
+    y = np.float32(acc) * multiplier
+    y = min(max(y, lo), hi)
+    return np.int32(np.rint(y)) + zp
+
+
+@njit(inline="always", cache=True)
+def _gemm_row(a_row, folded, base, zero_idx, acc):  # pragma: no cover - compiled
+    o = folded.shape[2]
+    for j in range(o):
+        acc[j] = base[j]
+    for kk in range(a_row.shape[0]):
+        v = a_row[kk]
+        if v != zero_idx:
+            row = folded[kk, v]
+            for j in range(o):
+                acc[j] += row[j]
+
+
+@njit(parallel=True, cache=True)
+def _gemm_acc_kernel(a_idx, folded, base, zero_idx, out):  # pragma: no cover - compiled
+    for i in prange(a_idx.shape[0]):
+        _gemm_row(a_idx[i], folded, base, zero_idx, out[i])
+
+
+@njit(parallel=True, cache=True)
+def _gemm_requant_kernel(a_idx, folded, base, zero_idx, mult, zp, lo, hi, out):  # pragma: no cover
+    o = folded.shape[2]
+    for i in prange(a_idx.shape[0]):
+        acc = np.empty(o, dtype=np.int32)
+        _gemm_row(a_idx[i], folded, base, zero_idx, acc)
+        for j in range(o):
+            out[i, j] = _requantize_value(acc[j], mult[j], zp, lo, hi)
+
+
+def _prepare_gemm(a, b, table, a_zero_point, b_zero_point, bias):
+    n, k = a.shape
+    zb = np.broadcast_to(np.asarray(b_zero_point, dtype=np.int64), (b.shape[1],))
+    _check_range(table, k, a_zero_point, zb)
+    folded, base = fold_weights(table, b, a_zero_point, zb)
+    if bias is not None:
+        base = base + bias.astype(np.int64)
+    return _codes_to_index(a, table), folded, base.astype(np.int32), a_zero_point + table.offset
+
+
+def gemm_accumulate(
+    a: np.ndarray,
+    b: np.ndarray,
+    table: ProductTable,
+    a_zero_point: int = 0,
+    b_zero_point: np.ndarray | int = 0,
+) -> np.ndarray:
+    """Same contract as ``accel.reference.gemm_accumulate``."""
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.int32)
+    _gemm_acc_kernel(*_prepare_gemm(a, b, table, a_zero_point, b_zero_point, None), out)
+    return out
+
+
+def qlinear_gemm(a: np.ndarray, b: np.ndarray, table: ProductTable, *, a_zero_point: int,
+                 b_zero_point: np.ndarray | int, bias: np.ndarray | None, multiplier: np.ndarray,
+                 y_zero_point: np.ndarray) -> np.ndarray:
+    """Same contract as ``accel.reference.qlinear_gemm``, requantization fused."""
+    out = np.empty((a.shape[0], b.shape[1]), dtype=y_zero_point.dtype)
+    _gemm_requant_kernel(*_prepare_gemm(a, b, table, a_zero_point, b_zero_point, bias),
+                         *_epilogue(multiplier, y_zero_point, b.shape[1]), out)
+    return out
+
+
+def _epilogue(multiplier: np.ndarray, zero_point: np.ndarray, channels: int) -> tuple:
+    info = np.iinfo(zero_point.dtype)
+    zp = int(zero_point)
+    mult = np.broadcast_to(np.asarray(multiplier, dtype=np.float32).reshape(-1), (channels,))
+    return (np.ascontiguousarray(mult), np.int32(zp), np.float32(info.min - zp),
+            np.float32(info.max - zp))
+
+
+def _tap_table(size: int, kernel: int, stride: int, dilation: int, out_size: int) -> np.ndarray:
+    """taps[h, p]: the output index that padded input row h reaches through kernel tap p, or -1.
+    Precomputed so the kernel needs no division."""
+    taps = np.full((size, kernel), -1, dtype=np.int64)
+    for h in range(size):
+        for p in range(kernel):
+            r = h - p * dilation
+            if r >= 0 and r % stride == 0 and r // stride < out_size:
+                taps[h, p] = r // stride
+    return taps
+
+
+@njit(inline="always", cache=True)
+def _conv_image(x_img, folded, base, zero_idx, ytab, xtab, acc):  # pragma: no cover - compiled
+    """Input-stationary scatter for one image into acc (OH, OW, O): each activation that is not
+    the zero point adds its folded rows at every output position its taps reach, so the branch
+    on sparsity is taken once per activation, not once per tap."""
+    c_in, hp, wp = x_img.shape
+    oh, ow, _ = acc.shape
+    group, _, _, og = folded.shape
+    kh, kw = ytab.shape[1], xtab.shape[1]
+    cg = c_in // group
+    for y in range(oh):
+        for x in range(ow):
+            for g in range(group):
+                for j in range(og):
+                    acc[y, x, g * og + j] = base[g, j]
+    for c in range(c_in):
+        g = c // cg
+        for h in range(hp):
+            for w in range(wp):
+                v = x_img[c, h, w]
+                if v == zero_idx:
+                    continue
+                for p in range(kh):
+                    y = ytab[h, p]
+                    if y < 0:
+                        continue
+                    for q in range(kw):
+                        x = xtab[w, q]
+                        if x < 0:
+                            continue
+                        row = folded[g, ((c - g * cg) * kh + p) * kw + q, v]
+                        dst = acc[y, x]
+                        for j in range(og):
+                            dst[g * og + j] += row[j]
+
+
+@njit(parallel=True, cache=True)
+def _conv_acc_kernel(xi, folded, base, zero_idx, ytab, xtab, out):  # pragma: no cover - compiled
+    n, o, oh, ow = out.shape
+    for i in prange(n):
+        acc = np.empty((oh, ow, o), dtype=np.int32)
+        _conv_image(xi[i], folded, base, zero_idx, ytab, xtab, acc)
+        for j in range(o):
+            for y in range(oh):
+                for x in range(ow):
+                    out[i, j, y, x] = acc[y, x, j]
+
+
+@njit(parallel=True, cache=True)
+def _conv_requant_kernel(xi, folded, base, zero_idx, ytab, xtab, mult, zp, lo, hi, out):  # pragma: no cover
+    n, o, oh, ow = out.shape
+    for i in prange(n):
+        acc = np.empty((oh, ow, o), dtype=np.int32)
+        _conv_image(xi[i], folded, base, zero_idx, ytab, xtab, acc)
+        for j in range(o):
+            for y in range(oh):
+                for x in range(ow):
+                    out[i, j, y, x] = _requantize_value(acc[y, x, j], mult[j], zp, lo, hi)
+
+
+def _prepare_conv(x, w, table, strides, pads, dilations, group, x_zero_point, w_zero_point, bias):
+    o, cg, kh, kw = w.shape
+    og, k = o // group, cg * kh * kw
+    zw = np.broadcast_to(np.asarray(w_zero_point, dtype=np.int64), (o,))
+    _check_range(table, k, x_zero_point, zw)
+    folded, base = zip(*(
+        fold_weights(table, w[g * og : (g + 1) * og].reshape(og, k).T, x_zero_point,
+                     zw[g * og : (g + 1) * og])
+        for g in range(group)
+    ))
+    base = np.stack(base)
+    if bias is not None:
+        base = base + bias.astype(np.int64).reshape(group, og)
+    xp = pad_input(x, pads, x_zero_point)
+    n, _, hp, wp = xp.shape
+    oh = conv_output_size(hp, kh, strides[0], 0, dilations[0])
+    ow = conv_output_size(wp, kw, strides[1], 0, dilations[1])
+    args = (
+        _codes_to_index(xp, table), np.stack(folded), base.astype(np.int32),
+        x_zero_point + table.offset,
+        _tap_table(hp, kh, strides[0], dilations[0], oh), _tap_table(wp, kw, strides[1], dilations[1], ow),
+    )
+    return args, (n, o, oh, ow)
+
+
+def conv_accumulate(
+    x: np.ndarray,
+    w: np.ndarray,
+    table: ProductTable,
+    *,
+    strides: tuple[int, int] = (1, 1),
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    dilations: tuple[int, int] = (1, 1),
+    group: int = 1,
+    x_zero_point: int = 0,
+    w_zero_point: np.ndarray | int = 0,
+) -> np.ndarray:
+    """Same contract as ``accel.reference.conv_accumulate``."""
+    args, shape = _prepare_conv(x, w, table, strides, pads, dilations, group, x_zero_point,
+                                w_zero_point, None)
+    out = np.empty(shape, dtype=np.int32)
+    _conv_acc_kernel(*args, out)
+    return out
+
+
+def qlinear_conv(x: np.ndarray, w: np.ndarray, table: ProductTable, *, bias: np.ndarray | None,
+                 multiplier: np.ndarray, y_zero_point: np.ndarray, strides=(1, 1),
+                 pads=(0, 0, 0, 0), dilations=(1, 1), group: int = 1, x_zero_point: int = 0,
+                 w_zero_point: np.ndarray | int = 0) -> np.ndarray:
+    """Same contract as ``accel.reference.qlinear_conv``, requantization fused."""
+    args, shape = _prepare_conv(x, w, table, strides, pads, dilations, group, x_zero_point,
+                                w_zero_point, bias)
+    out = np.empty(shape, dtype=y_zero_point.dtype)
+    _conv_requant_kernel(*args, *_epilogue(multiplier, y_zero_point, shape[1]), out)
+    return out

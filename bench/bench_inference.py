@@ -1,0 +1,99 @@
+"""Benchmark: scoring one AppAxO configuration on LeNet-5 over the 10,000 MNIST test images.
+
+    python bench/bench_inference.py [--configs 5] [--reference-images 300]
+
+Prints seconds per configuration and table-MACs per second for the plain reference kernel
+(numpy, measured on a subset and scaled to 10,000 images) and the fast CPU kernel (numba),
+the time to build a product table, and the process's peak memory. Needs the MNIST files
+(DSE_DATA_DIR, the user cache, or ../shared/data/mnist) and trains LeNet-5 once if no cached
+network exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from circuits import appaxo  # noqa: E402
+from circuits.product_table import ProductTable  # noqa: E402
+from dse.study_file import ModelSettings, QuantizationSettings  # noqa: E402
+from evaluators import approx_runner  # noqa: E402
+from evaluators.approx_network import ApproxNetworkEvaluator  # noqa: E402
+from evaluators.datasets import load_split  # noqa: E402
+from evaluators.lenet import to_input  # noqa: E402
+from evaluators.network import TrainingSettings, prepare_network  # noqa: E402
+
+
+def macs_per_image(evaluator: ApproxNetworkEvaluator) -> int:
+    """Multiplications per image in the Conv/Gemm/MatMul layers (every one is a table lookup)."""
+    graph = evaluator.graph
+    layers = [n for n in graph.nodes if n.op in ("QLinearConv", "QGemm", "QLinearMatMul")]
+    outs = approx_runner.run(graph, {graph.inputs[0]: evaluator.inputs[:1]}, ProductTable.exact(True),
+                             evaluator.kernels, capture=[n.outputs[0] for n in layers])
+    total = 0
+    for node in layers:
+        weight = graph.const(node.inputs[3])
+        per_output = int(np.prod(weight.shape[1:])) if node.op == "QLinearConv" else (
+            weight.shape[1] if node.attr("transB", 0) else weight.shape[0])
+        total += outs[node.outputs[0]].size * per_output
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", type=int, default=5, help="configurations timed per kernel")
+    parser.add_argument("--reference-images", type=int, default=300)
+    args = parser.parse_args()
+
+    data = os.environ.get("DSE_DATA_DIR") or (
+        str(REPO.parent / "shared" / "data" / "mnist")
+        if (REPO.parent / "shared" / "data" / "mnist").is_dir() else None)
+    train, test = load_split("mnist", "train", data), load_split("mnist", "test", data)
+    m, q = ModelSettings(), QuantizationSettings()
+    prepared = prepare_network(
+        TrainingSettings(m.arch, m.epochs, m.batch_size, m.learning_rate, m.augment, 0,
+                         q.calibration_size), train, test, log=lambda s: print(s, file=sys.stderr))
+    rng = np.random.default_rng(0)
+    configs = [int(c) for c in rng.integers(0, 2**36, args.configs)]
+
+    start = time.perf_counter()
+    for c in configs:
+        appaxo.product_table(c)
+    table_ms = (time.perf_counter() - start) / len(configs) * 1e3
+
+    rows = []
+    for kernel, n_images in (("reference", args.reference_images), ("cpu", len(test.labels))):
+        ev = ApproxNetworkEvaluator(prepared.int8_onnx, to_input(test.images[:n_images]),
+                                    test.labels[:n_images], kernel)
+        macs = macs_per_image(ev) * n_images
+        ev.evaluate(ProductTable.exact(True))  # warm-up: compilation, caches
+        timed = configs if kernel == "cpu" else configs[:2]
+        start = time.perf_counter()
+        for c in timed:
+            ev.evaluate(ProductTable(appaxo.product_table(c), True))
+        seconds = (time.perf_counter() - start) / len(timed)
+        per_10k = seconds * 10_000 / n_images
+        rows.append((kernel, n_images, per_10k, macs / seconds / 1e9))
+
+    print(f"\nLeNet-5 int8, MNIST test set, {os.cpu_count()} CPU cores, "
+          f"{macs_per_image(ev):,} table-MACs per image")
+    print(f"{'kernel':<12}{'images timed':>14}{'s/config (10k images)':>24}{'G table-MAC/s':>16}")
+    for kernel, n, per_10k, gmacs in rows:
+        print(f"{kernel:<12}{n:>14,}{per_10k:>24.3f}{gmacs:>16.2f}")
+    print(f"{'speed-up of cpu over reference':<50}{rows[0][2] / rows[1][2]:>16.1f}x")
+    print(f"{'product table construction (ms/config)':<50}{table_ms:>16.1f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{'peak resident memory of this process (MiB)':<50}{peak:>16.0f}")
+
+
+if __name__ == "__main__":
+    main()

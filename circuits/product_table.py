@@ -1,0 +1,64 @@
+"""Product tables: the contract between multipliers and the approximate kernels.
+
+An 8x8 multiplier is a 256x256 table of int32 products. Signed tables are indexed
+``[a + 128, b + 128]`` for a, b in [-128, 127]; unsigned ones ``[a, b]`` for a, b in [0, 255].
+``a`` is the activation operand and ``b`` the weight operand. The sha256 of the table bytes and
+its signedness is the identity every cache uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SHAPE = (256, 256)
+
+
+@dataclass(frozen=True)
+class ProductTable:
+    """A multiplier's 256x256 int32 product table and its signedness."""
+
+    values: np.ndarray
+    signed: bool
+    sha256: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        values = np.ascontiguousarray(self.values)
+        if values.shape != SHAPE:
+            raise ValueError(f"product table must have shape {SHAPE}, got {values.shape}")
+        if values.dtype != np.int32:
+            if not np.array_equal(values, values.astype(np.int32)):
+                raise ValueError("product table values must fit in int32")
+            values = values.astype(np.int32)
+        values.setflags(write=False)
+        object.__setattr__(self, "values", values)
+        digest = hashlib.sha256(b"signed" if self.signed else b"unsigned")
+        digest.update(values.tobytes())
+        object.__setattr__(self, "sha256", digest.hexdigest())
+
+    @property
+    def offset(self) -> int:
+        """What to add to an operand to get its row/column index."""
+        return 128 if self.signed else 0
+
+    @property
+    def operands(self) -> np.ndarray:
+        """The 256 operand values in index order."""
+        return np.arange(256, dtype=np.int64) - self.offset
+
+    @classmethod
+    def exact(cls, signed: bool = True) -> ProductTable:
+        """The table of the exact multiplier."""
+        ops = np.arange(256, dtype=np.int64) - (128 if signed else 0)
+        return cls(np.outer(ops, ops).astype(np.int32), signed)
+
+    def exact_products(self) -> np.ndarray:
+        """The exact products at every index of this table, as int64."""
+        ops = self.operands
+        return np.outer(ops, ops)
+
+    def lookup(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Products of operand arrays a (activations) and b (weights), broadcast together."""
+        return self.values[np.asarray(a) + self.offset, np.asarray(b) + self.offset]

@@ -1,0 +1,22 @@
+"""dse: design-space exploration of approximate multipliers in quantized neural networks.
+
+    import dse
+    s = dse.load_study("runs/lenet_appaxo")
+    s.trials      # one row per evaluated configuration
+    s.pareto()    # the non-dominated rows
+"""
+
+from __future__ import annotations
+
+from dse.study import Study, load_study
+from dse.study_file import StudyFileError, StudySettings, load_study_file
+
+__all__ = ["Study", "StudyFileError", "StudySettings", "load_study", "load_study_file", "run_study"]
+
+
+def run_study(study_file, folder=None, **kwargs) -> Study:
+    """Start or continue the study a study file (path or settings) describes."""
+    from dse.loop import run_study as _run
+
+    settings = study_file if isinstance(study_file, StudySettings) else load_study_file(study_file)
+    return _run(settings, folder, **kwargs)

@@ -1,0 +1,53 @@
+"""Search spaces: which configurations a strategy may propose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from circuits.appaxo import N_BITS as APPAXO_BITS
+
+
+@dataclass(frozen=True)
+class AppAxOSubspace:
+    """AppAxO 36-bit configurations whose free bits vary and whose other bits are fixed.
+
+    A point of the subspace is numbered by an integer over the free bits alone (lowest free bit
+    is its bit 0), so grids and samplers work on ``0 .. size - 1``.
+    """
+
+    free: int
+    fixed: int
+
+    @property
+    def free_bits(self) -> tuple[int, ...]:
+        """Positions (LSB = 0) of the free bits, lowest first."""
+        return tuple(b for b in range(APPAXO_BITS) if (self.free >> b) & 1)
+
+    @property
+    def size(self) -> int:
+        return 1 << len(self.free_bits)
+
+    def config(self, point: int) -> int:
+        """The 36-bit configuration of subspace point ``point``."""
+        if not 0 <= point < self.size:
+            raise ValueError(f"point {point} outside the subspace of {self.size} configurations")
+        config = self.fixed & ~self.free
+        for i, bit in enumerate(self.free_bits):
+            if (point >> i) & 1:
+                config |= 1 << bit
+        return config
+
+    def point(self, config: int) -> int:
+        """Inverse of ``config``; raises if the configuration is outside the subspace."""
+        if config & ~self.free != self.fixed & ~self.free:
+            raise ValueError(f"configuration {config:036b} does not match the fixed bits")
+        return sum(1 << i for i, bit in enumerate(self.free_bits) if (config >> bit) & 1)
+
+    def sample_points(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """``count`` uniform points (with possible repeats) as int64."""
+        return rng.integers(0, self.size, size=count, dtype=np.int64)
+
+    def __contains__(self, config: int) -> bool:
+        return config & ~self.free == self.fixed & ~self.free

@@ -1,0 +1,86 @@
+"""A study folder read back: settings, trials as a DataFrame, the Pareto front.
+
+Layout of a study folder (default ``runs/<name>/``): ``study.yaml`` (the frozen, validated
+settings) and ``study.sha256``, ``trials.journal`` (the Optuna trial store), ``network/`` (the
+float and int8 ONNX models it was scored with), ``trials.csv``, ``pareto.csv``, ``pareto.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from dse.pareto import non_dominated
+from dse.storage import JOURNAL, TrialStore
+from dse.study_file import StudyFileError, StudySettings, parse_settings
+
+FROZEN = "study.yaml"
+FROZEN_HASH = "study.sha256"
+BASELINE = "baseline"
+SEARCH = "search"
+
+
+def read_frozen(folder: Path) -> StudySettings:
+    """The settings frozen into a study folder."""
+    path = folder / FROZEN
+    if not path.is_file():
+        raise StudyFileError(f"{folder}: not a study folder (no {FROZEN}); start one with `dse run STUDY.yaml`")
+    return parse_settings(yaml.safe_load(path.read_text()), str(path))
+
+
+class Study:
+    """A study as stored: ``trials`` (one row per evaluation) and its Pareto front."""
+
+    def __init__(self, folder: Path, settings: StudySettings) -> None:
+        self.folder = folder
+        self.settings = settings
+        self.objectives = [o.metric for o in settings.objectives]
+        self.directions = [o.direction for o in settings.objectives]
+        self.store = TrialStore(folder, settings.name, self.directions)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def trials(self) -> pd.DataFrame:
+        """Every stored trial: configuration (int and bits), metrics, role, state, timestamps."""
+        rows = []
+        for t in self.store.trials():
+            row = {"trial": t.number, "state": t.state.name}
+            row.update(t.user_attrs)
+            row["config"] = t.params.get("config", row.get("config"))
+            row["completed_at"] = t.datetime_complete
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return pd.DataFrame(columns=["trial", "state", "config", "role", *self.objectives])
+        first = ["trial", "state", "role", "strategy", "proposal_index", "config", "config_bits",
+                 *self.objectives]
+        cols = [c for c in first if c in frame] + [c for c in frame if c not in first]
+        return frame[cols]
+
+    def search_trials_done(self) -> int:
+        """Finished search trials (the budget counts these; the exact baseline is extra)."""
+        return sum(1 for t in self.store.trials() if t.user_attrs.get("role") == SEARCH)
+
+    def pareto(self) -> pd.DataFrame:
+        """The non-dominated completed trials, sorted by the first objective."""
+        done = self.trials
+        done = done[done["state"] == "COMPLETE"] if not done.empty else done
+        if done.empty:
+            return done
+        mask = non_dominated(done[self.objectives].to_numpy(dtype=float), self.directions)
+        front = done[mask]
+        return front.sort_values(self.objectives[0], ascending=self.directions[0] == "minimize")
+
+
+def load_study(path: str | Path) -> Study:
+    """Open a study folder for reading (``runs/<name>``)."""
+    folder = Path(path)
+    settings = read_frozen(folder)
+    if not (folder / JOURNAL).is_file():
+        raise StudyFileError(f"{folder}: no trial store ({JOURNAL}); the study has not started")
+    return Study(folder, settings)

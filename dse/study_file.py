@@ -1,0 +1,260 @@
+"""Study files: the strict schema of a study YAML and its one-line validation errors.
+
+Every section forbids unknown keys, so a typo is an error rather than a silently ignored
+setting. ``load_study_file`` returns validated settings or raises ``StudyFileError`` whose
+message is one line naming the file, the field and what is expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from circuits.appaxo import N_BITS as APPAXO_BITS
+
+METRIC_DIRECTIONS = {
+    "accuracy": "maximize",
+    "f1_macro": "maximize",
+    "fpga_luts": "minimize",
+    "mae": "minimize",
+    "mred": "minimize",
+    "wce": "minimize",
+    "error_probability": "minimize",
+}
+
+
+class StudyFileError(ValueError):
+    """A study file that cannot be used; the message is one line for the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSettings(_Section):
+    """Where the images come from. ``path`` is a folder holding the IDX gz files."""
+
+    name: Literal["mnist", "fashion_mnist"] = "mnist"
+    path: str | None = None
+    download: bool = True
+    test_size: Annotated[int, Field(ge=1, le=10000)] | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(os.path.expanduser(value)).is_dir():
+            raise ValueError(f"folder {value!r} does not exist (expected a folder of IDX .gz files)")
+        return value
+
+
+class ModelSettings(_Section):
+    """The network and its deterministic training; trained models are cached by these."""
+
+    arch: Literal["lenet5"] = "lenet5"
+    epochs: Annotated[int, Field(ge=1, le=500)] = 20
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 64
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.003
+    augment: bool = True
+    reuse_checkpoint: bool = True
+
+
+class QuantizationSettings(_Section):
+    """Static int8 quantization with onnxruntime (symmetric activations, per-channel weights)."""
+
+    calibration_size: Annotated[int, Field(ge=1, le=60000)] = 1000
+
+
+def _parse_bits(value: Any, field: str) -> int:
+    """36 bits given as a 36-character 0/1 string (MSB first) or a non-negative integer."""
+    if isinstance(value, bool):
+        raise ValueError(f"{field} must be 36 bits, got a boolean")
+    if isinstance(value, int):
+        if not 0 <= value < 1 << APPAXO_BITS:
+            raise ValueError(f"{field} must fit in 36 bits (0 .. 2^36-1), got {value}")
+        return value
+    if isinstance(value, str):
+        bits = value.replace("_", "")
+        if len(bits) != APPAXO_BITS or set(bits) - {"0", "1"}:
+            raise ValueError(
+                f"{field} must be a 36-character string of 0/1 (MSB first), got {len(bits)} "
+                f"characters {value!r}"
+            )
+        return int(bits, 2)
+    raise ValueError(f"{field} must be a 36-character 0/1 string or an integer, got {value!r}")
+
+
+class AppAxOSpace(_Section):
+    """AppAxO 36-bit configurations: the bits set in ``free`` are searched; the others take
+    their value from ``fixed``. Both are 36-character MSB-first strings (or integers)."""
+
+    type: Literal["appaxo36"]
+    free: int
+    fixed: int = (1 << APPAXO_BITS) - 1
+
+    @field_validator("free", "fixed", mode="before")
+    @classmethod
+    def _bits(cls, value: Any, info) -> int:
+        return _parse_bits(value, info.field_name)
+
+    @field_validator("free")
+    @classmethod
+    def _some_free(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("free has no bit set: there is nothing to search")
+        return value
+
+
+class RandomStrategy(_Section):
+    """Uniform sampling of the free bits without repetition (seeded by the study seed)."""
+
+    type: Literal["random"]
+
+
+class GridStrategy(_Section):
+    """Every configuration of the free-bit subspace, in counting order over the free bits
+    (lowest free bit changes fastest), from ``start`` on."""
+
+    type: Literal["grid"]
+    start: Annotated[int, Field(ge=0)] = 0
+
+
+Strategy = Annotated[RandomStrategy | GridStrategy, Field(discriminator="type")]
+
+
+class Objective(_Section):
+    """A metric the study optimizes; the direction defaults to the metric's natural one."""
+
+    metric: Literal[tuple(METRIC_DIRECTIONS)]  # type: ignore[valid-type]
+    direction: Literal["maximize", "minimize"] | None = None
+
+    @model_validator(mode="after")
+    def _direction(self) -> Objective:
+        if self.direction is None:
+            object.__setattr__(self, "direction", METRIC_DIRECTIONS[self.metric])
+        return self
+
+
+class Budget(_Section):
+    """When the study stops: total trials over the whole study (every run and resume together),
+    and optionally a total wall time."""
+
+    trials: Annotated[int, Field(ge=1)]
+    time_limit_s: Annotated[float, Field(gt=0)] | None = None
+
+
+class EvaluationSettings(_Section):
+    """How the approximate network is scored."""
+
+    kernel: Literal["cpu", "reference"] = "cpu"
+
+
+class StudySettings(_Section):
+    """A whole study file."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+    output: str | None = None
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
+    dataset: DatasetSettings = DatasetSettings()
+    model: ModelSettings = ModelSettings()
+    quantization: QuantizationSettings = QuantizationSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    space: AppAxOSpace
+    strategy: Strategy
+    objectives: Annotated[list[Objective], Field(min_length=2, max_length=4)] = [
+        Objective(metric="accuracy"),
+        Objective(metric="fpga_luts"),
+    ]
+    budget: Budget
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct(cls, value: list[Objective]) -> list[Objective]:
+        metrics = [o.metric for o in value]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"objectives must be distinct metrics, got {metrics}")
+        return value
+
+    @property
+    def output_dir(self) -> Path:
+        """The study folder (``runs/<name>`` unless ``output`` says otherwise)."""
+        return Path(os.path.expanduser(self.output)) if self.output else Path("runs") / self.name
+
+    def canonical(self) -> dict[str, Any]:
+        """Settings as plain data, defaults filled in; what is frozen into the study folder."""
+        return self.model_dump(mode="json")
+
+    def sha256(self) -> str:
+        """Identity of the settings: equal for files that differ only in layout or comments."""
+        text = json.dumps(self.canonical(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        msg = "unknown key (check the spelling; see the study file reference in the README)"
+    elif kind == "missing":
+        msg = "required field is missing"
+    elif "input" in first and kind not in ("value_error",) and not isinstance(first["input"], dict):
+        msg = f"{msg} (got {first['input']!r})"
+    more = len(err.errors()) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {loc or '<top level>'}: {msg}{suffix}"
+
+
+def parse_settings(data: Any, source: str = "<study>") -> StudySettings:
+    """Validate already-parsed study data."""
+    if not isinstance(data, dict):
+        raise StudyFileError(f"{source}: expected a mapping of study settings at the top level")
+    try:
+        return StudySettings.model_validate(data)
+    except ValidationError as err:
+        raise StudyFileError(_format_error(source, err)) from None
+
+
+def load_study_file(path: str | Path) -> StudySettings:
+    """Read and validate a study YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise StudyFileError(f"{path}: study file not found") from None
+    except OSError as err:
+        raise StudyFileError(f"{path}: cannot read study file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise StudyFileError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_settings(data, str(path))
+
+
+def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted ``field: old -> new`` lines for every setting that differs."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += settings_diff(a, b, name + ".")
+        elif a != b:
+            lines.append(f"{name}: {a!r} -> {b!r}")
+    return lines

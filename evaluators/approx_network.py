@@ -1,0 +1,55 @@
+"""Scoring a product table: the quantized network's test metrics with every multiplication of
+its Conv/Gemm/MatMul layers looked up in the table."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from circuits.product_table import ProductTable
+from evaluators import approx_runner
+from evaluators.classification import classification_metrics
+from evaluators.qgraph import QGraph
+from evaluators.transforms import optimize
+
+KERNELS = ("cpu", "reference")
+
+
+def load_kernels(name: str):
+    """The kernel module by name: ``cpu`` (fast, numba) or ``reference`` (plain numpy)."""
+    if name == "cpu":
+        from accel import cpu
+
+        return cpu
+    if name == "reference":
+        from accel import reference
+
+        return reference
+    raise ValueError(f"unknown kernel {name!r}; expected one of {', '.join(KERNELS)}")
+
+
+class ApproxNetworkEvaluator:
+    """The int8 network and the test images, kept resident to score many tables."""
+
+    def __init__(self, int8_onnx: Path, inputs: np.ndarray, labels: np.ndarray, kernel: str = "cpu"):
+        self.graph = optimize(QGraph.from_onnx(int8_onnx))
+        if len(self.graph.inputs) != 1 or len(self.graph.outputs) != 1:
+            raise ValueError(f"{int8_onnx}: expected one input and one output")
+        self.inputs = inputs
+        self.labels = labels
+        self.kernels = load_kernels(kernel)
+        digest = hashlib.sha256(Path(int8_onnx).read_bytes())
+        digest.update(np.ascontiguousarray(inputs).tobytes())
+        digest.update(np.ascontiguousarray(labels).tobytes())
+        self.fingerprint = digest.hexdigest()[:20]
+        """Identity of (model, test data): results with equal fingerprints are interchangeable."""
+
+    def logits(self, table: ProductTable) -> np.ndarray:
+        feeds = {self.graph.inputs[0]: self.inputs}
+        return approx_runner.run(self.graph, feeds, table, self.kernels)[self.graph.outputs[0]]
+
+    def evaluate(self, table: ProductTable) -> dict[str, float]:
+        """Accuracy and macro precision/recall/F1 on the test images."""
+        return classification_metrics(self.logits(table).argmax(axis=1), self.labels)

@@ -1,0 +1,248 @@
+"""Run a quantized ONNX graph with every Conv/Gemm/MatMul multiplication taken from a product table.
+
+The integer layers accumulate in int32 through the kernels of ``accel`` and requantize exactly as
+onnxruntime's CPU kernels do (float32 ``x_scale * w_scale / y_scale``, clamp, round half to
+even, add the zero point), so with the exact table the results equal onnxruntime's. Float ops
+between quantized layers (DequantizeLinear, Relu, MaxPool, QuantizeLinear) follow onnxruntime's
+float32 arithmetic. Any other op is refused with its name and node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from types import ModuleType
+
+import numpy as np
+
+from accel.reference import conv_output_size
+from accel.requant import output_multiplier
+from circuits.product_table import ProductTable
+from evaluators.qgraph import Node, QGraph
+
+
+class UnsupportedOpError(ValueError):
+    """The graph holds an op the approximate runner cannot execute."""
+
+
+def quantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+    """onnxruntime's QuantizeLinear: x / scale, clamp to the code range, round half to even."""
+    info = np.iinfo(zero_point.dtype)
+    zp = zero_point.astype(np.float32)
+    y = np.asarray(x, dtype=np.float32) / np.asarray(scale, dtype=np.float32)
+    y = np.clip(y, np.float32(info.min) - zp, np.float32(info.max) - zp)
+    return (np.rint(y) + zp).astype(zero_point.dtype)
+
+
+def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None) -> np.ndarray:
+    """onnxruntime's DequantizeLinear: (q - zp) converted to float32, times scale."""
+    q = q.astype(np.int32)
+    if zero_point is not None:
+        q = q - zero_point.astype(np.int32)
+    return q.astype(np.float32) * np.asarray(scale, dtype=np.float32)
+
+
+def _zero_point(graph: QGraph, node: Node, index: int, like: np.ndarray) -> np.ndarray:
+    if len(node.inputs) > index and node.inputs[index]:
+        return graph.const(node.inputs[index])
+    return np.zeros((), dtype=like.dtype)
+
+
+def _scalar(value: np.ndarray, what: str, node: Node) -> int | float:
+    if np.asarray(value).size != 1:
+        raise UnsupportedOpError(f"node {node.name!r} ({node.op}): per-channel {what} is not supported")
+    return np.asarray(value).reshape(()).item()
+
+
+class Context:
+    """What one run needs besides the tensors: the table, the kernels, what to capture."""
+
+    def __init__(self, graph: QGraph, table: ProductTable, kernels: ModuleType, capture: set[str]):
+        self.graph, self.table, self.kernels, self.capture = graph, table, kernels, capture
+        self.captured: dict[str, np.ndarray] = {}
+
+    def check_operands(self, node: Node, x: np.ndarray, w: np.ndarray) -> None:
+        kind = np.int8 if self.table.signed else np.uint8
+        if x.dtype != kind or w.dtype != kind:
+            raise UnsupportedOpError(
+                f"node {node.name!r} ({node.op}) multiplies {x.dtype} by {w.dtype}, but the "
+                f"{'signed' if self.table.signed else 'unsigned'} multiplier needs {np.dtype(kind)} "
+                "activations and weights"
+            )
+
+
+def _qlinear_conv(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    g = ctx.graph
+    x, x_scale, _, w, w_scale, _, y_scale, _ = args[:8]
+    ctx.check_operands(node, x, w)
+    if w.ndim != 4:
+        raise UnsupportedOpError(f"node {node.name!r} (QLinearConv): only 2-D convolutions are supported")
+    if node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise UnsupportedOpError(f"node {node.name!r} (QLinearConv): auto_pad is not supported")
+    conv = dict(
+        strides=tuple(node.attr("strides", [1, 1])),
+        pads=tuple(node.attr("pads", [0, 0, 0, 0])),
+        dilations=tuple(node.attr("dilations", [1, 1])),
+        group=int(node.attr("group", 1)),
+        x_zero_point=int(_scalar(_zero_point(g, node, 2, x), "activation zero point", node)),
+        w_zero_point=_zero_point(g, node, 5, w).astype(np.int64),
+    )
+    bias = args[8] if len(args) > 8 else None
+    if node.outputs[0] in ctx.capture:
+        acc = ctx.kernels.conv_accumulate(x, w, ctx.table, **conv)
+        ctx.captured[node.outputs[0] + ":acc"] = acc if bias is None else acc + bias.reshape(1, -1, 1, 1)
+    y = ctx.kernels.qlinear_conv(
+        x, w, ctx.table, bias=bias, multiplier=output_multiplier(x_scale, w_scale, y_scale),
+        y_zero_point=_zero_point(g, node, 7, x), **conv,
+    )
+    return [y]
+
+
+def _gemm(node: Node, ctx: Context, a, a_zp, b, b_zp, bias, multiplier, y_zp) -> np.ndarray:
+    ctx.check_operands(node, a, b)
+    lead = a.shape[:-1]
+    a = a.reshape(-1, a.shape[-1])
+    gemm = dict(a_zero_point=int(_scalar(a_zp, "activation zero point", node)),
+                b_zero_point=b_zp.astype(np.int64))
+    if node.outputs[0] in ctx.capture:
+        acc = ctx.kernels.gemm_accumulate(a, b, ctx.table, **gemm)
+        ctx.captured[node.outputs[0] + ":acc"] = acc if bias is None else acc + bias.reshape(1, -1)
+    y = ctx.kernels.qlinear_gemm(a, b, ctx.table, bias=bias, multiplier=multiplier,
+                                 y_zero_point=y_zp, **gemm)
+    return y.reshape(*lead, b.shape[1])
+
+
+def _qgemm(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    g = ctx.graph
+    a, a_scale, _, b, b_scale, _, c = args[:7]
+    if len(node.inputs) < 8 or not node.inputs[7]:
+        raise UnsupportedOpError(f"node {node.name!r} (QGemm): float output is not supported")
+    if node.attr("transA", 0):
+        raise UnsupportedOpError(f"node {node.name!r} (QGemm): transA is not supported")
+    b = b.T if node.attr("transB", 0) else b
+    mult = output_multiplier(a_scale, b_scale, args[7], float(node.attr("alpha", 1.0)))
+    return [_gemm(node, ctx, a, _zero_point(g, node, 2, a), b, _zero_point(g, node, 5, b), c,
+                  mult, _zero_point(g, node, 8, a))]
+
+
+def _qlinear_matmul(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    g = ctx.graph
+    a, a_scale, _, b, b_scale, _, y_scale, _ = args
+    if b.ndim != 2:
+        raise UnsupportedOpError(f"node {node.name!r} (QLinearMatMul): the weight must be 2-D")
+    mult = output_multiplier(a_scale, b_scale, y_scale)
+    return [_gemm(node, ctx, a, _zero_point(g, node, 2, a), b, _zero_point(g, node, 5, b), None,
+                  mult, _zero_point(g, node, 7, a))]
+
+
+def max_pool(x: np.ndarray, node: Node) -> np.ndarray:
+    """MaxPool on float values or integer codes; padded positions never win."""
+    kh, kw = node.attr("kernel_shape")
+    sh, sw = node.attr("strides", [1, 1])
+    dh, dw = node.attr("dilations", [1, 1])
+    top, left, bottom, right = node.attr("pads", [0, 0, 0, 0])
+    if node.attr("ceil_mode", 0) or node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise UnsupportedOpError(f"node {node.name!r} (MaxPool): ceil_mode/auto_pad are not supported")
+    n, c, h, w = x.shape
+    lowest = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=lowest)
+    oh = conv_output_size(h, kh, sh, top + bottom, dh)
+    ow = conv_output_size(w, kw, sw, left + right, dw)
+    out = np.full((n, c, oh, ow), lowest, dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            win = xp[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
+            np.maximum(out, win, out=out)
+    return out
+
+
+def _flatten(x: np.ndarray, node: Node) -> np.ndarray:
+    axis = node.attr("axis", 1) % max(x.ndim, 1)
+    return x.reshape(int(np.prod(x.shape[:axis])), -1)
+
+
+def _reshape(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    x, shape = args
+    shape = [x.shape[i] if s == 0 and not node.attr("allowzero", 0) else int(s)
+             for i, s in enumerate(shape)]
+    return [x.reshape(shape)]
+
+
+def _clip(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    x = args[0]
+    lo = args[1] if len(args) > 1 and args[1] is not None else node.attr("min", -np.inf)
+    hi = args[2] if len(args) > 2 and args[2] is not None else node.attr("max", np.inf)
+    return [np.clip(x, lo, hi).astype(x.dtype)]
+
+
+def _dequantize_op(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    if node.attr("axis") is not None and np.asarray(args[1]).size > 1:
+        raise UnsupportedOpError(f"node {node.name!r} (DequantizeLinear): per-axis is not supported")
+    return [dequantize(args[0], args[1], args[2] if len(args) > 2 else None)]
+
+
+def _quantize_op(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    zp = args[2] if len(args) > 2 and args[2] is not None else np.zeros((), np.uint8)
+    if np.asarray(args[1]).size > 1:
+        raise UnsupportedOpError(f"node {node.name!r} (QuantizeLinear): per-axis is not supported")
+    return [quantize(args[0], args[1], zp)]
+
+
+Op = Callable[[Node, list, Context], list]
+
+OPS: dict[str, Op] = {
+    "QuantizeLinear": _quantize_op,
+    "DequantizeLinear": _dequantize_op,
+    "QLinearConv": _qlinear_conv,
+    "QGemm": _qgemm,
+    "QLinearMatMul": _qlinear_matmul,
+    "Relu": lambda node, args, ctx: [np.maximum(args[0], np.zeros((), args[0].dtype))],
+    "Clip": _clip,
+    "MaxPool": lambda node, args, ctx: [max_pool(args[0], node)],
+    "Flatten": lambda node, args, ctx: [_flatten(args[0], node)],
+    "Reshape": _reshape,
+    "Identity": lambda node, args, ctx: [args[0]],
+}
+
+
+def register_op(op: str, fn: Op) -> None:
+    """Register an implementation for an op type (fused ops of graph transformations use this)."""
+    OPS[op] = fn
+
+
+def check_supported(graph: QGraph) -> None:
+    """Refuse a graph with an op this runner cannot execute, naming the op and the node."""
+    for node in graph.nodes:
+        if node.op not in OPS:
+            raise UnsupportedOpError(
+                f"ONNX op {node.op!r} (node {node.name!r}) is not supported by the approximate "
+                f"evaluator; supported ops: {', '.join(sorted(OPS))}"
+            )
+
+
+def run(
+    graph: QGraph,
+    feeds: dict[str, np.ndarray],
+    table: ProductTable,
+    kernels: ModuleType,
+    capture: Iterable[str] = (),
+) -> dict[str, np.ndarray]:
+    """Execute the graph; returns its outputs plus the captured tensors (``name:acc`` holds the
+    int32 accumulators, bias included, of a captured Conv/Gemm/MatMul output)."""
+    check_supported(graph)
+    ctx = Context(graph, table, kernels, set(capture))
+    env: dict[str, np.ndarray | None] = dict(graph.initializers)
+    env.update(feeds)
+    env[""] = None
+    last_use = {name: i for i, n in enumerate(graph.nodes) for name in n.inputs}
+    keep = set(graph.outputs) | ctx.capture | set(graph.initializers) | {""}
+    for i, node in enumerate(graph.nodes):
+        args = [env[name] for name in node.inputs]
+        for name, value in zip(node.outputs, OPS[node.op](node, args, ctx)):
+            env[name] = value
+        for name in node.inputs:  # free activations nobody reads any more
+            if last_use[name] == i and name not in keep:
+                env.pop(name, None)
+    result = {name: env[name] for name in graph.outputs}
+    result.update({name: env[name] for name in ctx.capture if name in env})
+    result.update(ctx.captured)
+    return result

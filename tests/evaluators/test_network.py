@@ -1,0 +1,156 @@
+"""LeNet-5 on real MNIST: training targets, caching, and the approximate runner's parity with
+onnxruntime on the same quantized model."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from accel import cpu, reference
+from circuits import appaxo
+from circuits.product_table import ProductTable
+from evaluators import approx_runner
+from evaluators.approx_network import ApproxNetworkEvaluator
+from evaluators.classification import classification_metrics
+from evaluators.lenet import to_input, train_lenet5
+from evaluators.network import prepare_network
+from evaluators.qgraph import QGraph
+
+EXACT = ProductTable.exact(True)
+
+
+def test_training_and_quantization_reach_the_targets(lenet):
+    report = lenet.report
+    assert report["train_images"] == 10000 and report["test_images"] == 10000
+    assert report["float"]["accuracy"] >= 0.985
+    assert abs(report["int8"]["accuracy"] - report["float"]["accuracy"]) <= 0.003
+    for kind in ("float", "int8"):
+        assert set(report[kind]) == {"accuracy", "precision_macro", "recall_macro", "f1_macro"}
+        assert report[kind]["f1_macro"] > 0.98
+
+
+def test_quantized_model_is_symmetric_int8_per_channel(lenet):
+    graph = QGraph.from_onnx(lenet.int8_onnx)
+    layers = [n for n in graph.nodes if n.op in ("QLinearConv", "QGemm")]
+    assert [n.op for n in layers] == ["QLinearConv"] * 2 + ["QGemm"] * 3
+    for node in layers:
+        x_zp, w, w_scale, w_zp = (graph.const(node.inputs[i]) for i in (2, 3, 4, 5))
+        assert w.dtype == np.int8 and x_zp.dtype == np.int8 and not x_zp.any() and not w_zp.any()
+        assert w_scale.size == w.shape[0] > 1  # one scale per output channel
+
+
+def test_a_second_study_reuses_the_trained_network(lenet, mnist, session_cache):
+    before = lenet.int8_onnx.stat().st_mtime_ns
+    messages = []
+    again = prepare_network(lenet_settings(lenet), *mnist, cache=session_cache / "networks",
+                            log=messages.append)
+    assert again.folder == lenet.folder and again.report == lenet.report
+    assert lenet.int8_onnx.stat().st_mtime_ns == before
+    assert any("reusing" in m for m in messages) and not any("training" in m for m in messages)
+
+
+def lenet_settings(prepared):
+    from evaluators.network import TrainingSettings
+
+    return TrainingSettings(**prepared.report["settings"])
+
+
+def test_training_is_deterministic(mnist):
+    train, _ = mnist
+    runs = [train_lenet5(train.images[:1500], train.labels[:1500], epochs=1, batch_size=64,
+                         learning_rate=0.003, augment=True, seed=7) for _ in range(2)]
+    for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values()):
+        assert np.array_equal(a.numpy(), b.numpy())
+
+
+def ort_with_every_tensor(model_path):
+    """onnxruntime session over the model with every node output exposed as a graph output."""
+    model = onnx.load(str(model_path))
+    known = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for name in node.output:
+            if name not in known:
+                model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session, [o.name for o in session.get_outputs()]
+
+
+def test_exact_table_reproduces_onnxruntime_on_every_test_image(lenet, mnist):
+    _, test = mnist
+    x = to_input(test.images)
+    session, names = ort_with_every_tensor(lenet.int8_onnx)
+    expected = dict(zip(names, session.run(None, {"input": x})))
+    graph = QGraph.from_onnx(lenet.int8_onnx)
+    got = approx_runner.run(graph, {"input": x}, EXACT, cpu, capture=names)
+    for name in names:  # every intermediate tensor, bit for bit
+        assert got[name].dtype == expected[name].dtype, name
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    plain = ort.InferenceSession(str(lenet.int8_onnx), providers=["CPUExecutionProvider"])
+    ort_pred = plain.run(None, {"input": x})[0].argmax(axis=1)
+    np.testing.assert_array_equal(got["logits"].argmax(axis=1), ort_pred)
+    assert classification_metrics(ort_pred, test.labels) == lenet.report["int8"]
+
+
+def test_first_layer_accumulators_equal_onnxruntime_conv_integer(lenet, mnist):
+    _, test = mnist
+    graph = QGraph.from_onnx(lenet.int8_onnx)
+    conv = next(n for n in graph.nodes if n.op == "QLinearConv")
+    x_q = approx_runner.run(graph, {"input": to_input(test.images)}, EXACT, cpu,
+                            capture=[conv.inputs[0]])[conv.inputs[0]]
+    w = graph.const(conv.inputs[3])
+    model = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("ConvInteger", ["x", "w"], ["acc"], pads=conv.attr("pads"))], "first",
+            [helper.make_tensor_value_info("x", TensorProto.INT8, list(x_q.shape))],
+            [helper.make_tensor_value_info("acc", TensorProto.INT32, None)],
+            [numpy_helper.from_array(w, "w")],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x_q})[0]
+    got = approx_runner.run(graph, {"input": to_input(test.images)}, EXACT, cpu,
+                            capture=[conv.outputs[0]])[conv.outputs[0] + ":acc"]
+    bias = graph.const(conv.inputs[8]).reshape(1, -1, 1, 1)
+    np.testing.assert_array_equal(got - bias, expected)
+
+
+def test_reference_and_fast_kernels_agree_on_an_approximate_network(lenet, mnist):
+    _, test = mnist
+    table = ProductTable(appaxo.product_table(0b111100011000111111111111111011111111), True)
+    x = {"input": to_input(test.images[:150])}
+    graph = QGraph.from_onnx(lenet.int8_onnx)
+    fast = approx_runner.run(graph, x, table, cpu)["logits"]
+    np.testing.assert_array_equal(fast, approx_runner.run(graph, x, table, reference)["logits"])
+    assert not np.array_equal(fast, approx_runner.run(graph, x, EXACT, cpu)["logits"])
+
+
+def test_accuracy_falls_to_chance_without_any_lut(lenet, mnist):
+    _, test = mnist
+    evaluator = ApproxNetworkEvaluator(lenet.int8_onnx, to_input(test.images[:2000]),
+                                       test.labels[:2000])
+    assert evaluator.evaluate(ProductTable(appaxo.product_table(0), True))["accuracy"] < 0.2
+    assert evaluator.evaluate(EXACT)["accuracy"] > 0.98
+
+
+def test_an_unsupported_op_is_named_with_its_node(lenet, tmp_path):
+    model = onnx.load(str(lenet.int8_onnx))
+    model.graph.node.append(helper.make_node("Softmax", ["logits"], ["probs"], name="head_softmax"))
+    model.graph.output[0].name = "probs"
+    path = tmp_path / "softmax.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(approx_runner.UnsupportedOpError, match="'Softmax'.*'head_softmax'"):
+        ApproxNetworkEvaluator(path, np.zeros((1, 1, 28, 28), np.float32), np.zeros(1, np.uint8))
+
+
+def test_classification_metrics_by_hand():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    preds = np.array([0, 1, 1, 1, 0, 0])
+    m = classification_metrics(preds, labels, n_classes=3)
+    assert m["accuracy"] == pytest.approx(0.5)
+    assert m["precision_macro"] == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
+    assert m["recall_macro"] == pytest.approx((0.5 + 1 + 0) / 3)
+    f1 = [2 * (1 / 3) * 0.5 / (1 / 3 + 0.5), 2 * (2 / 3) / (2 / 3 + 1), 0]
+    assert m["f1_macro"] == pytest.approx(np.mean(f1))

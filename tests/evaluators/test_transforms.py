@@ -1,0 +1,72 @@
+"""Graph transformations compute exactly what the untransformed graph and onnxruntime compute."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from accel import cpu
+from circuits import appaxo
+from circuits.product_table import ProductTable
+from evaluators import approx_runner
+from evaluators.lenet import to_input
+from evaluators.qgraph import QGraph
+from evaluators.quantization import quantize_int8
+from evaluators.transforms import CODE_CHAIN, FoldCodeChains, optimize
+
+
+def test_lenet_chains_fold_and_results_do_not_change(lenet, mnist):
+    _, test = mnist
+    plain = QGraph.from_onnx(lenet.int8_onnx)
+    folded, changed = FoldCodeChains().apply(plain)
+    assert changed
+    assert [n.op for n in folded.nodes] == [
+        "QuantizeLinear", "QLinearConv", CODE_CHAIN, "QLinearConv", CODE_CHAIN,
+        "QGemm", CODE_CHAIN, "QGemm", CODE_CHAIN, "QGemm", "DequantizeLinear"]
+    assert FoldCodeChains().apply(folded) == (folded, False)
+    x = {"input": to_input(test.images)}
+    for config in (appaxo.EXACT, 0b111100011000111111111111111011111111):
+        table = ProductTable(appaxo.product_table(config), True)
+        np.testing.assert_array_equal(approx_runner.run(folded, x, table, cpu)["logits"],
+                                      approx_runner.run(plain, x, table, cpu)["logits"])
+
+
+class ClipPadPool(nn.Module):
+    """Conv -> ReLU6 (an ONNX Clip) -> padded, strided 3x3 max pool -> reshape -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.fc = nn.Linear(4 * 5 * 5, 3)
+
+    def forward(self, x):
+        x = self.pool(torch.clamp(self.conv(x), 0.0, 6.0))
+        return self.fc(x.reshape(-1, 4 * 5 * 5))
+
+
+def test_clip_and_padded_pooling_fold_exactly_against_onnxruntime(tmp_path):
+    torch.manual_seed(0)
+    model = ClipPadPool().eval()
+    x = torch.randn(64, 2, 10, 10) * 3
+    torch.onnx.export(model, x[:1], str(tmp_path / "f.onnx"), input_names=["input"],
+                      output_names=["out"], dynamic_axes={"input": {0: "n"}, "out": {0: "n"}},
+                      opset_version=17, dynamo=False)
+    quantize_int8(tmp_path / "f.onnx", tmp_path / "q.onnx", x[:32].numpy())
+    graph = optimize(QGraph.from_onnx(tmp_path / "q.onnx"))
+    ops = [n.op for n in graph.nodes]
+    assert CODE_CHAIN in ops and "MaxPool" not in ops and "Clip" not in ops
+    expected = ort.InferenceSession(str(tmp_path / "q.onnx")).run(None, {"input": x.numpy()})[0]
+    got = approx_runner.run(graph, {"input": x.numpy()}, ProductTable.exact(True), cpu)["out"]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_chain_whose_tensor_is_read_elsewhere_is_left_alone(lenet):
+    plain = QGraph.from_onnx(lenet.int8_onnx)
+    relu = next(n for n in plain.nodes if n.op == "Relu")
+    exposed = type(plain)(plain.nodes, plain.initializers, plain.inputs,
+                          plain.outputs + (relu.outputs[0],))
+    folded, _ = FoldCodeChains().apply(exposed)
+    assert relu in folded.nodes
