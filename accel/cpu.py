@@ -31,23 +31,25 @@ def fold_weights(
     Returns ``G`` (K, 256, O) int32 with ``G[k, v, o] = T[v, w[k, o]] - zw[o] * code(v)`` minus
     its zero-point row, and ``base`` (O,) int64: the removed rows' sum plus the exact cross terms
     ``-zx * sum_k w[k, o] + K * zx * zw[o]``. Then acc = base + sum over non-zero-point codes.
+    int32 arithmetic is safe here: ``_check_range`` bounds the table well inside int32.
     """
     k = w_cols.shape[0]
     zw = w_zero_point.astype(np.int64)
-    idx = w_cols.astype(np.int64) + table.offset  # (K, O)
-    folded = table.values.T[idx].astype(np.int64)  # (K, O, 256)
+    idx = w_cols.astype(np.intp) + table.offset  # (K, O)
+    folded = np.ascontiguousarray(table.values[:, idx].transpose(1, 0, 2))  # (K, 256, O)
     if zw.any():
-        folded -= zw[None, :, None] * table.operands[None, None, :]
-    zero_row = folded[:, :, x_zero_point + table.offset].copy()  # (K, O)
-    folded -= zero_row[:, :, None]
-    base = zero_row.sum(axis=0) - x_zero_point * w_cols.astype(np.int64).sum(axis=0) \
-        + k * x_zero_point * zw
-    return np.ascontiguousarray(folded.transpose(0, 2, 1)).astype(np.int32), base
+        folded -= (zw[None, None, :] * table.operands[None, :, None]).astype(np.int32)
+    zero_row = folded[:, x_zero_point + table.offset, :].copy()  # (K, O)
+    folded -= zero_row[:, None, :]
+    base = zero_row.sum(axis=0, dtype=np.int64) \
+        - x_zero_point * w_cols.astype(np.int64).sum(axis=0) + k * x_zero_point * zw
+    return folded, base
 
 
 def _check_range(table: ProductTable, k: int, za: int, zb: np.ndarray) -> None:
-    bound = k * int(np.abs(table.values).max()) + k * 255 * (abs(za) + int(np.abs(zb).max()) + 255)
-    if bound > _INT32_MAX:
+    largest = int(np.abs(table.values.astype(np.int64)).max())
+    bound = k * largest + k * 255 * (abs(za) + int(np.abs(zb).max()) + 255)
+    if bound > _INT32_MAX or 2 * largest > _INT32_MAX:
         raise OverflowError(f"accumulator of {k} products may exceed the int32 range")
 
 

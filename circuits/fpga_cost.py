@@ -6,7 +6,7 @@ results costs one LUT per bit it must compress: at each output weight 2^p with h
 the correction constant for free. The accurate multiplier scores 36 + 24 = 60 LUTs against
 Vivado's 58; over the 680 Vivado-implemented configurations of
 ``appaxo_vivado_ppa_train.csv`` (EMGAxO) the model's mean absolute error is 4.2 LUTs with a
-Spearman rank correlation of 0.96 (tests/circuits/test_fpga_cost.py recomputes both), which is
+Spearman rank correlation of 0.97 (tests/circuits/test_fpga_cost.py recomputes both), which is
 what a search needs: it ranks configurations, it does not sign off a design.
 """
 

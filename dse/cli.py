@@ -67,7 +67,7 @@ def _summary(study) -> dict:
     trials = study.trials
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
     front = study.pareto()
-    baseline = trials[trials.get("role", "") == "baseline"] if not trials.empty else trials
+    baseline = trials[trials["role"] == "baseline"] if not trials.empty else trials
     cols = ["config_bits", "config", *study.objectives]
     return {
         "study": study.name,

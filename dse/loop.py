@@ -82,11 +82,8 @@ class StudyRunner:
         """Tell the strategy every stored search trial and warm the evaluation cache."""
         for t in self.study.store.trials():
             attrs = t.user_attrs
-            if attrs.get("fingerprint") == self.evaluator.fingerprint and t.values is not None:
-                self.evaluator.network_cache.setdefault(
-                    attrs["table_sha256"],
-                    {k: attrs[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro")},
-                )
+            if t.values is not None:
+                self.evaluator.remember(attrs)
             if attrs.get("role") == SEARCH:
                 self.strategy.tell(Proposal(t.params["config"], attrs["proposal_index"]), t.values)
 

@@ -43,8 +43,8 @@ class ApproxNetworkEvaluator:
         digest = hashlib.sha256(Path(int8_onnx).read_bytes())
         digest.update(np.ascontiguousarray(inputs).tobytes())
         digest.update(np.ascontiguousarray(labels).tobytes())
+        # identity of (model, test data): results with equal fingerprints are interchangeable
         self.fingerprint = digest.hexdigest()[:20]
-        """Identity of (model, test data): results with equal fingerprints are interchangeable."""
 
     def logits(self, table: ProductTable) -> np.ndarray:
         feeds = {self.graph.inputs[0]: self.inputs}

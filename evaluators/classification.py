@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
+
 
 def classification_metrics(predictions: np.ndarray, labels: np.ndarray, n_classes: int = 10) -> dict:
     """Accuracy and macro-averaged precision, recall and F1 (a class never predicted has

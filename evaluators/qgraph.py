@@ -63,10 +63,6 @@ class QGraph:
         """Nodes that read ``tensor``."""
         return [n for n in self.nodes if tensor in n.inputs]
 
-    def producer(self, tensor: str) -> Node | None:
-        """The node that writes ``tensor``, if any."""
-        return next((n for n in self.nodes if tensor in n.outputs), None)
-
     def const(self, name: str) -> np.ndarray:
         """A constant input by name (scales, zero points, weights, shapes)."""
         try:

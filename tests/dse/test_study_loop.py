@@ -13,6 +13,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 import optuna
+import pandas as pd
 import pytest
 import yaml
 
@@ -80,7 +81,7 @@ def test_a_study_stores_every_trial_and_writes_its_front(tmp_path, mnist_dir, mn
     assert baseline["accuracy"] == pytest.approx(ort_acc) and baseline["fpga_luts"] == 60
     # reports
     front = study.pareto()
-    written = __import__("pandas").read_csv(folder / "pareto.csv")
+    written = pd.read_csv(folder / "pareto.csv")
     assert written["config"].tolist() == front["config"].tolist() and len(front) >= 1
     assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (folder / "trials.csv").is_file() and (folder / "study.sha256").is_file()
