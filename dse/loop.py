@@ -26,10 +26,10 @@ from dse.study_file import StudyFileError, StudySettings, settings_diff
 Log = Callable[[str], None]
 
 
-def freeze(settings: StudySettings, folder: Path) -> None:
-    """Create the study folder with the frozen settings, or check that they did not change."""
-    frozen = folder / FROZEN
-    if frozen.is_file():
+def check_folder(settings: StudySettings, folder: Path) -> bool:
+    """Whether ``folder`` already holds this study; refuses a changed study file or a foreign
+    folder. Writes nothing."""
+    if (folder / FROZEN).is_file():
         old = read_frozen(folder)
         if old.sha256() != settings.sha256():
             changes = "; ".join(settings_diff(old.canonical(), settings.canonical()))
@@ -37,17 +37,25 @@ def freeze(settings: StudySettings, folder: Path) -> None:
                 f"{folder}: the study file changed since this study started ({changes}); "
                 "restore it, or give the study a new name or output folder"
             )
+        return True
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise StudyFileError(f"{folder}: exists and is not a study folder; choose another output")
+    return False
+
+
+def freeze(settings: StudySettings, folder: Path) -> None:
+    """Create the study folder with the frozen settings (nothing to do if it exists)."""
+    if check_folder(settings, folder):
         return
-    if folder.exists() and any(folder.iterdir()):
-        raise StudyFileError(f"{folder}: folder exists and is not a study folder; choose another output")
     folder.mkdir(parents=True, exist_ok=True)
+    frozen = folder / FROZEN
     tmp = folder / (FROZEN + ".tmp")
     tmp.write_text(yaml.safe_dump(settings.canonical(), sort_keys=False))
     tmp.rename(frozen)
     (folder / FROZEN_HASH).write_text(settings.sha256() + "\n")
 
 
-def build_evaluator(settings: StudySettings, folder: Path, log: Log):
+def build_evaluator(settings: StudySettings, log: Log):
     """The AppAxO candidate evaluator described by the study settings."""
     from evaluators.candidate import build_appaxo_evaluator
     from evaluators.network import TrainingSettings
@@ -61,7 +69,7 @@ def build_evaluator(settings: StudySettings, folder: Path, log: Log):
     return build_appaxo_evaluator(
         dataset=d.name, dataset_path=d.path, download=d.download, test_size=d.test_size,
         training=training, reuse_network=m.reuse_checkpoint, kernel=settings.evaluation.kernel,
-        study_folder=folder, log=log,
+        log=log,
     )
 
 
@@ -142,9 +150,12 @@ def run_study(
     from dse.report import write_reports
 
     folder = Path(folder) if folder is not None else settings.output_dir
+    check_folder(settings, folder)
+    evaluator = build_evaluator(settings, log)  # bad data fails here, before anything is written
     freeze(settings, folder)
+    evaluator.save_network(folder / "network")
     study = Study(folder, settings)
-    runner = StudyRunner(study, build_evaluator(settings, folder, log), log, progress)
+    runner = StudyRunner(study, evaluator, log, progress)
     try:
         runner.run()
     finally:

@@ -41,6 +41,12 @@ class AppAxOEvaluator:
             self.network_cache.setdefault(
                 metrics["table_sha256"], {k: metrics[k] for k in METRICS})
 
+    def save_network(self, folder: Path) -> None:
+        """Keep a copy of the models this evaluator scores with (a study's own record)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for src in self.prepared.folder.iterdir():
+            shutil.copy2(src, folder / src.name)
+
     def evaluate(self, config: int) -> dict:
         """Every metric of one configuration (plain values, ready to store)."""
         start = time.perf_counter()
@@ -72,24 +78,14 @@ def build_appaxo_evaluator(
     training: TrainingSettings,
     reuse_network: bool,
     kernel: str,
-    study_folder: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> AppAxOEvaluator:
     """Load the data, train or reuse the network, and keep it resident for many evaluations."""
     train = load_split(dataset, "train", dataset_path, download=download)
     test = load_split(dataset, "test", dataset_path, download=download)
     prepared = prepare_network(training, train, test, reuse=reuse_network, log=log)
-    if study_folder is not None:
-        _copy_network(prepared, study_folder / "network")
     images, labels = test.images, test.labels
     if test_size is not None:
         images, labels = images[:test_size], labels[:test_size]
     network = ApproxNetworkEvaluator(prepared.int8_onnx, to_input(images), labels, kernel)
     return AppAxOEvaluator(network, prepared, {})
-
-
-def _copy_network(prepared: PreparedNetwork, folder: Path) -> None:
-    """Keep the study's own copy of the models it was scored with."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for src in prepared.folder.iterdir():
-        shutil.copy2(src, folder / src.name)

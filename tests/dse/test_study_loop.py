@@ -99,7 +99,7 @@ def test_running_a_finished_study_again_evaluates_nothing(tmp_path, mnist_dir, e
     stored = dse.load_study(folder).trials
     study = run(study_data(folder, mnist_dir))
     assert study.trials["trial"].tolist() == stored["trial"].tolist()
-    runner = StudyRunner(study, build_evaluator(study.settings, folder, quiet), quiet, False)
+    runner = StudyRunner(study, build_evaluator(study.settings, quiet), quiet, False)
     assert runner.run() == 0
     assert len(runner.evaluator.network_cache) == stored["table_sha256"].nunique()
 
@@ -134,7 +134,7 @@ def test_a_failing_evaluation_becomes_a_failed_trial(tmp_path, mnist_dir, env):
 
     freeze(settings, folder)
     study = Study(folder, settings)
-    evaluator = build_evaluator(settings, folder, quiet)
+    evaluator = build_evaluator(settings, quiet)
     calls = []
     real = evaluator.evaluate
 
@@ -213,3 +213,17 @@ def test_status_prints_the_front_and_json(tmp_path, mnist_dir, env, capsys):
     assert summary["search_trials"] == 6 and summary["exact"]["fpga_luts"] == 60
     assert main(["status", str(tmp_path / "nothing")]) == 2
     assert "not a study folder" in capsys.readouterr().err
+
+
+def test_missing_data_is_a_one_line_error_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DSE_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("DSE_DATA_DIR", raising=False)
+    folder = tmp_path / "mini"
+    data = study_data(folder, tmp_path, dataset={"path": None, "download": False})
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "train-images-idx3-ubyte.gz" in err and "DSE_DATA_DIR" in err
+    assert not folder.exists()
