@@ -96,7 +96,10 @@ def _print_summary(study, summary: dict | None = None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dse", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="dse",
+        description="Design-space exploration of approximate multipliers in quantized neural networks.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start or continue the study a study file describes")
     run.add_argument("study", help="study YAML file")

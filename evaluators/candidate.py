@@ -84,6 +84,11 @@ def build_appaxo_evaluator(
     train = load_split(dataset, "train", dataset_path, download=download)
     test = load_split(dataset, "test", dataset_path, download=download)
     prepared = prepare_network(training, train, test, reuse=reuse_network, log=log)
+    for kind in ("float", "int8"):
+        m = prepared.report[kind]
+        log(f"{kind} network on {prepared.report['test_images']} test images: accuracy "
+            f"{m['accuracy']:.4f}, macro precision {m['precision_macro']:.4f}, recall "
+            f"{m['recall_macro']:.4f}, F1 {m['f1_macro']:.4f}")
     images, labels = test.images, test.labels
     if test_size is not None:
         images, labels = images[:test_size], labels[:test_size]
