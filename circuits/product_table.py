@@ -16,9 +16,10 @@ import numpy as np
 SHAPE = (256, 256)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ProductTable:
-    """A multiplier's 256x256 int32 product table and its signedness."""
+    """A multiplier's 256x256 int32 product table and its signedness; equal tables are equal
+    values with equal signedness (compared through their hash)."""
 
     values: np.ndarray
     signed: bool
@@ -37,6 +38,12 @@ class ProductTable:
         digest = hashlib.sha256(b"signed" if self.signed else b"unsigned")
         digest.update(values.tobytes())
         object.__setattr__(self, "sha256", digest.hexdigest())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ProductTable) and other.sha256 == self.sha256
+
+    def __hash__(self) -> int:
+        return hash(self.sha256)
 
     @property
     def offset(self) -> int:

@@ -33,6 +33,8 @@ from typing import BinaryIO
 import numpy as np
 from tqdm import tqdm
 
+from circuits.cache import cache_dir
+
 TIMEOUT_S = 30
 """Seconds a mirror may stay silent before the download from it is abandoned."""
 
@@ -200,14 +202,6 @@ DATASETS: dict[str, Dataset] = {
         system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
     ),
 }
-
-
-def cache_dir() -> Path:
-    """The user cache: ``$DSE_CACHE_DIR``, else ``$XDG_CACHE_HOME/dse``, else ``~/.cache/dse``."""
-    if explicit := os.environ.get("DSE_CACHE_DIR"):
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dse"
 
 
 def locate(

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from circuits.cache import cache_dir
 from evaluators.classification import classification_metrics
-from evaluators.datasets import Split, cache_dir
+from evaluators.datasets import Split
 
 FLOAT_ONNX = "float.onnx"
 INT8_ONNX = "int8.onnx"

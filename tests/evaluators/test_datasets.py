@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from circuits.cache import cache_dir
 from evaluators.datasets import (
     DATASETS,
     Dataset,
     DatasetError,
     IdxFile,
     IdxPair,
-    cache_dir,
     load_split,
     locate,
 )

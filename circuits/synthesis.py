@@ -1,0 +1,148 @@
+"""Yosys synthesis of a multiplier: to Liberty cells (ABC), to Yosys gates, or to Xilinx LUTs.
+
+The ASIC run writes two views of the same mapped circuit: ``netlist.v`` (Liberty cells, for
+OpenSTA) and ``flat.json`` (each cell replaced by the gates Yosys derives from its Liberty
+``function``, for bit-parallel simulation). ``rename -enumerate`` gives cells and nets short
+public names first, so a simulated net ``_12_.ZN`` is OpenSTA's pin ``_12_/ZN``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from circuits.liberty import Liberty
+from circuits.multiplier import Multiplier, MultiplierError
+from circuits.netlist_sim import Netlist
+from circuits.tools import run_tool
+
+# Transistor counts of static CMOS gates: the area unit of the Liberty-free estimate.
+GATE_TRANSISTORS = {
+    "$_NOT_": 2, "$_BUF_": 4, "$_NAND_": 4, "$_NOR_": 4, "$_AND_": 6, "$_OR_": 6,
+    "$_ANDNOT_": 6, "$_ORNOT_": 6, "$_XOR_": 12, "$_XNOR_": 12, "$_MUX_": 12, "$_NMUX_": 12,
+    "$_AOI3_": 6, "$_OAI3_": 6, "$_AOI4_": 8, "$_OAI4_": 8,
+}
+ABC_GATES = "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX,AOI3,OAI3,AOI4,OAI4"
+
+
+@dataclass
+class Ports:
+    """Which ports carry the activation, the weight and the product."""
+
+    activation: str
+    weight: str
+    product: str
+    declared_signed: bool
+
+
+@dataclass
+class AsicNetlist:
+    """A synthesized multiplier: the simulation view, the STA view and the cell statistics."""
+
+    top: str
+    ports: Ports
+    netlist: Netlist
+    netlist_verilog: str | None
+    area: float
+    cells: dict[str, int] = field(default_factory=dict)
+
+
+def find_ports(module: dict, subject: str) -> Ports:
+    """The operand and product ports of a synthesized module, or a MultiplierError."""
+    ports = module["ports"]
+    inputs = [p for p, d in ports.items() if d["direction"] == "input"]
+    outputs = [p for p, d in ports.items() if d["direction"] == "output"]
+    widths = {p: len(d["bits"]) for p, d in ports.items()}
+    found = ", ".join(f"{ports[p]['direction']} {p}[{widths[p]}]" for p in ports)
+    if len(inputs) != 2 or any(widths[p] != 8 for p in inputs) or len(outputs) != 1 \
+            or not 16 <= widths[outputs[0]] <= 32:
+        raise MultiplierError(
+            f"{subject}: expected two 8-bit inputs and one 16- to 32-bit output, found {found}")
+    a, b = ("a", "b") if set(inputs) == {"a", "b"} else inputs
+    signed = all(ports[p].get("signed", 0) for p in inputs)
+    return Ports(a, b, outputs[0], signed)
+
+
+def synthesize_asic(mult: Multiplier, liberty: Liberty | None, timeout: float) -> AsicNetlist:
+    """Synthesize with Yosys to the Liberty cells (or to Yosys gates when ``liberty`` is None)."""
+    subject = mult.source or mult.name
+    top = f"-top {mult.top}" if mult.top else "-auto-top"
+    with tempfile.TemporaryDirectory(prefix="dse-yosys-") as tmp:
+        work = Path(tmp)
+        (work / "design.v").write_text(mult.verilog)
+        script = [
+            "read_verilog -sv design.v",
+            f"hierarchy -check {top}",
+            "synth -flatten",
+            f"abc -liberty {liberty.path}" if liberty else f"abc -g {ABC_GATES}",
+            "opt_clean",
+            "rename -enumerate",
+            "tee -q -o stat.json stat -json",
+        ]
+        if liberty:  # stat -json of Yosys 0.23 has no area: read the text report's total
+            script.append(f"tee -q -o stat.txt stat -liberty {liberty.path}")
+        if liberty:
+            script += ["opt_clean -purge", "write_verilog -noattr -noexpr -simple-lhs netlist.v",
+                       f"read_liberty -ignore_miss_func {liberty.path}", "flatten", "opt_clean -purge"]
+        script.append("write_json flat.json")
+        (work / "flow.ys").write_text("\n".join(script) + "\n")
+        run_tool("yosys", ["-q", "-s", "flow.ys"], cwd=work, timeout=timeout, subject=subject)
+        modules = json.loads((work / "flat.json").read_text())["modules"]
+        name = next(n for n, m in modules.items() if m.get("attributes", {}).get("top")) \
+            if len(modules) > 1 else next(iter(modules))
+        stat = json.loads((work / "stat.json").read_text())["modules"]
+        cells = _cell_counts(stat)
+        if not cells:
+            area = 0.0  # constant outputs (every LUT removed): no logic at all
+        elif liberty:
+            area = _area((work / "stat.txt").read_text())
+        else:
+            area = float(sum(GATE_TRANSISTORS.get(t, 6) * n for t, n in cells.items()))
+        netlist_v = (work / "netlist.v").read_text() if liberty else None
+        return AsicNetlist(name, find_ports(modules[name], subject), Netlist(modules[name], name),
+                           netlist_v, area, cells)
+
+
+def _cell_counts(stat: dict) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for module in stat.values():
+        for cell, n in module.get("num_cells_by_type", {}).items():
+            counts[cell] = counts.get(cell, 0) + int(n)
+    return counts
+
+
+def _area(report: str) -> float:
+    match = re.search(r"Chip area for (?:top )?module .*?:\s*([0-9.eE+-]+)", report)
+    if match is None:
+        raise ValueError("Yosys stat reported no chip area (are the cells in the Liberty file?)")
+    return float(match.group(1))
+
+
+@dataclass(frozen=True)
+class FpgaCost:
+    """Xilinx 7-series resources from ``synth_xilinx``."""
+
+    luts: int
+    carries: int
+    cells: dict[str, int]
+
+
+def synthesize_xilinx(mult: Multiplier, timeout: float) -> FpgaCost:
+    """LUT and CARRY4 counts of a multiplier mapped by Yosys ``synth_xilinx`` (no DSP blocks:
+    an approximate multiplier is built from fabric)."""
+    subject = mult.source or mult.name
+    top = f"-top {mult.top}" if mult.top else "-auto-top"
+    with tempfile.TemporaryDirectory(prefix="dse-xilinx-") as tmp:
+        work = Path(tmp)
+        (work / "design.v").write_text(mult.verilog)
+        script = ["read_verilog -sv design.v", f"hierarchy -check {top}",
+                  "synth_xilinx -flatten -nodsp -noiopad", "tee -q -o stat.json stat -json"]
+        (work / "flow.ys").write_text("\n".join(script) + "\n")
+        run_tool("yosys", ["-q", "-s", "flow.ys"], cwd=work, timeout=timeout, subject=subject)
+        cells = _cell_counts(json.loads((work / "stat.json").read_text())["modules"])
+    luts = sum(n for c, n in cells.items() if c.startswith("LUT"))
+    carries = sum(n for c, n in cells.items() if c.startswith("CARRY"))
+    return FpgaCost(luts, carries, cells)
