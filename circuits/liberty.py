@@ -12,6 +12,10 @@ from pathlib import Path
 from circuits.cache import cache_dir
 
 
+class LibertyError(ValueError):
+    """A Liberty file that cannot be found; one line saying where to put it."""
+
+
 @dataclass(frozen=True)
 class Liberty:
     """A Liberty file the tools can read, and the identity of its content."""
@@ -21,11 +25,33 @@ class Liberty:
     name: str
 
 
+# Libraries known by name: the OpenSTA repository's examples folder publishes both files.
+KNOWN = {"nangate45": "nangate45_typ.lib.gz", "sky130hd": "sky130hd_tt.lib.gz"}
+SOURCE = "https://github.com/The-OpenROAD-Project/OpenSTA/tree/master/examples"
+
+
+def find_liberty(spec: str) -> Path:
+    """A Liberty file path, or a known library name looked up in ``$DSE_PDK_DIR`` and the user
+    cache's ``pdk/`` folder."""
+    if spec not in KNOWN:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise LibertyError(f"Liberty file {path} not found")
+        return path
+    folders = [Path(p).expanduser() for p in [os.environ.get("DSE_PDK_DIR")] if p]
+    folders.append(cache_dir() / "pdk")
+    for folder in folders:
+        if (folder / KNOWN[spec]).is_file():
+            return folder / KNOWN[spec]
+    raise LibertyError(
+        f"Liberty library {spec!r}: put {KNOWN[spec]} (from {SOURCE}) in $DSE_PDK_DIR or "
+        f"{cache_dir() / 'pdk'}")
+
+
 def load_liberty(path: str | Path) -> Liberty:
-    """Resolve a Liberty file; a ``.gz`` one is decompressed once into the user cache."""
-    source = Path(path).expanduser()
-    if not source.is_file():
-        raise FileNotFoundError(f"Liberty file {source} not found")
+    """Resolve a Liberty file or known name; a ``.gz`` file is decompressed once into the user
+    cache."""
+    source = find_liberty(str(path))
     data = source.read_bytes()
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)

@@ -18,10 +18,14 @@ EXIT_INTERRUPTED = 130
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from circuits.liberty import LibertyError
+    from circuits.multiplier import MultiplierError
+    from circuits.tools import ToolError
     from evaluators.approx_runner import UnsupportedOpError
     from evaluators.datasets import DatasetError
 
-    return (StudyFileError, DatasetError, UnsupportedOpError)
+    return (StudyFileError, DatasetError, UnsupportedOpError, LibertyError, MultiplierError,
+            ToolError)
 
 
 def _log(message: str) -> None:

@@ -57,6 +57,7 @@ def freeze(settings: StudySettings, folder: Path) -> None:
 
 def build_evaluator(settings: StudySettings, log: Log):
     """The AppAxO candidate evaluator described by the study settings."""
+    from circuits.characterize import FlowSettings
     from evaluators.candidate import build_appaxo_evaluator
     from evaluators.network import TrainingSettings
 
@@ -66,10 +67,16 @@ def build_evaluator(settings: StudySettings, log: Log):
         augment=m.augment, seed=settings.seed,
         calibration_size=settings.quantization.calibration_size,
     )
+    asic = None
+    if settings.needs_asic:
+        h = settings.hardware
+        flow = FlowSettings(liberty=h.liberty, clock_period_ns=h.clock_period_ns,
+                            vectors=h.vectors, seed=settings.seed, timeout_s=h.timeout_s)
+        asic = (flow, h.power)
     return build_appaxo_evaluator(
         dataset=d.name, dataset_path=d.path, download=d.download, test_size=d.test_size,
         training=training, reuse_network=m.reuse_checkpoint, kernel=settings.evaluation.kernel,
-        log=log,
+        asic=asic, seed=settings.seed, log=log,
     )
 
 
@@ -153,7 +160,7 @@ def run_study(
     check_folder(settings, folder)
     evaluator = build_evaluator(settings, log)  # bad data fails here, before anything is written
     freeze(settings, folder)
-    evaluator.save_network(folder / "network")
+    evaluator.save_artifacts(folder)
     study = Study(folder, settings)
     runner = StudyRunner(study, evaluator, log, progress)
     try:

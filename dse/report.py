@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dse.pareto import non_dominated
 from dse.study import BASELINE, Study
 
 LABELS = {
@@ -17,6 +18,19 @@ LABELS = {
     "wce": "worst-case error",
     "error_probability": "error probability",
 }
+
+
+def label(study: Study, metric: str) -> str:
+    """Axis label of a metric, with the units of the study's hardware model."""
+    if metric not in ("area", "power", "delay", "pdp"):
+        return LABELS.get(metric, metric)
+    hw = study.settings.hardware
+    units = {"area": "um^2", "power": "uW", "delay": "ns", "pdp": "fJ"} if hw.liberty else {
+        "area": "transistors", "power": "transistor toggles/cycle", "delay": "gate levels",
+        "pdp": "toggles x levels"}
+    name = {"power": f"power ({hw.power})", "pdp": "power-delay product"}.get(metric, metric)
+    source = hw.liberty or "estimate"
+    return f"{name} [{units[metric]}, {source}]"
 
 
 def write_reports(study: Study) -> dict[str, Path]:
@@ -35,31 +49,36 @@ def write_reports(study: Study) -> dict[str, Path]:
 
 
 def plot_front(study: Study, trials: pd.DataFrame, front: pd.DataFrame, path: Path) -> None:
-    """The first objective (y) against the second (x): dominated trials grey, the front
-    highlighted as a staircase, the exact multiplier marked."""
+    """The first objective against each other one (one panel each): dominated trials grey, the
+    front over all objectives highlighted, the staircase of each panel's own 2-D front, the
+    exact multiplier marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    y_key, x_key = study.objectives[0], study.objectives[1]
+    y_key, others = study.objectives[0], study.objectives[1:]
     done = trials[trials["state"] == "COMPLETE"] if not trials.empty else trials
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    if not done.empty:
-        ax.scatter(done[x_key], done[y_key], s=14, c="0.75", label=f"evaluated ({len(done)})")
-        ordered = front.sort_values(x_key)
-        ax.step(ordered[x_key], ordered[y_key], where="post", c="tab:blue", lw=1.2, alpha=0.8)
-        ax.scatter(ordered[x_key], ordered[y_key], s=26, c="tab:blue",
-                   label=f"Pareto front ({len(front)})", zorder=3)
-        exact = done[done["role"] == BASELINE]
-        if not exact.empty:
-            ax.scatter(exact[x_key], exact[y_key], marker="*", s=220, c="tab:red",
-                       edgecolors="k", zorder=4, label="exact multiplier")
-    ax.set_xlabel(LABELS.get(x_key, x_key))
-    ax.set_ylabel(LABELS.get(y_key, y_key))
-    ax.set_title(f"{study.name}: {LABELS.get(y_key, y_key)} vs {LABELS.get(x_key, x_key)}")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    fig, axes = plt.subplots(1, len(others), figsize=(6.5 * len(others), 4.5), dpi=110,
+                             squeeze=False)
+    for ax, x_key in zip(axes[0], others):
+        if not done.empty:
+            ax.scatter(done[x_key], done[y_key], s=14, c="0.75", label=f"evaluated ({len(done)})")
+            ax.scatter(front[x_key], front[y_key], s=26, c="tab:blue", zorder=3,
+                       label=f"Pareto front ({len(front)})")
+            pair = done[[x_key, y_key]].to_numpy(dtype=float)
+            directions = [study.directions[study.objectives.index(k)] for k in (x_key, y_key)]
+            stair = done[non_dominated(pair, directions)].sort_values(x_key)
+            ax.step(stair[x_key], stair[y_key], where="post", c="tab:blue", lw=1.0, alpha=0.7)
+            exact = done[done["role"] == BASELINE]
+            if not exact.empty:
+                ax.scatter(exact[x_key], exact[y_key], marker="*", s=220, c="tab:red",
+                           edgecolors="k", zorder=4, label="exact multiplier")
+        ax.set_xlabel(label(study, x_key))
+        ax.set_ylabel(label(study, y_key))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"{study.name}: {len(done)} evaluated configurations")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

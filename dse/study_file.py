@@ -33,7 +33,13 @@ METRIC_DIRECTIONS = {
     "mred": "minimize",
     "wce": "minimize",
     "error_probability": "minimize",
+    "area": "minimize",
+    "power": "minimize",
+    "delay": "minimize",
+    "pdp": "minimize",
 }
+ASIC_METRICS = ("area", "power", "delay", "pdp")
+KNOWN_LIBERTY = ("nangate45", "sky130hd")
 
 
 class StudyFileError(ValueError):
@@ -155,6 +161,36 @@ class Budget(_Section):
     time_limit_s: Annotated[float, Field(gt=0)] | None = None
 
 
+class HardwareSettings(_Section):
+    """The ASIC flow that measures area, power, delay and power-delay product (pdp).
+
+    ``liberty``: a Liberty file (.lib or .lib.gz), a known library (nangate45, sky130hd: looked
+    up in $DSE_PDK_DIR and the user cache), or null for the Liberty-free estimate (transistors,
+    gate levels, transistor toggles). ``power`` picks which power is the ``power`` objective.
+    """
+
+    liberty: str | None = None
+    clock_period_ns: Annotated[float, Field(gt=0, le=1e6)] = 10.0
+    power: Literal["workload", "uniform", "vectorless"] = "workload"
+    vectors: Annotated[int, Field(ge=64, le=1 << 20)] = 8192
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+
+    @field_validator("liberty")
+    @classmethod
+    def _liberty_exists(cls, value: str | None) -> str | None:
+        if value is not None and value not in KNOWN_LIBERTY and not Path(os.path.expanduser(value)).is_file():
+            raise ValueError(
+                f"file {value!r} does not exist (expected a Liberty .lib/.lib.gz file or one of "
+                f"{', '.join(KNOWN_LIBERTY)})")
+        return value
+
+    @model_validator(mode="after")
+    def _vectorless_needs_liberty(self) -> HardwareSettings:
+        if self.power == "vectorless" and self.liberty is None:
+            raise ValueError("power: vectorless power needs a Liberty file (set liberty)")
+        return self
+
+
 class EvaluationSettings(_Section):
     """How the approximate network is scored."""
 
@@ -171,6 +207,7 @@ class StudySettings(_Section):
     model: ModelSettings = ModelSettings()
     quantization: QuantizationSettings = QuantizationSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    hardware: HardwareSettings = HardwareSettings()
     space: AppAxOSpace
     strategy: Strategy
     objectives: Annotated[list[Objective], Field(min_length=2, max_length=4)] = [
@@ -186,6 +223,11 @@ class StudySettings(_Section):
         if len(set(metrics)) != len(metrics):
             raise ValueError(f"objectives must be distinct metrics, got {metrics}")
         return value
+
+    @property
+    def needs_asic(self) -> bool:
+        """Whether an objective comes from the ASIC flow."""
+        return any(o.metric in ASIC_METRICS for o in self.objectives)
 
     @property
     def output_dir(self) -> Path:

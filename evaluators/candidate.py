@@ -9,14 +9,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from circuits import appaxo
+from circuits.activity import OperandStream
+from circuits.cache import ResultCache
+from circuits.characterize import FlowSettings, characterize
 from circuits.error_metrics import error_metrics
 from circuits.fpga_cost import appaxo_luts
+from circuits.liberty import load_liberty
+from circuits.multiplier import Multiplier
 from circuits.product_table import ProductTable
+from circuits.tools import require
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.classification import METRICS
 from evaluators.datasets import load_split
 from evaluators.lenet import to_input
 from evaluators.network import PreparedNetwork, TrainingSettings, prepare_network
+from evaluators.qgraph import QGraph
+from evaluators.workload import sample_workload, save_workload
+
+
+@dataclass(frozen=True)
+class AsicObjectives:
+    """The ASIC flow a study runs per candidate, and which power is its ``power`` objective."""
+
+    flow: FlowSettings
+    power: str  # workload | uniform | vectorless
+    workload: OperandStream
+
+
+ASIC_KEYS = ("area", "delay", "power_uniform", "power_workload", "power_vectorless",
+             "cells", "cost_model")
 
 
 @dataclass
@@ -24,12 +45,15 @@ class AppAxOEvaluator:
     """Measures AppAxO configurations; network results are shared between identical tables.
 
     ``network_cache`` maps a product-table hash to network metrics for this evaluator's
-    fingerprint; the driver may pre-fill it from stored trials so replays cost nothing.
+    fingerprint; the driver may pre-fill it from stored trials so replays cost nothing. ASIC
+    characterizations are cached on disk by ``circuits.characterize`` across studies.
     """
 
     network: ApproxNetworkEvaluator
     prepared: PreparedNetwork
     network_cache: dict[str, dict]
+    asic: AsicObjectives | None = None
+    asic_cache: ResultCache | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -41,11 +65,13 @@ class AppAxOEvaluator:
             self.network_cache.setdefault(
                 metrics["table_sha256"], {k: metrics[k] for k in METRICS})
 
-    def save_network(self, folder: Path) -> None:
-        """Keep a copy of the models this evaluator scores with (a study's own record)."""
-        folder.mkdir(parents=True, exist_ok=True)
+    def save_artifacts(self, folder: Path) -> None:
+        """Keep with the study the models it is scored with and the workload that drives power."""
+        (folder / "network").mkdir(parents=True, exist_ok=True)
         for src in self.prepared.folder.iterdir():
-            shutil.copy2(src, folder / src.name)
+            shutil.copy2(src, folder / "network" / src.name)
+        if self.asic is not None:
+            save_workload(self.asic.workload, folder / "workload.npz")
 
     def evaluate(self, config: int) -> dict:
         """Every metric of one configuration (plain values, ready to store)."""
@@ -65,8 +91,19 @@ class AppAxOEvaluator:
             "cached": cached,
             "fingerprint": self.fingerprint,
         }
+        if self.asic is not None:
+            metrics.update(self._asic_metrics(config))
         metrics["eval_seconds"] = time.perf_counter() - start
         return metrics
+
+    def _asic_metrics(self, config: int) -> dict:
+        asic = self.asic
+        result = characterize(Multiplier.from_appaxo(config), asic.flow, asic.workload,
+                              self.asic_cache).metrics
+        out = {k: result.get(k) for k in ASIC_KEYS}
+        out["power"] = result[f"power_{asic.power}"]
+        out["pdp"] = out["power"] * result["delay"]
+        return out
 
 
 def build_appaxo_evaluator(
@@ -78,9 +115,12 @@ def build_appaxo_evaluator(
     training: TrainingSettings,
     reuse_network: bool,
     kernel: str,
+    asic: tuple[FlowSettings, str] | None = None,
+    seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> AppAxOEvaluator:
-    """Load the data, train or reuse the network, and keep it resident for many evaluations."""
+    """Load the data, train or reuse the network, and keep it resident for many evaluations.
+    ``asic`` (flow settings, power kind) adds the ASIC flow, driven by the network's workload."""
     train = load_split(dataset, "train", dataset_path, download=download)
     test = load_split(dataset, "test", dataset_path, download=download)
     prepared = prepare_network(training, train, test, reuse=reuse_network, log=log)
@@ -92,5 +132,17 @@ def build_appaxo_evaluator(
     images, labels = test.images, test.labels
     if test_size is not None:
         images, labels = images[:test_size], labels[:test_size]
-    network = ApproxNetworkEvaluator(prepared.int8_onnx, to_input(images), labels, kernel)
-    return AppAxOEvaluator(network, prepared, {})
+    inputs = to_input(images)
+    network = ApproxNetworkEvaluator(prepared.int8_onnx, inputs, labels, kernel)
+    evaluator = AppAxOEvaluator(network, prepared, {})
+    if asic is not None:
+        flow, power = asic
+        require("yosys")  # missing tools and libraries fail now, not in every trial
+        if flow.liberty:
+            require("sta")
+            load_liberty(flow.liberty)
+        workload = sample_workload(QGraph.from_onnx(prepared.int8_onnx), inputs, flow.vectors,
+                                   seed=seed)
+        evaluator.asic = AsicObjectives(flow, power, workload)
+        evaluator.asic_cache = ResultCache()
+    return evaluator

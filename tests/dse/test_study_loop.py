@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from dse.loop import StudyRunner, build_evaluator, run_study
 from dse.study import Study
 from dse.study_file import StudyFileError, parse_settings
 from evaluators.lenet import to_input
-from tests.conftest import REPO
+from tests.conftest import REPO, shared_path
 
 FREE = "111111100111110000111000000100000000"
 
@@ -41,7 +42,7 @@ def study_data(folder, mnist_dir, **changes) -> dict:
         "budget": {"trials": 6},
     }
     for key, value in changes.items():
-        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return data
 
 
@@ -227,3 +228,35 @@ def test_missing_data_is_a_one_line_error_and_writes_nothing(tmp_path, monkeypat
     assert len(err.splitlines()) == 1
     assert "train-images-idx3-ubyte.gz" in err and "DSE_DATA_DIR" in err
     assert not folder.exists()
+
+
+@pytest.mark.skipif(shutil.which("yosys") is None or shutil.which("sta") is None,
+                    reason="Yosys and OpenSTA are not installed (make setup installs them)")
+def test_an_asic_study_optimizes_workload_power_and_area(tmp_path, mnist_dir, env, monkeypatch):
+    monkeypatch.setenv("DSE_PDK_DIR", str(shared_path("pdk")))
+    folder = tmp_path / "asic"
+    data = study_data(folder, mnist_dir, budget={"trials": 4},
+                      hardware={"liberty": "nangate45", "power": "workload"},
+                      objectives=[{"metric": "accuracy"}, {"metric": "power"}, {"metric": "area"}])
+    study = run(data)
+    trials = study.trials
+    assert len(trials) == 5 and set(trials["state"]) == {"COMPLETE"}
+    assert (trials["power"] == trials["power_workload"]).all()
+    assert (trials["power_workload"] < trials["power_uniform"]).all()
+    assert (trials["pdp"] == trials["power"] * trials["delay"]).all()
+    assert set(trials["cost_model"]) == {"nangate45_typ.lib"}
+    exact = trials[trials["role"] == "baseline"].iloc[0]
+    assert (trials["area"] <= exact["area"]).all()  # removing LUTs never adds area here
+    with np.load(folder / "workload.npz") as w:
+        assert w["activations"].shape == (8192,) and w["activation_histogram"].sum() == 8192
+    assert (folder / "pareto.png").is_file()
+
+
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="Yosys is not installed")
+def test_without_liberty_the_estimate_is_used_and_labelled(tmp_path, mnist_dir, env):
+    folder = tmp_path / "estimate"
+    data = study_data(folder, mnist_dir, budget={"trials": 2},
+                      objectives=[{"metric": "accuracy"}, {"metric": "power"}])
+    trials = run(data).trials
+    assert trials["cost_model"].str.startswith("yosys-gates").all()
+    assert (trials["power"] > 0).all() and trials["power_vectorless"].isna().all()
