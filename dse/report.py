@@ -12,7 +12,9 @@ from dse.study import BASELINE, Study
 LABELS = {
     "accuracy": "test accuracy",
     "f1_macro": "macro F1",
-    "fpga_luts": "FPGA LUTs (analytic model)",
+    "fpga_luts": "FPGA LUTs (Vivado-calibrated model)",
+    "fpga_power": "FPGA power (Vivado-calibrated model)",
+    "fpga_delay": "FPGA critical path [ns] (Vivado-calibrated model)",
     "mae": "mean absolute error",
     "mred": "mean relative error distance",
     "wce": "worst-case error",

@@ -29,6 +29,8 @@ METRIC_DIRECTIONS = {
     "accuracy": "maximize",
     "f1_macro": "maximize",
     "fpga_luts": "minimize",
+    "fpga_power": "minimize",
+    "fpga_delay": "minimize",
     "mae": "minimize",
     "mred": "minimize",
     "wce": "minimize",

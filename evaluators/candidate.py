@@ -13,7 +13,7 @@ from circuits.activity import OperandStream
 from circuits.cache import ResultCache
 from circuits.characterize import FlowSettings, characterize
 from circuits.error_metrics import error_metrics
-from circuits.fpga_cost import appaxo_luts
+from circuits.fpga_model import appaxo_fpga
 from circuits.liberty import load_liberty
 from circuits.multiplier import Multiplier
 from circuits.product_table import ProductTable
@@ -85,7 +85,7 @@ class AppAxOEvaluator:
             "config_bits": appaxo.to_bitstring(config),
             "table_sha256": table.sha256,
             "kept_luts": appaxo.kept_luts(config),
-            "fpga_luts": appaxo_luts(config),
+            **appaxo_fpga(config),
             **error_metrics(table),
             **self.network_cache[table.sha256],
             "cached": cached,

@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 import dse
+from circuits import appaxo
+from circuits.fpga_model import appaxo_fpga
 from dse.cli import main
 from dse.loop import StudyRunner, build_evaluator, run_study
 from dse.study import Study
@@ -79,7 +81,8 @@ def test_a_study_stores_every_trial_and_writes_its_front(tmp_path, mnist_dir, mn
     ort_acc = (session.run(None, {"input": to_input(test.images[:1000])})[0].argmax(1)
                == test.labels[:1000]).mean()
     baseline = trials[trials["role"] == "baseline"].iloc[0]
-    assert baseline["accuracy"] == pytest.approx(ort_acc) and baseline["fpga_luts"] == 60
+    assert baseline["accuracy"] == pytest.approx(ort_acc)
+    assert baseline["fpga_luts"] == pytest.approx(appaxo_fpga(appaxo.EXACT)["fpga_luts"])
     # reports
     front = study.pareto()
     written = pd.read_csv(folder / "pareto.csv")
@@ -211,7 +214,7 @@ def test_status_prints_the_front_and_json(tmp_path, mnist_dir, env, capsys):
     assert "6/6 search trials" in out and "Pareto front" in out and (folder / "pareto.png").is_file()
     assert main(["status", str(folder), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["search_trials"] == 6 and summary["exact"]["fpga_luts"] == 60
+    assert summary["search_trials"] == 6 and 55 < summary["exact"]["fpga_luts"] < 65
     assert main(["status", str(tmp_path / "nothing")]) == 2
     assert "not a study folder" in capsys.readouterr().err
 
