@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +29,19 @@ class OperandStream:
         digest = hashlib.sha256(np.ascontiguousarray(self.a, dtype=np.int16).tobytes())
         digest.update(np.ascontiguousarray(self.b, dtype=np.int16).tobytes())
         return digest.hexdigest()
+
+    def save(self, path: Path) -> None:
+        """An ``.npz`` with the stream and its operand histograms (kept with a study)."""
+        bins = np.arange(-128, 257)
+        np.savez_compressed(path, activations=self.a.astype(np.int16), weights=self.b.astype(np.int16),
+                            histogram_codes=bins[:-1],
+                            activation_histogram=np.histogram(self.a, bins)[0],
+                            weight_histogram=np.histogram(self.b, bins)[0])
+
+    @classmethod
+    def load(cls, path: Path, name: str = "workload") -> OperandStream:
+        with np.load(path) as data:
+            return cls(data["activations"].astype(np.int64), data["weights"].astype(np.int64), name)
 
     @classmethod
     def uniform(cls, signed: bool, length: int, seed: int = 0) -> OperandStream:

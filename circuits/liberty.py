@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -50,8 +51,14 @@ def find_liberty(spec: str) -> Path:
 
 def load_liberty(path: str | Path) -> Liberty:
     """Resolve a Liberty file or known name; a ``.gz`` file is decompressed once into the user
-    cache."""
+    cache. Hashing is remembered per file version, so repeated calls cost a ``stat``."""
     source = find_liberty(str(path))
+    stat = source.stat()
+    return _load(source.resolve(), stat.st_mtime_ns, stat.st_size, str(cache_dir()))
+
+
+@functools.lru_cache(maxsize=16)
+def _load(source: Path, _mtime_ns: int, _size: int, _cache: str) -> Liberty:
     data = source.read_bytes()
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)

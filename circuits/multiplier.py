@@ -33,6 +33,11 @@ class Multiplier:
     appaxo_config: int | None = None
 
     @property
+    def file_name(self) -> str:
+        """The name the tools see, so their messages name the user's file."""
+        return re.sub(r"[^\w.-]", "_", self.name) + ".v"
+
+    @property
     def sha256(self) -> str:
         """Identity of the design (text and top module) for caches."""
         return hashlib.sha256(f"{self.top}\n{self.verilog}".encode()).hexdigest()

@@ -72,9 +72,9 @@ def synthesize_asic(mult: Multiplier, liberty: Liberty | None, timeout: float) -
     top = f"-top {mult.top}" if mult.top else "-auto-top"
     with tempfile.TemporaryDirectory(prefix="dse-yosys-") as tmp:
         work = Path(tmp)
-        (work / "design.v").write_text(mult.verilog)
+        (work / mult.file_name).write_text(mult.verilog)
         script = [
-            "read_verilog -sv design.v",
+            f"read_verilog -sv {mult.file_name}",
             f"hierarchy -check {top}",
             "synth -flatten",
             f"abc -liberty {liberty.path}" if liberty else f"abc -g {ABC_GATES}",
@@ -137,8 +137,8 @@ def synthesize_xilinx(mult: Multiplier, timeout: float) -> FpgaCost:
     top = f"-top {mult.top}" if mult.top else "-auto-top"
     with tempfile.TemporaryDirectory(prefix="dse-xilinx-") as tmp:
         work = Path(tmp)
-        (work / "design.v").write_text(mult.verilog)
-        script = ["read_verilog -sv design.v", f"hierarchy -check {top}",
+        (work / mult.file_name).write_text(mult.verilog)
+        script = [f"read_verilog -sv {mult.file_name}", f"hierarchy -check {top}",
                   "synth_xilinx -flatten -nodsp -noiopad", "tee -q -o stat.json stat -json"]
         (work / "flow.ys").write_text("\n".join(script) + "\n")
         run_tool("yosys", ["-q", "-s", "flow.ys"], cwd=work, timeout=timeout, subject=subject)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m dse run|resume|status ...``.
+"""Command line: ``python -m dse run|resume|status|characterize ...``.
 
 Bad input (a malformed study file, missing data, a changed study) prints one line and exits
 with code 2; nothing already stored is touched.
@@ -67,6 +67,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_characterize(args: argparse.Namespace) -> int:
+    from circuits.activity import OperandStream
+    from circuits.cache import ResultCache
+    from circuits.catalogue import characterize_folder, characterize_full, write_catalogue
+    from circuits.characterize import FlowSettings
+    from circuits.multiplier import Multiplier
+
+    settings = FlowSettings(liberty=args.liberty, clock_period_ns=args.clock_ns)
+    workload = None
+    if args.workload:
+        if not Path(args.workload).is_file():
+            raise StudyFileError(f"{args.workload}: workload file not found (a study's workload.npz)")
+        workload = OperandStream.load(Path(args.workload))
+    cache = ResultCache()
+    target = Path(args.target)
+    if target.is_dir():
+        frame = characterize_folder(target, settings, workload, cache, fpga=not args.no_fpga,
+                                    progress=not args.json)
+        csv, parquet = write_catalogue(frame, Path(args.output) if args.output else target)
+        if args.json:
+            print(frame.to_json(orient="records", indent=2))
+        else:
+            shown = ["name", "signed", "mae", "area", "delay", "power_uniform", "fpga_luts", "error"]
+            print(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            print(f"wrote {csv} and {parquet}")
+        return 0
+    if not args.target.startswith("appaxo:") and not target.is_file():
+        raise StudyFileError(f"{target}: no such file or folder (expected FILE.v, a folder, or appaxo:CONFIG)")
+    signed = {"signed": True, "unsigned": False}.get(args.signedness)
+    mult = Multiplier.parse(args.target, signed)
+    metrics = characterize_full(mult, settings, workload, cache, fpga=not args.no_fpga).metrics
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        width = max(len(k) for k in metrics)
+        for key, value in metrics.items():
+            shown = f"{value:.6g}" if isinstance(value, float) else value
+            print(f"{key:<{width}}  {shown}")
+    return 0
+
+
 def _summary(study) -> dict:
     trials = study.trials
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
@@ -118,6 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("folder")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+    char = sub.add_parser(
+        "characterize", help="synthesize and analyse multipliers: FILE.v, appaxo:CONFIG, or a folder")
+    char.add_argument("target", help="a Verilog file, appaxo:CONFIG (integer or 36-bit string), "
+                                     "or a folder of .v files (writes catalogue.csv/.parquet)")
+    char.add_argument("--liberty", help="Liberty file (.lib/.lib.gz) or nangate45 | sky130hd; "
+                                        "default: the Liberty-free Yosys-gate estimate")
+    char.add_argument("--clock-ns", type=float, default=10.0, help="clock period for power (ns)")
+    char.add_argument("--workload", help="a study's workload.npz: adds workload-driven power")
+    char.add_argument("--signedness", choices=["signed", "unsigned", "infer"], default="infer")
+    char.add_argument("--no-fpga", action="store_true", help="skip the FPGA cost (synth_xilinx)")
+    char.add_argument("--output", help="folder for the catalogue (default: the input folder)")
+    char.add_argument("--json", action="store_true", help="machine-readable output")
+    char.set_defaults(func=cmd_characterize)
     return parser
 
 

@@ -24,7 +24,7 @@ from evaluators.datasets import load_split
 from evaluators.lenet import to_input
 from evaluators.network import PreparedNetwork, TrainingSettings, prepare_network
 from evaluators.qgraph import QGraph
-from evaluators.workload import sample_workload, save_workload
+from evaluators.workload import sample_workload
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class AppAxOEvaluator:
         for src in self.prepared.folder.iterdir():
             shutil.copy2(src, folder / "network" / src.name)
         if self.asic is not None:
-            save_workload(self.asic.workload, folder / "workload.npz")
+            self.asic.workload.save(folder / "workload.npz")
 
     def evaluate(self, config: int) -> dict:
         """Every metric of one configuration (plain values, ready to store)."""

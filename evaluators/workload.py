@@ -8,8 +8,6 @@ the order of the pairs, which is random here (a dataflow-specific order is not m
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from accel import cpu
@@ -75,11 +73,3 @@ def sample_workload(graph: QGraph, inputs: np.ndarray, length: int = 8192, image
     b = np.concatenate([p[1] for p in parts]).astype(np.int64)
     order = rng.permutation(length)
     return OperandStream(a[order], b[order], "workload")
-
-
-def save_workload(stream: OperandStream, path: Path) -> None:
-    """Keep the stream and its operand histograms with the study (for plots and audits)."""
-    bins = np.arange(-128, 129)
-    np.savez_compressed(path, activations=stream.a.astype(np.int16), weights=stream.b.astype(np.int16),
-                        activation_histogram=np.histogram(stream.a, bins)[0],
-                        weight_histogram=np.histogram(stream.b, bins)[0])

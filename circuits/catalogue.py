@@ -1,0 +1,87 @@
+"""Libraries of multipliers: characterize every Verilog file of a folder into a catalogue.
+
+A catalogue row holds what a later study searches on: name, signedness, error metrics, area,
+delay, power (uniform, vectorless, and workload when a workload is given), FPGA LUTs/CARRY4 and
+the product-table hash. A file that fails (syntax, ports, a tool) becomes a row with its error;
+the others go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from circuits.activity import OperandStream
+from circuits.cache import ResultCache, key_of
+from circuits.characterize import Characterization, FlowSettings, characterize
+from circuits.fpga_model import appaxo_fpga
+from circuits.multiplier import Multiplier, MultiplierError
+from circuits.synthesis import synthesize_xilinx
+from circuits.tools import ToolError, tool_version
+
+COLUMNS = ("name", "signed", "cost_model", "mean_error", "mae", "mse", "wce", "mred",
+           "error_probability", "area", "delay", "power_uniform", "power_vectorless",
+           "power_workload", "pdp_uniform", "pdp_workload", "cells", "fpga_luts", "fpga_carry4",
+           "fpga_source", "table_sha256", "source", "error")
+
+
+def fpga_cost(mult: Multiplier, timeout: float, cache: ResultCache | None = None) -> dict:
+    """LUTs and CARRY4s: the Vivado-calibrated model for AppAxO configurations, Yosys
+    ``synth_xilinx`` for any other Verilog (cached like every characterization)."""
+    if mult.appaxo_config is not None:
+        model = appaxo_fpga(mult.appaxo_config)
+        return {"fpga_luts": model["fpga_luts"], "fpga_carry4": model["fpga_carry4"],
+                "fpga_source": "vivado-calibrated model"}
+    key = key_of({"design": mult.sha256, "flow": "synth_xilinx -nodsp", "yosys": tool_version("yosys")})
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return hit
+    cost = synthesize_xilinx(mult, timeout)
+    result = {"fpga_luts": cost.luts, "fpga_carry4": cost.carries, "fpga_source": "yosys synth_xilinx"}
+    if cache is not None:
+        cache.put(key, result)
+    return result
+
+
+def characterize_full(mult: Multiplier, settings: FlowSettings, workload: OperandStream | None,
+                      cache: ResultCache | None, fpga: bool = True) -> Characterization:
+    """The ASIC characterization plus the FPGA cost."""
+    result = characterize(mult, settings, workload, cache)
+    if fpga:
+        result.metrics.update(fpga_cost(mult, settings.timeout_s, cache))
+    return result
+
+
+def characterize_folder(folder: Path, settings: FlowSettings, workload: OperandStream | None = None,
+                        cache: ResultCache | None = None, fpga: bool = True,
+                        progress: bool = True) -> pd.DataFrame:
+    """One catalogue row per ``*.v`` file of ``folder`` (sorted by name)."""
+    files = sorted(Path(folder).glob("*.v"))
+    rows = []
+    for path in tqdm(files, desc="characterizing", unit="multiplier", disable=not progress):
+        try:
+            metrics = characterize_full(Multiplier.from_file(path), settings, workload, cache, fpga).metrics
+            rows.append({**metrics, "error": None})
+        except (ToolError, MultiplierError) as err:
+            rows.append({"name": path.stem, "source": str(path), "error": str(err)})
+    return _frame(rows)
+
+
+def _frame(rows: Iterable[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(list(rows))
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = np.nan
+    return frame[list(COLUMNS)]
+
+
+def write_catalogue(frame: pd.DataFrame, folder: Path) -> tuple[Path, Path]:
+    """``catalogue.csv`` and ``catalogue.parquet`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    csv, parquet = folder / "catalogue.csv", folder / "catalogue.parquet"
+    frame.to_csv(csv, index=False)
+    frame.to_parquet(parquet, index=False)
+    return csv, parquet

@@ -1,0 +1,75 @@
+"""``python -m dse characterize``: one multiplier, or a folder into a catalogue."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from circuits.activity import OperandStream
+from dse.cli import main
+from tests.conftest import shared_path
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("yosys") is None or shutil.which("sta") is None,
+    reason="Yosys and OpenSTA are not installed (make setup installs them)",
+)
+
+EXACT = "module exact (input signed [7:0] a, input signed [7:0] b, output signed [15:0] p);\n" \
+        "  assign p = a * b;\nendmodule\n"
+TRUNCATED = "module trunc4 (input signed [7:0] a, input signed [7:0] b, output signed [15:0] p);\n" \
+            "  wire signed [15:0] full = a * b;\n  assign p = {full[15:4], 4'b0};\nendmodule\n"
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("DSE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_a_folder_becomes_a_catalogue(tmp_path, capsys, cache):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "exact.v").write_text(EXACT)
+    (lib / "trunc4.v").write_text(TRUNCATED)
+    (lib / "broken.v").write_text("module broken (input [7:0] a;\n")
+    stream = OperandStream(np.arange(1024) % 50, (np.arange(1024) * 7) % 21 - 10)
+    stream.save(tmp_path / "workload.npz")
+    liberty = str(shared_path("pdk", "nangate45_typ.lib.gz"))
+    assert main(["characterize", str(lib), "--liberty", liberty,
+                 "--workload", str(tmp_path / "workload.npz"), "--output", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "catalogue.csv" in out and "catalogue.parquet" in out
+    csv = pd.read_csv(tmp_path / "out" / "catalogue.csv")
+    parquet = pd.read_parquet(tmp_path / "out" / "catalogue.parquet")
+    assert csv["name"].tolist() == parquet["name"].tolist() == ["broken", "exact", "trunc4"]
+    rows = parquet.set_index("name")
+    assert "broken.v" in rows.loc["broken", "error"] and "ERROR" in rows.loc["broken", "error"]
+    assert rows.loc["exact", "mae"] == 0 and rows.loc["trunc4", "mae"] > 0
+    assert bool(rows.loc["exact", "signed"]) and rows.loc["exact", "fpga_luts"] > 100
+    for name in ("exact", "trunc4"):
+        r = rows.loc[name]
+        assert r["area"] > 0 and r["delay"] > 0 and 0 < r["power_workload"] < r["power_uniform"]
+        assert len(r["table_sha256"]) == 64 and r["fpga_source"] == "yosys synth_xilinx"
+
+
+def test_one_appaxo_configuration_as_json(capsys, cache):
+    assert main(["characterize", "appaxo:404750335", "--liberty",
+                 str(shared_path("pdk", "nangate45_typ.lib.gz")), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["mae"] == 188.25 and m["cost_model"] == "nangate45_typ.lib"
+    assert m["fpga_source"] == "vivado-calibrated model" and 30 < m["fpga_luts"] < 50
+
+
+def test_bad_targets_are_one_line_errors(tmp_path, capsys, cache):
+    assert main(["characterize", str(tmp_path / "nothing.v")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["characterize", "appaxo:2", "--liberty", str(tmp_path / "none.lib")]) == 2
+    assert "Liberty file" in capsys.readouterr().err
+    (tmp_path / "adder.v").write_text("module adder (input [7:0] a, input [7:0] b, output [8:0] s);\n"
+                                      "  assign s = a + b;\nendmodule\n")
+    assert main(["characterize", str(tmp_path / "adder.v"), "--no-fpga"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "adder.v: expected two 8-bit inputs" in err
