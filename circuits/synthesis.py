@@ -134,12 +134,13 @@ def synthesize_xilinx(mult: Multiplier, timeout: float) -> FpgaCost:
     """LUT and CARRY4 counts of a multiplier mapped by Yosys ``synth_xilinx`` (no DSP blocks:
     an approximate multiplier is built from fabric)."""
     subject = mult.source or mult.name
-    top = f"-top {mult.top}" if mult.top else "-auto-top"
     with tempfile.TemporaryDirectory(prefix="dse-xilinx-") as tmp:
         work = Path(tmp)
         (work / mult.file_name).write_text(mult.verilog)
-        script = [f"read_verilog -sv {mult.file_name}", f"hierarchy -check {top}",
-                  "synth_xilinx -flatten -nodsp -noiopad", "tee -q -o stat.json stat -json"]
+        # synth_xilinx reads the Xilinx primitives itself, so it also resolves the hierarchy
+        top = f"-top {mult.top}" if mult.top else ""  # without it: hierarchy -auto-top
+        script = [f"read_verilog -sv {mult.file_name}",
+                  f"synth_xilinx {top} -flatten -nodsp -noiopad", "tee -q -o stat.json stat -json"]
         (work / "flow.ys").write_text("\n".join(script) + "\n")
         run_tool("yosys", ["-q", "-s", "flow.ys"], cwd=work, timeout=timeout, subject=subject)
         cells = _cell_counts(json.loads((work / "stat.json").read_text())["modules"])

@@ -167,6 +167,9 @@ def run_study(
         runner.run()
     finally:
         write_reports(study)
+        front = study.pareto()
+        evaluator.export([int(c) for c in front["config"]] if not front.empty else [],
+                         folder / "pareto")
     return study
 
 

@@ -2,7 +2,8 @@
 
 Layout of a study folder (default ``runs/<name>/``): ``study.yaml`` (the frozen, validated
 settings) and ``study.sha256``, ``trials.journal`` (the Optuna trial store), ``network/`` (the
-float and int8 ONNX models it was scored with), ``trials.csv``, ``pareto.csv``, ``pareto.png``.
+float and int8 ONNX models it was scored with), ``workload.npz`` (when power is an objective),
+``trials.csv``, ``pareto.csv``, ``pareto.png``, ``pareto/`` (design files of the front).
 """
 
 from __future__ import annotations

@@ -8,8 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from circuits import appaxo
 from circuits.activity import OperandStream
+from circuits.appaxo_xilinx import structural_verilog
 from circuits.cache import ResultCache
 from circuits.characterize import FlowSettings, characterize
 from circuits.error_metrics import error_metrics
@@ -72,6 +75,17 @@ class AppAxOEvaluator:
             shutil.copy2(src, folder / "network" / src.name)
         if self.asic is not None:
             self.asic.workload.save(folder / "workload.npz")
+
+    def export(self, configs: list[int], folder: Path) -> None:
+        """Design files of ``configs`` (the Pareto-optimal ones): Verilog for ASIC flows, the
+        Xilinx LUT6_2/CARRY4 form, and the product table (``.npy``). Replaces the folder."""
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for config in configs:
+            name = f"appaxo_{config:09x}"
+            (folder / f"{name}.v").write_text(appaxo.verilog(config, name))
+            (folder / f"{name}_xc7.v").write_text(structural_verilog(config, f"{name}_xc7"))
+            np.save(folder / f"{name}.npy", appaxo.product_table(config))
 
     def evaluate(self, config: int) -> dict:
         """Every metric of one configuration (plain values, ready to store)."""

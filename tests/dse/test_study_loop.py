@@ -89,6 +89,13 @@ def test_a_study_stores_every_trial_and_writes_its_front(tmp_path, mnist_dir, mn
     assert written["config"].tolist() == front["config"].tolist() and len(front) >= 1
     assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (folder / "trials.csv").is_file() and (folder / "study.sha256").is_file()
+    for config in front["config"]:  # design files of every Pareto-optimal multiplier
+        name = f"appaxo_{int(config):09x}"
+        assert (folder / "pareto" / f"{name}.v").read_text().startswith("// AppAxO")
+        assert "LUT6_2" in (folder / "pareto" / f"{name}_xc7.v").read_text()
+        np.testing.assert_array_equal(np.load(folder / "pareto" / f"{name}.npy"),
+                                      appaxo.product_table(int(config)))
+    assert len(list((folder / "pareto").iterdir())) == 3 * len(front)
     # the store is a real Optuna study
     loaded = optuna.load_study(study_name="mini", storage=dse.storage.journal_storage(folder))
     assert len(loaded.trials) == 7 and loaded.directions[0].name == "MAXIMIZE"
