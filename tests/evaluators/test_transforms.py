@@ -12,6 +12,7 @@ from circuits import appaxo
 from circuits.product_table import ProductTable
 from evaluators import approx_runner
 from evaluators.lenet import to_input
+from evaluators.network import export_onnx
 from evaluators.qgraph import QGraph
 from evaluators.quantization import quantize_int8
 from evaluators.transforms import CODE_CHAIN, FoldCodeChains, optimize
@@ -51,9 +52,7 @@ def test_clip_and_padded_pooling_fold_exactly_against_onnxruntime(tmp_path):
     torch.manual_seed(0)
     model = ClipPadPool().eval()
     x = torch.randn(64, 2, 10, 10) * 3
-    torch.onnx.export(model, x[:1], str(tmp_path / "f.onnx"), input_names=["input"],
-                      output_names=["out"], dynamic_axes={"input": {0: "n"}, "out": {0: "n"}},
-                      opset_version=17, dynamo=False)
+    export_onnx(model, x[:1], tmp_path / "f.onnx", output="out")
     quantize_int8(tmp_path / "f.onnx", tmp_path / "q.onnx", x[:32].numpy())
     graph = optimize(QGraph.from_onnx(tmp_path / "q.onnx"))
     ops = [n.op for n in graph.nodes]
