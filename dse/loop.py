@@ -14,13 +14,17 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import yaml
 from tqdm import tqdm
 
 from circuits.appaxo import EXACT
+from dse.indicators import hypervolume
+from dse.pareto import non_dominated, to_minimization
 from dse.space import AppAxOSubspace
-from dse.strategies import Proposal, make_strategy
-from dse.study import BASELINE, FROZEN, FROZEN_HASH, SEARCH, Study, read_frozen
+from dse.storage import constraint_dict
+from dse.strategies import Evaluation, Proposal, make_strategy
+from dse.study import BASELINE, FROZEN, FROZEN_HASH, REFERENCE_POINT, SEARCH, Study, read_frozen
 from dse.study_file import StudyFileError, StudySettings, settings_diff
 
 Log = Callable[[str], None]
@@ -80,6 +84,27 @@ def build_evaluator(settings: StudySettings, log: Log):
     )
 
 
+class HypervolumeTracker:
+    """The hypervolume of the feasible front, updated one evaluation at a time."""
+
+    def __init__(self, reference: dict[str, float], study: Study) -> None:
+        self.directions = study.directions
+        self.reference = to_minimization(np.array([[reference[k] for k in study.objectives]]),
+                                         self.directions)[0]
+        done = study.feasible()
+        self.front = to_minimization(done[study.objectives].to_numpy(dtype=float), self.directions) \
+            if not done.empty else np.empty((0, len(self.directions)))
+        self.value = hypervolume(self.front, self.reference)
+
+    def add(self, evaluation: Evaluation) -> float:
+        if evaluation.feasible:
+            point = to_minimization(np.array([evaluation.values]), self.directions)
+            self.front = np.vstack([self.front, point])
+            self.front = self.front[non_dominated(self.front, ["minimize"] * len(self.directions))]
+            self.value = hypervolume(self.front, self.reference)
+        return self.value
+
+
 class StudyRunner:
     """Runs one study to its budget, resuming from whatever the store already holds."""
 
@@ -89,8 +114,11 @@ class StudyRunner:
         self.evaluator = evaluator
         self.log = log
         self.progress = progress
+        self.constraints = self.settings.parsed_constraints
         space = AppAxOSubspace(self.settings.space.free, self.settings.space.fixed)
-        self.strategy = make_strategy(self.settings.strategy.model_dump(), space, self.settings.seed)
+        self.strategy = make_strategy(self.settings.strategy.model_dump(), space,
+                                      study.directions, len(self.constraints), self.settings.seed)
+        self.baseline: dict | None = None
         self._replay()
 
     def _replay(self) -> None:
@@ -99,12 +127,19 @@ class StudyRunner:
             attrs = t.user_attrs
             if t.values is not None:
                 self.evaluator.remember(attrs)
+            if attrs.get("role") == BASELINE and t.values is not None:
+                self.baseline = attrs
             if attrs.get("role") == SEARCH:
-                self.strategy.tell(Proposal(t.params["config"], attrs["proposal_index"]), t.values)
+                proposal = Proposal(t.params["config"], attrs["proposal_index"], attrs.get("generation"))
+                values = tuple(t.values) if t.values is not None else None
+                self.strategy.tell(proposal, Evaluation(values, tuple(attrs.get("constraint_values", ()))))
 
-    def _record(self, proposal: Proposal, role: str) -> None:
+    def _record(self, proposal: Proposal, role: str) -> Evaluation:
+        """Evaluate one proposal and store it at once; a failure becomes a failed trial."""
         started = dt.datetime.now()
         attrs = {"role": role, "strategy": self.strategy.name, "proposal_index": proposal.index}
+        if proposal.generation is not None:
+            attrs["generation"] = proposal.generation
         try:
             metrics = self.evaluator.evaluate(proposal.config)
         except Exception as err:  # a failed evaluation is a failed trial, not a failed study
@@ -112,20 +147,49 @@ class StudyRunner:
             attrs["traceback"] = traceback.format_exc(limit=5)
             self.study.store.add(proposal.config, None, attrs, started)
             self.log(f"evaluation of configuration {proposal.config} failed: {attrs['error']}")
-            return
-        values = [float(metrics[k]) for k in self.study.objectives]
-        self.study.store.add(proposal.config, values, {**attrs, **metrics}, started)
-        if role == SEARCH:
-            self.strategy.tell(proposal, values)
+            return Evaluation(None)
+        baseline = self.baseline or metrics  # the exact multiplier is evaluated first
+        metrics["accuracy_drop"] = baseline["accuracy"] - metrics["accuracy"]
+        violations = tuple(c.violation(float(metrics[c.metric])) for c in self.constraints)
+        metrics["constraint_values"] = list(violations)
+        metrics["feasible"] = all(v <= 0 for v in violations)
+        values = tuple(float(metrics[k]) for k in self.study.objectives)
+        self.study.store.add(proposal.config, values, {**attrs, **metrics}, started,
+                             constraints=constraint_dict(violations))
+        if role == BASELINE:
+            self.baseline = metrics
+        return Evaluation(values, violations)
+
+    def _reference_point(self) -> dict[str, float]:
+        """Fixed once: the study file's, or 10% worse than the exact multiplier in each objective."""
+        stored = self.study.reference_point
+        if stored is None:
+            stored = self.settings.reference_point or {
+                k: self.baseline[k] - 0.1 * abs(self.baseline[k]) if d == "maximize"
+                else self.baseline[k] + 0.1 * abs(self.baseline[k])
+                for k, d in zip(self.study.objectives, self.study.directions)}
+            self.study.store.set(REFERENCE_POINT, stored)
+        return stored
+
+    def _stagnated(self, history: list[float]) -> bool:
+        rule = self.settings.budget.stagnation
+        if rule is None or len(history) <= rule.window:
+            return False
+        gain = history[-1] - history[-1 - rule.window]
+        return gain <= rule.tolerance * abs(history[-1])
 
     def run(self) -> int:
-        """Evaluate until the budget, the time limit or the strategy is exhausted; returns the
-        number of trials evaluated in this run."""
+        """Evaluate until the budget, the time limit, stagnation or the end of the strategy;
+        returns the number of trials evaluated in this run."""
         budget = self.settings.budget
         store = self.study.store
-        if not any(t.user_attrs.get("role") == BASELINE for t in store.trials()):
+        if self.baseline is None:
             self._record(Proposal(EXACT, -1), BASELINE)
-        done = self.study.search_trials_done()
+            if self.baseline is None:
+                raise RuntimeError("the exact multiplier could not be evaluated; see the failed trial")
+        tracker = HypervolumeTracker(self._reference_point(), self.study)
+        history = self.study.hypervolume_history()["hypervolume"].tolist()
+        done = len(history)
         elapsed = float(store.get("elapsed_s", 0.0))
         start = time.monotonic()
         new = 0
@@ -136,14 +200,20 @@ class StudyRunner:
                 if budget.time_limit_s is not None and elapsed + time.monotonic() - start >= budget.time_limit_s:
                     self.log(f"time limit of {budget.time_limit_s:g} s reached")
                     break
+                if self._stagnated(history):
+                    self.log(f"hypervolume stagnated over the last {budget.stagnation.window} trials")
+                    break
                 proposal = self.strategy.ask()
                 if proposal is None:
                     self.log("the strategy has no configuration left to propose")
                     break
-                self._record(proposal, SEARCH)
+                evaluation = self._record(proposal, SEARCH)
+                self.strategy.tell(proposal, evaluation)
+                history.append(tracker.add(evaluation))
                 done += 1
                 new += 1
                 bar.update(1)
+                bar.set_postfix(hypervolume=f"{history[-1]:.4g}")
                 store.set("elapsed_s", elapsed + time.monotonic() - start)
         finally:
             bar.close()

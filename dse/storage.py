@@ -27,6 +27,11 @@ CONFIG_DISTRIBUTION = IntDistribution(0, EXACT)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def constraint_dict(values: Sequence[float]) -> dict[str, float]:
+    """Constraint values as optuna names them on a trial (feasible when all are <= 0)."""
+    return {f"c{i}": float(v) for i, v in enumerate(values)}
+
+
 def journal_storage(folder: Path) -> JournalStorage:
     """The journal-file storage of a study folder."""
     return JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
@@ -47,6 +52,7 @@ class TrialStore:
         values: Sequence[float] | None,
         attrs: dict[str, Any],
         started: dt.datetime,
+        constraints: dict[str, float] | None = None,
     ) -> None:
         """Store one finished evaluation: COMPLETE with objective values, or FAIL without."""
         trial = optuna.trial.create_trial(
@@ -55,6 +61,7 @@ class TrialStore:
             params={"config": int(config)},
             distributions={"config": CONFIG_DISTRIBUTION},
             user_attrs={**attrs, "started_at": started.isoformat()},
+            constraints=constraints or None,
         )
         self.study.add_trial(trial)
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
-from dse.pareto import non_dominated
+from dse.indicators import hypervolume
+from dse.pareto import non_dominated, to_minimization
 from dse.storage import JOURNAL, TrialStore
 from dse.study_file import StudyFileError, StudySettings, parse_settings
 
@@ -21,6 +23,7 @@ FROZEN = "study.yaml"
 FROZEN_HASH = "study.sha256"
 BASELINE = "baseline"
 SEARCH = "search"
+REFERENCE_POINT = "reference_point"
 
 
 def read_frozen(folder: Path) -> StudySettings:
@@ -63,14 +66,58 @@ class Study:
         cols = [c for c in first if c in frame] + [c for c in frame if c not in first]
         return frame[cols]
 
+    @property
+    def reference_point(self) -> dict[str, float] | None:
+        """The hypervolume reference point, fixed when the exact baseline was first evaluated."""
+        return self.store.get(REFERENCE_POINT)
+
+    def feasible(self) -> pd.DataFrame:
+        """Completed trials that meet every constraint (the only ones a front may hold)."""
+        done = self.trials
+        if done.empty:
+            return done
+        done = done[done["state"] == "COMPLETE"]
+        if "feasible" in done:
+            done = done[done["feasible"].fillna(True).astype(bool)]
+        return done
+
+    def hypervolume(self, reference: dict[str, float] | None = None) -> float:
+        """Hypervolume of the feasible front against the study's reference point (or another)."""
+        reference = reference or self.reference_point
+        if reference is None:
+            return 0.0
+        done = self.feasible()
+        points = to_minimization(done[self.objectives].to_numpy(dtype=float), self.directions)
+        ref = to_minimization(np.array([[reference[k] for k in self.objectives]]), self.directions)[0]
+        return hypervolume(points, ref)
+
+    def hypervolume_history(self) -> pd.DataFrame:
+        """Hypervolume after each finished search trial (storage order): how the front grew."""
+        reference = self.reference_point
+        done = self.trials
+        if reference is None or done.empty:
+            return pd.DataFrame(columns=["evaluations", "hypervolume"])
+        ref = to_minimization(np.array([[reference[k] for k in self.objectives]]), self.directions)[0]
+        search = done[done["role"] == SEARCH].reset_index(drop=True)
+        ok = (search["state"] == "COMPLETE").to_numpy().copy()
+        if "feasible" in search:
+            ok &= search["feasible"].fillna(True).astype(bool).to_numpy()
+        points = to_minimization(search[self.objectives].to_numpy(dtype=float), self.directions)
+        rows, front = [], np.empty((0, len(self.objectives)))
+        for n in range(len(search)):
+            if ok[n]:
+                front = np.vstack([front, points[n]])
+                front = front[non_dominated(front, ["minimize"] * len(self.objectives))]
+            rows.append((n + 1, hypervolume(front, ref)))
+        return pd.DataFrame(rows, columns=["evaluations", "hypervolume"])
+
     def search_trials_done(self) -> int:
         """Finished search trials (the budget counts these; the exact baseline is extra)."""
         return sum(1 for t in self.store.trials() if t.user_attrs.get("role") == SEARCH)
 
     def pareto(self) -> pd.DataFrame:
-        """The non-dominated completed trials, sorted by the first objective."""
-        done = self.trials
-        done = done[done["state"] == "COMPLETE"] if not done.empty else done
+        """The non-dominated feasible trials, sorted by the first objective."""
+        done = self.feasible()
         if done.empty:
             return done
         mask = non_dominated(done[self.objectives].to_numpy(dtype=float), self.directions)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -131,15 +132,116 @@ class RandomStrategy(_Section):
     type: Literal["random"]
 
 
+class SobolStrategy(_Section):
+    """A scrambled Sobol sequence over the free bits (seeded), repeats skipped."""
+
+    type: Literal["sobol"]
+
+
 class GridStrategy(_Section):
     """Every configuration of the free-bit subspace, in counting order over the free bits
-    (lowest free bit changes fastest), from ``start`` on."""
+    (lowest free bit changes fastest), from ``start`` on; or an explicit list of configurations
+    (``configs`` inline, or ``file``: one per line, integer or 36-character bit string)."""
 
     type: Literal["grid"]
     start: Annotated[int, Field(ge=0)] = 0
+    configs: list[int] | None = None
+    # read into ``configs`` at validation, so the frozen study records the list itself
+    file: str | None = Field(default=None, exclude=True)
+
+    @field_validator("configs", mode="before")
+    @classmethod
+    def _configs(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, list) or not value:
+            raise ValueError("configs must be a non-empty list of configurations")
+        return [_parse_bits(v, "configs entry") for v in value]
+
+    @model_validator(mode="after")
+    def _read_file(self) -> GridStrategy:
+        if self.file is not None:
+            if self.configs is not None:
+                raise ValueError("give configs or file, not both")
+            path = Path(os.path.expanduser(self.file))
+            if not path.is_file():
+                raise ValueError(f"file {self.file!r} does not exist (expected one configuration per line)")
+            lines = [ln.split("#")[0].strip() for ln in path.read_text().splitlines()]
+            values = [v for v in lines if v]
+            if not values:
+                raise ValueError(f"file {self.file!r} lists no configuration")
+            configs = []
+            for number, text in enumerate(values, 1):
+                try:
+                    configs.append(_parse_bits(text if len(text) == APPAXO_BITS else int(text, 0),
+                                               f"{self.file} entry {number}"))
+                except ValueError as err:
+                    raise ValueError(str(err)) from None
+            object.__setattr__(self, "configs", configs)
+        return self
 
 
-Strategy = Annotated[RandomStrategy | GridStrategy, Field(discriminator="type")]
+class NSGA2Strategy(_Section):
+    """NSGA-II (pymoo) on the free bits: binary genome, bit-flip mutation (default rate 1/bits),
+    two-point or uniform crossover; ``generations`` null runs until the budget."""
+
+    type: Literal["nsga2"]
+    population: Annotated[int, Field(ge=4, le=10000)] = 40
+    generations: Annotated[int, Field(ge=1)] | None = None
+    crossover: Literal["two_point", "uniform"] = "two_point"
+    mutation_rate: Annotated[float, Field(gt=0, le=1)] | None = None
+
+
+class BayesStrategy(_Section):
+    """Bayesian optimization with optuna: multi-objective TPE or the Gaussian-process sampler,
+    constraints included."""
+
+    type: Literal["bayes"]
+    sampler: Literal["tpe", "gp"] = "tpe"
+    startup_trials: Annotated[int, Field(ge=1, le=10000)] = 10
+
+
+Strategy = Annotated[
+    RandomStrategy | SobolStrategy | GridStrategy | NSGA2Strategy | BayesStrategy,
+    Field(discriminator="type"),
+]
+
+CONSTRAINT_METRICS = (
+    "accuracy", "accuracy_drop", "precision_macro", "recall_macro", "f1_macro", "mean_error",
+    "mae", "mse", "wce", "mred", "error_probability", "kept_luts", "fpga_luts", "fpga_carry4",
+    "fpga_delay", "fpga_power", "area", "power", "delay", "pdp",
+)
+
+
+class Constraint(BaseModel):
+    """``metric <= value`` or ``metric >= value`` (written as one string in the study file)."""
+
+    model_config = ConfigDict(frozen=True)
+    metric: str
+    op: Literal["<=", ">="]
+    bound: float
+
+    def violation(self, value: float) -> float:
+        """Constraint value: feasible when <= 0 (optuna's and pymoo's convention)."""
+        return value - self.bound if self.op == "<=" else self.bound - value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+def _parse_constraint(text: Any) -> Constraint:
+    match = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*", str(text))
+    if match is None:
+        raise ValueError(f"constraint {text!r} must read 'metric <= number' or 'metric >= number'")
+    metric, op, bound = match.groups()
+    if metric not in CONSTRAINT_METRICS:
+        raise ValueError(f"constraint {text!r}: unknown metric {metric!r}; expected one of "
+                         f"{', '.join(CONSTRAINT_METRICS)}")
+    try:
+        value = float(bound)
+    except ValueError:
+        raise ValueError(f"constraint {text!r}: {bound!r} is not a number") from None
+    return Constraint(metric=metric, op="<=" if op in ("<=", "<") else ">=", bound=value)
 
 
 class Objective(_Section):
@@ -155,12 +257,21 @@ class Objective(_Section):
         return self
 
 
+class Stagnation(_Section):
+    """Stop when the hypervolume grew by at most ``tolerance`` (relative) over the last
+    ``window`` trials."""
+
+    window: Annotated[int, Field(ge=2)]
+    tolerance: Annotated[float, Field(ge=0)] = 0.0
+
+
 class Budget(_Section):
     """When the study stops: total trials over the whole study (every run and resume together),
-    and optionally a total wall time."""
+    optionally a total wall time and hypervolume stagnation."""
 
     trials: Annotated[int, Field(ge=1)]
     time_limit_s: Annotated[float, Field(gt=0)] | None = None
+    stagnation: Stagnation | None = None
 
 
 class HardwareSettings(_Section):
@@ -216,7 +327,26 @@ class StudySettings(_Section):
         Objective(metric="accuracy"),
         Objective(metric="fpga_luts"),
     ]
+    constraints: list[str] = []
+    reference_point: dict[str, float] | None = None
     budget: Budget
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, value: list[str]) -> list[str]:
+        return [str(_parse_constraint(c)) for c in value]
+
+    @field_validator("reference_point")
+    @classmethod
+    def _reference_names_objectives(cls, value: dict | None, info) -> dict | None:
+        names = [o.metric for o in info.data.get("objectives", [])]
+        if value is not None and sorted(value) != sorted(names):
+            raise ValueError(f"must give one value for each objective {names}, got {sorted(value)}")
+        return value
+
+    @property
+    def parsed_constraints(self) -> list[Constraint]:
+        return [_parse_constraint(c) for c in self.constraints]
 
     @field_validator("objectives")
     @classmethod
@@ -228,8 +358,9 @@ class StudySettings(_Section):
 
     @property
     def needs_asic(self) -> bool:
-        """Whether an objective comes from the ASIC flow."""
-        return any(o.metric in ASIC_METRICS for o in self.objectives)
+        """Whether an objective or a constraint comes from the ASIC flow."""
+        metrics = [o.metric for o in self.objectives] + [c.metric for c in self.parsed_constraints]
+        return any(m in ASIC_METRICS for m in metrics)
 
     @property
     def output_dir(self) -> Path:

@@ -1,3 +1,6 @@
+"""Every strategy through one table: determinism across interpreters, budget, failures, resume.
+Plus each strategy's own contract."""
+
 from __future__ import annotations
 
 import subprocess
@@ -6,91 +9,195 @@ import sys
 import numpy as np
 import pytest
 
+from dse.loop import StudyRunner, build_evaluator, freeze
 from dse.pareto import non_dominated
 from dse.space import AppAxOSubspace
-from dse.strategies import GridStrategy, RandomStrategy, make_strategy
+from dse.strategies import Evaluation, make_strategy
+from dse.study import Study
+from dse.study_file import parse_settings
 
 SPACE = AppAxOSubspace(free=0b1011, fixed=(1 << 36) - 1)
+LOW16 = AppAxOSubspace(0xFFFF, 2**36 - 1)
+DIRECTIONS = ["maximize", "minimize"]
+
+STRATEGIES = {
+    "grid": {"type": "grid"},
+    "random": {"type": "random"},
+    "sobol": {"type": "sobol"},
+    "nsga2": {"type": "nsga2", "population": 8},
+    "bayes-tpe": {"type": "bayes", "startup_trials": 5},
+    "bayes-gp": {"type": "bayes", "sampler": "gp", "startup_trials": 4},
+}
+
+
+def synthetic(config: int) -> Evaluation:
+    """A deterministic two-objective response (fewer kept LUTs: cheaper and less accurate)."""
+    kept = bin(config).count("1")
+    return Evaluation((kept / 36 - (config % 7) / 100, float(kept)), (0.0,))
 
 
 def drain(strategy, limit=10_000):
     out = []
-    while (p := strategy.ask()) is not None and len(out) < limit:
+    while len(out) < limit and (p := strategy.ask()) is not None:
         out.append(p)
-        strategy.tell(p, [0.0, 0.0])
+        strategy.tell(p, synthetic(p.config))
     return out
 
 
-def test_subspace_numbering_round_trip():
-    assert SPACE.free_bits == (0, 1, 3) and SPACE.size == 8
-    configs = [SPACE.config(i) for i in range(8)]
-    assert len(set(configs)) == 8 and all(c in SPACE for c in configs)
-    assert [SPACE.point(c) for c in configs] == list(range(8))
-    assert SPACE.config(0) == (1 << 36) - 1 - 0b1011
-    with pytest.raises(ValueError):
-        SPACE.point(0)  # fixed bits set to 0: outside the subspace
+# --- the generic table -------------------------------------------------------------------------
 
-
-def test_grid_counts_over_the_free_bits_and_ends():
-    proposals = drain(GridStrategy(SPACE))
-    assert [SPACE.point(p.config) for p in proposals] == list(range(8))
-    assert [p.index for p in proposals] == list(range(8))
-    assert [SPACE.point(p.config) for p in drain(GridStrategy(SPACE, start=5))] == [5, 6, 7]
-
-
-def test_random_never_repeats_and_covers_a_small_space():
-    points = [SPACE.point(p.config) for p in drain(RandomStrategy(SPACE, seed=3))]
-    assert sorted(points) == list(range(8))
-    assert points != list(range(8))
-
-
-def test_random_on_a_huge_space_is_seeded_and_distinct():
-    space = AppAxOSubspace(free=(1 << 36) - 1, fixed=0)
-    a = [p.config for p in drain(RandomStrategy(space, seed=1), limit=500)]
-    b = [p.config for p in drain(RandomStrategy(space, seed=1), limit=500)]
-    assert a == b and len(set(a)) == 500
-    assert a != [p.config for p in drain(RandomStrategy(space, seed=2), limit=500)]
-
-
-@pytest.mark.parametrize("kind", ["random", "grid"])
-def test_same_seed_same_proposals_in_fresh_interpreters(kind):
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_same_seed_same_proposals_in_fresh_interpreters(name):
     code = (
         "from dse.space import AppAxOSubspace; from dse.strategies import make_strategy;"
-        f"s = make_strategy({{'type': '{kind}'}}, AppAxOSubspace(0xFFFF, 2**36 - 1), 11);"
-        "print([s.ask().config for _ in range(20)])"
+        "from tests.dse.test_strategies import drain;"
+        f"s = make_strategy({STRATEGIES[name]!r}, AppAxOSubspace(0xFFFF, 2**36 - 1), "
+        "['maximize', 'minimize'], 1, 11);"
+        "print([p.config for p in drain(s, 20)])"
     )
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout for _ in range(2)]
     assert runs[0] == runs[1] and runs[0].count(",") == 19
 
 
-@pytest.mark.parametrize("kind", ["random", "grid"])
-def test_replaying_told_trials_continues_the_same_sequence(kind):
-    space = AppAxOSubspace(0xFFFF, 2**36 - 1)
-    full = [p for p in drain(make_strategy({"type": kind}, space, 5), limit=30)]
-    # a resumed strategy is told trials 0..11 except 7 (interrupted) in storage order
-    resumed = make_strategy({"type": kind}, space, 5)
-    for p in full[:12]:
-        if p.index != 7:
-            resumed.tell(p, [1.0, 1.0])
-    rest = drain(resumed, limit=19)
-    assert [p.index for p in rest] == [7] + list(range(12, 30))
-    assert [p.config for p in rest] == [full[7].config] + [p.config for p in full[12:30]]
+@pytest.fixture(scope="module")
+def small_study_data(mnist_dir, session_cache, tmp_path_factory):
+    import os
+
+    os.environ["DSE_CACHE_DIR"] = str(session_cache)
+    return {
+        "name": "strategies", "seed": 4,
+        "dataset": {"name": "mnist", "path": str(mnist_dir), "test_size": 300},
+        "model": {"epochs": 2}, "quantization": {"calibration_size": 200},
+        "space": {"type": "appaxo36", "free": "111111100111110000111000000100000000"},
+        "constraints": ["accuracy_drop <= 0.05"],
+        "budget": {"trials": 20},
+    }
 
 
-def test_pareto_front_against_brute_force():
-    rng = np.random.default_rng(0)
-    values = np.column_stack([rng.integers(0, 20, 300), rng.integers(0, 20, 300)]).astype(float)
-    directions = ["maximize", "minimize"]
-    mask = non_dominated(values, directions)
-    for i, (acc, cost) in enumerate(values):
-        dominated = np.any((values[:, 0] >= acc) & (values[:, 1] <= cost)
-                           & ((values[:, 0] > acc) | (values[:, 1] < cost)))
-        assert mask[i] == (not dominated)
+@pytest.fixture(scope="module")
+def evaluator(small_study_data):
+    data = {**small_study_data, "strategy": {"type": "random"}}
+    return build_evaluator(parse_settings(data), lambda m: None)
 
 
-def test_pareto_keeps_duplicates_and_handles_three_objectives():
-    values = np.array([[1, 1, 1], [1, 1, 1], [0, 2, 0], [2, 2, 2]], dtype=float)
-    mask = non_dominated(values, ["minimize"] * 3)
-    assert mask.tolist() == [True, True, True, False]
-    assert non_dominated(np.empty((0, 2)), ["minimize", "minimize"]).size == 0
+class Interrupt(KeyboardInterrupt):
+    """Ctrl-C in the middle of an evaluation."""
+
+
+
+
+def run_study_with(folder, data, evaluator, *, stop_after=None, fail_every=None):
+    """Run the real loop; ``stop_after`` n evaluations raises mid-study (a crash),
+    ``fail_every`` k makes every k-th evaluation raise (a candidate that cannot be built)."""
+    settings = parse_settings({**data, "output": str(folder)})
+    freeze(settings, folder)
+    study = Study(folder, settings)
+    real, calls = evaluator.evaluate, [0]
+
+    def evaluate(config):
+        calls[0] += 1
+        if stop_after is not None and calls[0] > stop_after:
+            raise Interrupt
+        if fail_every and calls[0] % fail_every == 0:
+            raise RuntimeError("cannot synthesize")
+        return real(config)
+
+    evaluator.evaluate = evaluate
+    try:
+        StudyRunner(study, evaluator, lambda m: None, progress=False).run()
+    except Interrupt:
+        pass
+    finally:
+        evaluator.evaluate = real
+    return study
+
+
+def search(study):
+    t = study.trials
+    return t[t["role"] == "search"].sort_values("proposal_index")
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_budget_failures_and_resume(name, tmp_path, small_study_data, evaluator):
+    data = {**small_study_data, "strategy": STRATEGIES[name]}
+    straight = search(run_study_with(tmp_path / "straight", data, evaluator))
+    assert len(straight) == 20 and straight["proposal_index"].is_unique
+
+    # interrupted after 11 evaluations (the baseline and 10 search trials), then resumed
+    first = search(run_study_with(tmp_path / "resumed", data, evaluator, stop_after=11))
+    assert len(first) == 10
+    resumed = search(run_study_with(tmp_path / "resumed", data, evaluator))
+    assert len(resumed) == 20 and resumed["proposal_index"].is_unique  # nothing lost or repeated
+    kept = resumed.set_index("trial").loc[first["trial"]]
+    assert kept["config"].tolist() == first["config"].tolist()
+    if not name.startswith("bayes"):  # the samplers' randomness is consumed differently
+        assert resumed["config"].tolist() == straight["config"].tolist()
+        assert resumed["accuracy"].tolist() == straight["accuracy"].tolist()
+        front = lambda s: sorted(s.pareto()["config"].tolist())  # noqa: E731
+        assert front(Study(tmp_path / "resumed", parse_settings({**data, "output": str(tmp_path / "resumed")}))) \
+            == front(Study(tmp_path / "straight", parse_settings({**data, "output": str(tmp_path / "straight")})))
+
+    # failed evaluations are failed trials; the strategy goes on and the budget holds
+    failing = run_study_with(tmp_path / "failing", data, evaluator, fail_every=4)
+    rows = search(failing)
+    assert len(rows) == 20 and (rows["state"] == "FAIL").sum() == 5
+    assert set(rows.loc[rows["state"] == "FAIL", "error"]) == {"RuntimeError: cannot synthesize"}
+
+
+# --- each strategy's own contract --------------------------------------------------------------
+
+def test_subspace_numbering_round_trip():
+    assert SPACE.free_bits == (0, 1, 3) and SPACE.size == 8
+    configs = [SPACE.config(i) for i in range(8)]
+    assert len(set(configs)) == 8 and all(c in SPACE for c in configs)
+    assert [SPACE.point(c) for c in configs] == list(range(8))
+    with pytest.raises(ValueError):
+        SPACE.point(0)  # fixed bits set to 0: outside the subspace
+
+
+def strategy(settings, space=SPACE, seed=3):
+    return make_strategy(settings, space, DIRECTIONS, 1, seed)
+
+
+def test_grid_counts_over_the_free_bits_then_ends():
+    assert [SPACE.point(p.config) for p in drain(strategy({"type": "grid"}))] == list(range(8))
+    assert [SPACE.point(p.config) for p in drain(strategy({"type": "grid", "start": 5}))] == [5, 6, 7]
+    listed = drain(strategy({"type": "grid", "configs": [9, 2**36 - 1, 404750335]}))
+    assert [p.config for p in listed] == [9, 2**36 - 1, 404750335]
+
+
+def test_random_and_sobol_cover_a_small_space_without_repeats():
+    for kind in ("random", "sobol"):
+        points = [SPACE.point(p.config) for p in drain(strategy({"type": kind}))]
+        assert sorted(points) == list(range(8)), kind
+
+
+def test_random_on_a_huge_space_is_distinct_and_seeded():
+    space = AppAxOSubspace(free=(1 << 36) - 1, fixed=0)
+    a = [p.config for p in drain(strategy({"type": "random"}, space, 1), limit=500)]
+    assert len(set(a)) == 500 and a != [p.config for p in drain(strategy({"type": "random"}, space, 2), 500)]
+
+
+def test_nsga2_numbers_generations_and_keeps_the_true_front():
+    s = strategy({"type": "nsga2", "population": 10, "generations": 6}, LOW16, seed=0)
+    proposals = drain(s)
+    assert len(proposals) == 60 and [p.generation for p in proposals[::10]] == list(range(6))
+    assert s.ask() is None  # the generations are spent
+    # pymoo's elite (what it was told, signs undone) is the front of everything evaluated
+    values = np.array([synthetic(p.config).values for p in proposals])
+    elite = s._algorithm.opt.get("F") * np.array([-1.0, 1.0])
+    expected = np.unique(values[non_dominated(values, DIRECTIONS)], axis=0)
+    np.testing.assert_allclose(np.unique(elite, axis=0), expected)
+
+
+def test_strategy_options_are_validated():
+    from dse.study_file import StudyFileError
+
+    base = {"name": "x", "space": {"type": "appaxo36", "free": 255}, "budget": {"trials": 3}}
+    for bad, message in [({"type": "nsga2", "population": 2}, "population"),
+                         ({"type": "nsga2", "crossover": "one_point"}, "crossover"),
+                         ({"type": "bayes", "sampler": "cma"}, "sampler"),
+                         ({"type": "grid", "configs": []}, "non-empty")]:
+        with pytest.raises(StudyFileError, match=message):
+            parse_settings({**base, "strategy": bad})
