@@ -4,6 +4,8 @@
     s = dse.load_study("runs/lenet_appaxo")
     s.trials      # one row per evaluated configuration
     s.pareto()    # the non-dominated rows
+    s.hypervolume()
+    dse.compare([s, dse.load_study("runs/other")])
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ from __future__ import annotations
 from dse.study import Study, load_study
 from dse.study_file import StudyFileError, StudySettings, load_study_file
 
-__all__ = ["Study", "StudyFileError", "StudySettings", "load_study", "load_study_file", "run_study"]
+__all__ = ["Study", "StudyFileError", "StudySettings", "compare", "load_study", "load_study_file",
+           "run_study"]
+
+
+def compare(studies, plot=None):
+    """Compare the fronts of studies (``Study`` objects or folders): a table of hypervolume,
+    IGD+ against the union front, coverage, front size and evaluations; optionally a plot."""
+    from dse.compare import compare as _compare
+
+    return _compare([s if isinstance(s, Study) else load_study(s) for s in studies], plot)
 
 
 def run_study(study_file, folder=None, **kwargs) -> Study:

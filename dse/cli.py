@@ -1,4 +1,4 @@
-"""Command line: ``python -m dse run|resume|status|characterize ...``.
+"""Command line: ``python -m dse run|resume|status|compare|export|characterize ...``.
 
 Bad input (a malformed study file, missing data, a changed study) prints one line and exits
 with code 2; nothing already stored is touched.
@@ -108,6 +108,29 @@ def cmd_characterize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dse.compare import compare
+    from dse.study import load_study
+
+    table = compare([load_study(f) for f in args.folders], plot=args.plot)
+    if args.json:
+        print(table.to_json(orient="records", indent=2))
+    else:
+        print(table.drop(columns=["folder"]).to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+        if args.plot:
+            print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from dse.export import export
+    from dse.study import load_study
+
+    path = export(load_study(args.folder), args.format, Path(args.output) if args.output else None)
+    print(f"wrote {path}")
+    return 0
+
+
 def _summary(study) -> dict:
     trials = study.trials
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
@@ -121,6 +144,10 @@ def _summary(study) -> dict:
         "budget": study.settings.budget.trials,
         "states": counts,
         "exact": baseline[study.objectives].iloc[0].to_dict() if not baseline.empty else None,
+        "reference_point": study.reference_point,
+        "hypervolume": study.hypervolume(),
+        "constraints": study.settings.constraints,
+        "feasible_trials": len(study.feasible()),
         "pareto_front": front[[c for c in cols if c in front]].to_dict(orient="records"),
     }
 
@@ -131,6 +158,12 @@ def _print_summary(study, summary: dict | None = None) -> None:
           f"{summary['search_trials']}/{summary['budget']} search trials, states {summary['states']}")
     if summary["exact"]:
         print("exact multiplier: " + ", ".join(f"{k} {v:g}" for k, v in summary["exact"].items()))
+    if summary["reference_point"]:
+        ref = ", ".join(f"{k} {v:g}" for k, v in summary["reference_point"].items())
+        print(f"hypervolume {summary['hypervolume']:.6g} (reference point: {ref})")
+    if summary["constraints"]:
+        print(f"constraints {'; '.join(summary['constraints'])}: "
+              f"{summary['feasible_trials']} feasible completed trials")
     front = summary["pareto_front"]
     print(f"Pareto front ({len(front)} configurations):")
     for row in front[:20]:
@@ -159,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("folder")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+    cmp = sub.add_parser("compare", help="compare the Pareto fronts of finished studies")
+    cmp.add_argument("folders", nargs="+", help="two or more study folders")
+    cmp.add_argument("--plot", help="write the overlaid fronts and hypervolume curves (PNG)")
+    cmp.add_argument("--json", action="store_true", help="machine-readable output")
+    cmp.set_defaults(func=cmd_compare)
+    exp = sub.add_parser("export", help="write a study's trials as a table")
+    exp.add_argument("folder")
+    exp.add_argument("--format", choices=["csv", "parquet", "emgaxo"], default="csv",
+                     help="csv / parquet: every trial and metric; emgaxo: EMGAxO-style CSV")
+    exp.add_argument("--output", help="file to write (default: in the study folder)")
+    exp.set_defaults(func=cmd_export)
     char = sub.add_parser(
         "characterize", help="synthesize and analyse multipliers: FILE.v, appaxo:CONFIG, or a folder")
     char.add_argument("target", help="a Verilog file, appaxo:CONFIG (integer or 36-bit string), "

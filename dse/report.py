@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dse.html_report import write_front_html
 from dse.pareto import non_dominated
 from dse.study import BASELINE, Study
 
@@ -43,11 +44,37 @@ def write_reports(study: Study) -> dict[str, Path]:
         "trials": study.folder / "trials.csv",
         "pareto": study.folder / "pareto.csv",
         "plot": study.folder / "pareto.png",
+        "html": study.folder / "pareto.html",
+        "hypervolume": study.folder / "hypervolume.png",
     }
     trials.to_csv(paths["trials"], index=False)
     front.to_csv(paths["pareto"], index=False)
     plot_front(study, trials, front, paths["plot"])
+    write_front_html(study.name, trials, front, study.objectives,
+                     {k: label(study, k) for k in study.objectives}, paths["html"])
+    plot_hypervolume(study, paths["hypervolume"])
     return paths
+
+
+def plot_hypervolume(study: Study, path: Path) -> None:
+    """Hypervolume of the feasible front after each search trial."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = study.hypervolume_history()
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
+    ax.plot(history["evaluations"], history["hypervolume"], c="tab:blue",
+            label=study.settings.strategy.type)
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("hypervolume")
+    ax.set_title(f"{study.name}: hypervolume over evaluations")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def plot_front(study: Study, trials: pd.DataFrame, front: pd.DataFrame, path: Path) -> None:

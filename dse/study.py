@@ -91,9 +91,10 @@ class Study:
         ref = to_minimization(np.array([[reference[k] for k in self.objectives]]), self.directions)[0]
         return hypervolume(points, ref)
 
-    def hypervolume_history(self) -> pd.DataFrame:
-        """Hypervolume after each finished search trial (storage order): how the front grew."""
-        reference = self.reference_point
+    def hypervolume_history(self, reference: dict[str, float] | None = None) -> pd.DataFrame:
+        """Hypervolume after each finished search trial (storage order), the exact baseline
+        included from the start: how the front grew."""
+        reference = reference or self.reference_point
         done = self.trials
         if reference is None or done.empty:
             return pd.DataFrame(columns=["evaluations", "hypervolume"])
@@ -103,7 +104,10 @@ class Study:
         if "feasible" in search:
             ok &= search["feasible"].fillna(True).astype(bool).to_numpy()
         points = to_minimization(search[self.objectives].to_numpy(dtype=float), self.directions)
-        rows, front = [], np.empty((0, len(self.objectives)))
+        base = self.feasible()
+        base = base[base["role"] == BASELINE]  # the exact multiplier starts every front
+        front = to_minimization(base[self.objectives].to_numpy(dtype=float), self.directions)
+        rows = []
         for n in range(len(search)):
             if ok[n]:
                 front = np.vstack([front, points[n]])

@@ -1,0 +1,91 @@
+"""Benchmark: search strategies on the real LeNet-5 AppAxO problem at a fixed budget.
+
+    python bench/bench_strategies.py [--budget 300] [--seeds 3] [--test-size 10000]
+                                     [--strategies random,sobol,nsga2,bayes-tpe,bayes-gp]
+
+Each (strategy, seed) is a real study (trial store, resume-able) over the 16 lowest-weight LUTs
+of studies/lenet_appaxo.yaml with objectives accuracy and the calibrated FPGA LUT count; all
+runs share one network evaluator, so a product table is scored once however many runs propose
+it. Prints the hypervolume (against the common reference point: 10% worse than the exact
+multiplier) per strategy: mean, spread, and the ratio to random's mean. Needs the MNIST files
+(DSE_DATA_DIR or ../shared/data/mnist). About 30 minutes on 2 cores with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dse.compare import common_reference  # noqa: E402
+from dse.loop import StudyRunner, build_evaluator, freeze  # noqa: E402
+from dse.pareto import to_minimization  # noqa: E402
+from dse.study import Study  # noqa: E402
+from dse.study_file import load_study_file, parse_settings  # noqa: E402
+
+STRATEGIES = {
+    "random": {"type": "random"},
+    "sobol": {"type": "sobol"},
+    "nsga2": {"type": "nsga2", "population": 30},
+    "bayes-tpe": {"type": "bayes", "sampler": "tpe", "startup_trials": 20},
+    "bayes-gp": {"type": "bayes", "sampler": "gp", "startup_trials": 20},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=int, default=300)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--test-size", type=int, default=10000)
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    args = parser.parse_args()
+    if "DSE_DATA_DIR" not in os.environ and (REPO.parent / "shared/data/mnist").is_dir():
+        os.environ["DSE_DATA_DIR"] = str(REPO.parent / "shared/data/mnist")
+
+    base = load_study_file(REPO / "studies" / "lenet_appaxo.yaml").canonical()
+    base.update(objectives=[{"metric": "accuracy"}, {"metric": "fpga_luts"}],
+                hardware={}, budget={"trials": args.budget})
+    base["dataset"]["test_size"] = args.test_size
+    evaluator = build_evaluator(parse_settings({**base, "strategy": {"type": "random"}}),
+                                lambda m: print(m, file=sys.stderr))
+    studies: dict[str, list[tuple[Study, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="dse-bench-") as tmp:
+        for name in args.strategies.split(","):
+            for seed in range(args.seeds):
+                data = {**base, "name": f"{name}-{seed}", "seed": seed,
+                        "output": str(Path(tmp) / f"{name}-{seed}"), "strategy": STRATEGIES[name]}
+                settings = parse_settings(data)
+                freeze(settings, settings.output_dir)
+                study = Study(settings.output_dir, settings)
+                start = time.perf_counter()
+                StudyRunner(study, evaluator, lambda m: None, progress=False).run()
+                studies.setdefault(name, []).append((study, time.perf_counter() - start))
+                print(f"{name} seed {seed}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        every = [s for runs in studies.values() for s, _ in runs]
+        reference = common_reference(every)
+        ref = dict(zip(every[0].objectives, to_minimization(reference[None, :], every[0].directions)[0]))
+        table = {name: (np.array([s.hypervolume(ref) for s, _ in runs]),
+                        np.mean([len(s.pareto()) for s, _ in runs]), np.mean([t for _, t in runs]))
+                 for name, runs in studies.items()}
+    baseline = table["random"][0].mean() if "random" in table else None
+    print(f"\nLeNet-5 / MNIST ({args.test_size} test images), 16 free AppAxO LUTs, accuracy vs "
+          f"FPGA LUTs, {args.budget} evaluations, {args.seeds} seeds each")
+    print(f"{'strategy':<12}{'HV mean':>10}{'HV std':>10}{'HV min':>10}{'HV max':>10}"
+          f"{'vs random':>11}{'front':>7}{'s/run':>8}")
+    for name, (hv, front, seconds) in table.items():
+        ratio = f"{hv.mean() / baseline:.4f}" if baseline else "-"
+        print(f"{name:<12}{hv.mean():>10.4f}{hv.std():>10.4f}{hv.min():>10.4f}{hv.max():>10.4f}"
+              f"{ratio:>11}{front:>7.1f}{seconds:>8.0f}")
+    print(f"(reference point: {', '.join(f'{k} {v:.4g}' for k, v in ref.items())})")
+
+
+if __name__ == "__main__":
+    main()
