@@ -8,9 +8,7 @@ anything or exceeding the budget.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import yaml
 from tqdm import tqdm
 
 from circuits.appaxo import EXACT
+from dse.executors.base import Executor, Outcome, SerialExecutor
 from dse.indicators import hypervolume
 from dse.pareto import non_dominated, to_minimization
 from dse.space import AppAxOSubspace
@@ -108,10 +107,12 @@ class HypervolumeTracker:
 class StudyRunner:
     """Runs one study to its budget, resuming from whatever the store already holds."""
 
-    def __init__(self, study: Study, evaluator, log: Log = print, progress: bool = True) -> None:
+    def __init__(self, study: Study, evaluator, log: Log = print, progress: bool = True,
+                 executor: Executor | None = None) -> None:
         self.study = study
         self.settings = study.settings
         self.evaluator = evaluator
+        self.executor = executor or SerialExecutor(evaluator)
         self.log = log
         self.progress = progress
         self.constraints = self.settings.parsed_constraints
@@ -134,27 +135,27 @@ class StudyRunner:
                 values = tuple(t.values) if t.values is not None else None
                 self.strategy.tell(proposal, Evaluation(values, tuple(attrs.get("constraint_values", ()))))
 
-    def _record(self, proposal: Proposal, role: str) -> Evaluation:
-        """Evaluate one proposal and store it at once; a failure becomes a failed trial."""
-        started = dt.datetime.now()
-        attrs = {"role": role, "strategy": self.strategy.name, "proposal_index": proposal.index}
+    def _store(self, outcome: Outcome) -> Evaluation:
+        """Store a finished evaluation at once; a failure becomes a failed trial."""
+        proposal, role = outcome.proposal, outcome.role
+        attrs = {"role": role, "strategy": self.strategy.name, "proposal_index": proposal.index,
+                 "attempts": outcome.attempts, **outcome.info}
         if proposal.generation is not None:
             attrs["generation"] = proposal.generation
-        try:
-            metrics = self.evaluator.evaluate(proposal.config)
-        except Exception as err:  # a failed evaluation is a failed trial, not a failed study
-            attrs["error"] = f"{type(err).__name__}: {err}"
-            attrs["traceback"] = traceback.format_exc(limit=5)
-            self.study.store.add(proposal.config, None, attrs, started)
-            self.log(f"evaluation of configuration {proposal.config} failed: {attrs['error']}")
+        if outcome.metrics is None:
+            attrs.update(error=outcome.error, traceback=outcome.traceback)
+            self.study.store.add(proposal.config, None, attrs, outcome.started)
+            self.log(f"evaluation of configuration {proposal.config} failed: {outcome.error}")
             return Evaluation(None)
+        metrics = dict(outcome.metrics)
+        self.evaluator.remember(metrics)
         baseline = self.baseline or metrics  # the exact multiplier is evaluated first
         metrics["accuracy_drop"] = baseline["accuracy"] - metrics["accuracy"]
         violations = tuple(c.violation(float(metrics[c.metric])) for c in self.constraints)
         metrics["constraint_values"] = list(violations)
         metrics["feasible"] = all(v <= 0 for v in violations)
         values = tuple(float(metrics[k]) for k in self.study.objectives)
-        self.study.store.add(proposal.config, values, {**attrs, **metrics}, started,
+        self.study.store.add(proposal.config, values, {**attrs, **metrics}, outcome.started,
                              constraints=constraint_dict(violations))
         if role == BASELINE:
             self.baseline = metrics
@@ -178,13 +179,23 @@ class StudyRunner:
         gain = history[-1] - history[-1 - rule.window]
         return gain <= rule.tolerance * abs(history[-1])
 
+    def _stop_reason(self, history: list[float], elapsed: float) -> str | None:
+        budget = self.settings.budget
+        if budget.time_limit_s is not None and elapsed >= budget.time_limit_s:
+            return f"time limit of {budget.time_limit_s:g} s reached"
+        if self._stagnated(history):
+            return f"hypervolume stagnated over the last {budget.stagnation.window} trials"
+        return None
+
     def run(self) -> int:
         """Evaluate until the budget, the time limit, stagnation or the end of the strategy;
         returns the number of trials evaluated in this run."""
         budget = self.settings.budget
         store = self.study.store
+        executor = self.executor
         if self.baseline is None:
-            self._record(Proposal(EXACT, -1), BASELINE)
+            executor.submit(Proposal(EXACT, -1), BASELINE)
+            self._store(executor.next_outcome())
             if self.baseline is None:
                 raise RuntimeError("the exact multiplier could not be evaluated; see the failed trial")
         tracker = HypervolumeTracker(self._reference_point(), self.study)
@@ -192,23 +203,24 @@ class StudyRunner:
         done = len(history)
         elapsed = float(store.get("elapsed_s", 0.0))
         start = time.monotonic()
-        new = 0
+        new, exhausted, stop = 0, False, None
         bar = tqdm(total=budget.trials, initial=min(done, budget.trials), unit="trial",
                    desc=self.settings.name, disable=not self.progress, dynamic_ncols=True)
         try:
-            while done < budget.trials:
-                if budget.time_limit_s is not None and elapsed + time.monotonic() - start >= budget.time_limit_s:
-                    self.log(f"time limit of {budget.time_limit_s:g} s reached")
+            while True:
+                stop = stop or self._stop_reason(history, elapsed + time.monotonic() - start)
+                while (not stop and not exhausted and executor.in_flight < executor.slots
+                       and done + executor.in_flight < budget.trials):
+                    proposal = self.strategy.ask()
+                    if proposal is None:
+                        exhausted = executor.in_flight == 0  # else: waiting for results
+                        break
+                    executor.submit(proposal, SEARCH)
+                if executor.in_flight == 0:
                     break
-                if self._stagnated(history):
-                    self.log(f"hypervolume stagnated over the last {budget.stagnation.window} trials")
-                    break
-                proposal = self.strategy.ask()
-                if proposal is None:
-                    self.log("the strategy has no configuration left to propose")
-                    break
-                evaluation = self._record(proposal, SEARCH)
-                self.strategy.tell(proposal, evaluation)
+                outcome = executor.next_outcome()
+                evaluation = self._store(outcome)
+                self.strategy.tell(outcome.proposal, evaluation)
                 history.append(tracker.add(evaluation))
                 done += 1
                 new += 1
@@ -217,6 +229,10 @@ class StudyRunner:
                 store.set("elapsed_s", elapsed + time.monotonic() - start)
         finally:
             bar.close()
+        if stop:
+            self.log(stop)
+        elif exhausted:
+            self.log("the strategy has no configuration left to propose")
         return new
 
 
