@@ -21,11 +21,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from circuits.liberty import LibertyError
     from circuits.multiplier import MultiplierError
     from circuits.tools import ToolError
+    from dse.executors.base import ExecutorError
+    from dse.storage import StorageError
     from evaluators.approx_runner import UnsupportedOpError
     from evaluators.datasets import DatasetError
 
     return (StudyFileError, DatasetError, UnsupportedOpError, LibertyError, MultiplierError,
-            ToolError)
+            ToolError, StorageError, ExecutorError)
 
 
 def _log(message: str) -> None:

@@ -17,7 +17,7 @@ import yaml
 from tqdm import tqdm
 
 from circuits.appaxo import EXACT
-from dse.executors.base import Executor, Outcome, SerialExecutor
+from dse.executors import Executor, Outcome, SerialExecutor, make_executor
 from dse.indicators import hypervolume
 from dse.pareto import non_dominated, to_minimization
 from dse.space import AppAxOSubspace
@@ -35,7 +35,7 @@ def check_folder(settings: StudySettings, folder: Path) -> bool:
     if (folder / FROZEN).is_file():
         old = read_frozen(folder)
         if old.sha256() != settings.sha256():
-            changes = "; ".join(settings_diff(old.canonical(), settings.canonical()))
+            changes = "; ".join(settings_diff(old.identity(), settings.identity()))
             raise StudyFileError(
                 f"{folder}: the study file changed since this study started ({changes}); "
                 "restore it, or give the study a new name or output folder"
@@ -248,10 +248,11 @@ def run_study(
     freeze(settings, folder)
     evaluator.save_artifacts(folder)
     study = Study(folder, settings)
-    runner = StudyRunner(study, evaluator, log, progress)
+    executor = make_executor(settings.executor, evaluator, folder, log)
     try:
-        runner.run()
+        StudyRunner(study, evaluator, log, progress, executor).run()
     finally:
+        executor.close()
         write_reports(study)
         front = study.pareto()
         evaluator.export([int(c) for c in front["config"]] if not front.empty else [],

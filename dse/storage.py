@@ -9,6 +9,7 @@ killed process; the study is readable by ``optuna.load_study`` and optuna-dashbo
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,35 @@ def journal_storage(folder: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
 
 
-class TrialStore:
-    """Append finished trials and read them back."""
+def rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage (PostgreSQL, MySQL, SQLite): several drivers, machines or studies can
+    share it; each study is one Optuna study named after it."""
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    except Exception as err:  # connection refused, unknown database, missing driver ...
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StorageError(f"storage {redact(url)}: {reason}") from None
 
-    def __init__(self, folder: Path, study_name: str, directions: Sequence[str]) -> None:
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+class StorageError(RuntimeError):
+    """The trial store cannot be opened; one line naming it."""
+
+
+class TrialStore:
+    """Append finished trials and read them back: a journal file in the study folder, or an
+    RDB URL shared by several drivers."""
+
+    def __init__(self, folder: Path, study_name: str, directions: Sequence[str],
+                 url: str | None = None) -> None:
+        storage = rdb_storage(url) if url else journal_storage(folder)
         self.study = optuna.create_study(
-            storage=journal_storage(folder), study_name=study_name,
-            directions=list(directions), load_if_exists=True,
+            storage=storage, study_name=study_name, directions=list(directions),
+            load_if_exists=True,
         )
 
     def add(

@@ -42,7 +42,7 @@ class Study:
         self.settings = settings
         self.objectives = [o.metric for o in settings.objectives]
         self.directions = [o.direction for o in settings.objectives]
-        self.store = TrialStore(folder, settings.name, self.directions)
+        self.store = TrialStore(folder, settings.name, self.directions, settings.storage)
 
     @property
     def name(self) -> str:
@@ -133,6 +133,6 @@ def load_study(path: str | Path) -> Study:
     """Open a study folder for reading (``runs/<name>``)."""
     folder = Path(path)
     settings = read_frozen(folder)
-    if not (folder / JOURNAL).is_file():
+    if settings.storage is None and not (folder / JOURNAL).is_file():
         raise StudyFileError(f"{folder}: no trial store ({JOURNAL}); the study has not started")
     return Study(folder, settings)

@@ -310,6 +310,21 @@ class EvaluationSettings(_Section):
     kernel: Literal["cpu", "reference"] = "cpu"
 
 
+class ExecutorSettings(_Section):
+    """Where evaluations run: in the driver (serial) or on Ray workers (local or a cluster).
+    Not part of the study's identity: a study may be resumed with another executor."""
+
+    type: Literal["serial", "ray"] = "serial"
+    address: str | None = None  # null: a local Ray instance; auto; ray://host:port
+    workers: Annotated[int, Field(ge=1, le=4096)] = 2
+    cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
+    gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
+    max_in_flight: Annotated[int, Field(ge=1)] | None = None  # default: one per worker
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 2
+    timeout_s: Annotated[float, Field(gt=0)] | None = None
+    temp_dir: str | None = None  # Ray's session folder; default: inside the study folder
+
+
 class StudySettings(_Section):
     """A whole study file."""
 
@@ -321,6 +336,8 @@ class StudySettings(_Section):
     quantization: QuantizationSettings = QuantizationSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     hardware: HardwareSettings = HardwareSettings()
+    executor: ExecutorSettings = ExecutorSettings()
+    storage: str | None = None  # null: a journal file in the study folder; or an RDB URL
     space: AppAxOSpace
     strategy: Strategy
     objectives: Annotated[list[Objective], Field(min_length=2, max_length=4)] = [
@@ -330,6 +347,14 @@ class StudySettings(_Section):
     constraints: list[str] = []
     reference_point: dict[str, float] | None = None
     budget: Budget
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(postgresql|mysql|sqlite)(\+\w+)?://", value):
+            raise ValueError(f"{value!r} is not an RDB URL (postgresql://user@host:port/db, "
+                             "mysql://..., sqlite:///path); leave it out for the journal file")
+        return value
 
     @field_validator("constraints")
     @classmethod
@@ -371,9 +396,14 @@ class StudySettings(_Section):
         """Settings as plain data, defaults filled in; what is frozen into the study folder."""
         return self.model_dump(mode="json")
 
+    def identity(self) -> dict[str, Any]:
+        """What defines the study's results: every setting but where evaluations run."""
+        return {k: v for k, v in self.canonical().items() if k != "executor"}
+
     def sha256(self) -> str:
-        """Identity of the settings: equal for files that differ only in layout or comments."""
-        text = json.dumps(self.canonical(), sort_keys=True)
+        """Identity of the settings: equal for files that differ only in layout, comments or
+        executor."""
+        text = json.dumps(self.identity(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -39,12 +39,18 @@ class ApproxNetworkEvaluator:
             raise ValueError(f"{int8_onnx}: expected one input and one output")
         self.inputs = inputs
         self.labels = labels
-        self.kernels = load_kernels(kernel)
+        self.kernel = kernel
+        load_kernels(kernel)  # an unknown name fails now
         digest = hashlib.sha256(Path(int8_onnx).read_bytes())
         digest.update(np.ascontiguousarray(inputs).tobytes())
         digest.update(np.ascontiguousarray(labels).tobytes())
         # identity of (model, test data): results with equal fingerprints are interchangeable
         self.fingerprint = digest.hexdigest()[:20]
+
+    @property
+    def kernels(self):
+        """The kernel module (looked up by name, so the evaluator pickles to Ray workers)."""
+        return load_kernels(self.kernel)
 
     def logits(self, table: ProductTable) -> np.ndarray:
         feeds = {self.graph.inputs[0]: self.inputs}

@@ -1,0 +1,20 @@
+"""Executors by name: ``serial`` (in the driver) and ``ray`` (worker actors, local or a cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dse.executors.base import Executor, ExecutorError, Outcome, SerialExecutor
+
+__all__ = ["Executor", "ExecutorError", "Outcome", "SerialExecutor", "make_executor"]
+
+
+def make_executor(settings, evaluator, folder: Path, log=print) -> Executor:
+    """The executor a study file's ``executor`` section describes."""
+    if settings.type == "serial":
+        return SerialExecutor(evaluator)
+    try:
+        from dse.executors.ray_executor import RayExecutor
+    except ImportError:
+        raise ExecutorError("executor type ray needs Ray: pip install 'dse[ray]'") from None
+    return RayExecutor(evaluator, settings, folder, log)

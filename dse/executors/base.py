@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from dse.strategies import Proposal
 
 
+class ExecutorError(RuntimeError):
+    """An executor that cannot start (unreachable cluster, impossible resources); one line."""
+
+
 @dataclass
 class Outcome:
     """A finished evaluation: its metrics, or the error that ended it."""
