@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := yosys opensta dataset-fashion-mnist
+DEBIAN_PACKAGES := yosys opensta dataset-fashion-mnist postgresql
 
 .PHONY: setup system-packages run test bench clean
 

@@ -16,7 +16,6 @@ import yaml
 
 import dse
 from dse.cli import main
-from dse.executors.base import ExecutorError
 from dse.loop import StudyRunner, build_evaluator, freeze, run_study
 from dse.study import Study
 from dse.study_file import parse_settings
