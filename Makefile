@@ -1,6 +1,6 @@
 # make run   - set up (first time) and run the quickstart study
 # make test  - set up (first time) and run the test suite
-# make bench - print the evaluation benchmark table
+# make bench - print the benchmark tables
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +11,8 @@ DEBIAN_PACKAGES := yosys opensta dataset-fashion-mnist postgresql
 
 setup: system-packages $(VENV)/.installed
 
-# Yosys and OpenSTA (hardware flow) and Fashion-MNIST (quickstart data) from Debian, when missing.
+# Yosys and OpenSTA (hardware flow), Fashion-MNIST (quickstart data) and PostgreSQL (the shared
+# trial store's tests) from Debian, when missing.
 system-packages:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -35,8 +36,11 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The quick benchmark tables (a few minutes); bench/bench_strategies.py takes about an hour.
 bench: setup
 	$(BIN)/python bench/bench_inference.py
+	$(BIN)/python bench/bench_characterize.py
+	$(BIN)/python bench/bench_executors.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
