@@ -17,6 +17,7 @@ from accel.reference import conv_output_size, pad_input
 from circuits.product_table import ProductTable
 
 _INT32_MAX = np.iinfo(np.int32).max
+LANES = 8  # int32 lanes of an AVX2 register
 
 
 def _codes_to_index(x: np.ndarray, table: ProductTable) -> np.ndarray:
@@ -28,10 +29,12 @@ def fold_weights(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fold the table and zero points into weights (K, O).
 
-    Returns ``G`` (K, 256, O) int32 with ``G[k, v, o] = T[v, w[k, o]] - zw[o] * code(v)`` minus
-    its zero-point row, and ``base`` (O,) int64: the removed rows' sum plus the exact cross terms
+    Returns ``G`` (K, 256, O') int32 with ``G[k, v, o] = T[v, w[k, o]] - zw[o] * code(v)`` minus
+    its zero-point row, and ``base`` (O',) int64: the removed rows' sum plus the exact cross terms
     ``-zx * sum_k w[k, o] + K * zx * zw[o]``. Then acc = base + sum over non-zero-point codes.
-    int32 arithmetic is safe here: ``_check_range`` bounds the table well inside int32.
+    O' pads O with zero columns to a multiple of ``LANES`` so the kernels add rows in fixed
+    8-wide chunks the compiler vectorizes. int32 arithmetic is safe here: ``_check_range``
+    bounds the table well inside int32.
     """
     k = w_cols.shape[0]
     zw = w_zero_point.astype(np.int64)
@@ -43,6 +46,10 @@ def fold_weights(
     folded -= zero_row[:, None, :]
     base = zero_row.sum(axis=0, dtype=np.int64) \
         - x_zero_point * w_cols.astype(np.int64).sum(axis=0) + k * x_zero_point * zw
+    pad = -folded.shape[2] % LANES
+    if pad:
+        folded = np.pad(folded, ((0, 0), (0, 0), (0, pad)))
+        base = np.pad(base, (0, pad))
     return folded, base
 
 
@@ -62,31 +69,36 @@ def _requantize_value(acc, multiplier, zp, lo, hi):  # pragma: no cover - compil
 
 
 @njit(inline="always", cache=True)
+def _add_row(dst, src):  # pragma: no cover - compiled
+    """dst += src in fixed 8-lane chunks (lengths are multiples of LANES)."""
+    for j0 in range(0, src.shape[0], 8):
+        for j in range(8):
+            dst[j0 + j] += src[j0 + j]
+
+
+@njit(inline="always", cache=True)
 def _gemm_row(a_row, folded, base, zero_idx, acc):  # pragma: no cover - compiled
-    o = folded.shape[2]
-    for j in range(o):
-        acc[j] = base[j]
+    acc[:] = base
     for kk in range(a_row.shape[0]):
         v = a_row[kk]
         if v != zero_idx:
-            row = folded[kk, v]
-            for j in range(o):
-                acc[j] += row[j]
+            _add_row(acc, folded[kk, v])
 
 
 @njit(parallel=True, cache=True)
 def _gemm_acc_kernel(a_idx, folded, base, zero_idx, out):  # pragma: no cover - compiled
     for i in prange(a_idx.shape[0]):
-        _gemm_row(a_idx[i], folded, base, zero_idx, out[i])
+        acc = np.empty(folded.shape[2], dtype=np.int32)
+        _gemm_row(a_idx[i], folded, base, zero_idx, acc)
+        out[i] = acc[: out.shape[1]]
 
 
 @njit(parallel=True, cache=True)
 def _gemm_requant_kernel(a_idx, folded, base, zero_idx, mult, zp, lo, hi, out):  # pragma: no cover
-    o = folded.shape[2]
     for i in prange(a_idx.shape[0]):
-        acc = np.empty(o, dtype=np.int32)
+        acc = np.empty(folded.shape[2], dtype=np.int32)
         _gemm_row(a_idx[i], folded, base, zero_idx, acc)
-        for j in range(o):
+        for j in range(out.shape[1]):
             out[i, j] = _requantize_value(acc[j], mult[j], zp, lo, hi)
 
 
@@ -96,7 +108,7 @@ def _prepare_gemm(a, b, table, a_zero_point, b_zero_point, bias):
     _check_range(table, k, a_zero_point, zb)
     folded, base = fold_weights(table, b, a_zero_point, zb)
     if bias is not None:
-        base = base + bias.astype(np.int64)
+        base[: len(bias)] += bias.astype(np.int64)
     return _codes_to_index(a, table), folded, base.astype(np.int32), a_zero_point + table.offset
 
 
@@ -145,19 +157,17 @@ def _tap_table(size: int, kernel: int, stride: int, dilation: int, out_size: int
 
 @njit(inline="always", cache=True)
 def _conv_image(x_img, folded, base, zero_idx, ytab, xtab, acc):  # pragma: no cover - compiled
-    """Input-stationary scatter for one image into acc (OH, OW, O): each activation that is not
-    the zero point adds its folded rows at every output position its taps reach, so the branch
-    on sparsity is taken once per activation, not once per tap."""
+    """Input-stationary scatter for one image into acc (OH, OW, group, O'): each activation that
+    is not the zero point adds its folded rows at every output position its taps reach, so the
+    branch on sparsity is taken once per activation, not once per tap."""
     c_in, hp, wp = x_img.shape
-    oh, ow, _ = acc.shape
-    group, _, _, og = folded.shape
+    oh, ow = acc.shape[0], acc.shape[1]
+    group = folded.shape[0]
     kh, kw = ytab.shape[1], xtab.shape[1]
     cg = c_in // group
     for y in range(oh):
         for x in range(ow):
-            for g in range(group):
-                for j in range(og):
-                    acc[y, x, g * og + j] = base[g, j]
+            acc[y, x] = base
     for c in range(c_in):
         g = c // cg
         for h in range(hp):
@@ -171,36 +181,36 @@ def _conv_image(x_img, folded, base, zero_idx, ytab, xtab, acc):  # pragma: no c
                         continue
                     for q in range(kw):
                         x = xtab[w, q]
-                        if x < 0:
-                            continue
-                        row = folded[g, ((c - g * cg) * kh + p) * kw + q, v]
-                        dst = acc[y, x]
-                        for j in range(og):
-                            dst[g * og + j] += row[j]
+                        if x >= 0:
+                            _add_row(acc[y, x, g], folded[g, ((c - g * cg) * kh + p) * kw + q, v])
 
 
 @njit(parallel=True, cache=True)
 def _conv_acc_kernel(xi, folded, base, zero_idx, ytab, xtab, out):  # pragma: no cover - compiled
     n, o, oh, ow = out.shape
+    group, _, _, lanes = folded.shape
+    og = o // group
     for i in prange(n):
-        acc = np.empty((oh, ow, o), dtype=np.int32)
+        acc = np.empty((oh, ow, group, lanes), dtype=np.int32)
         _conv_image(xi[i], folded, base, zero_idx, ytab, xtab, acc)
         for j in range(o):
             for y in range(oh):
                 for x in range(ow):
-                    out[i, j, y, x] = acc[y, x, j]
+                    out[i, j, y, x] = acc[y, x, j // og, j % og]
 
 
 @njit(parallel=True, cache=True)
 def _conv_requant_kernel(xi, folded, base, zero_idx, ytab, xtab, mult, zp, lo, hi, out):  # pragma: no cover
     n, o, oh, ow = out.shape
+    group, _, _, lanes = folded.shape
+    og = o // group
     for i in prange(n):
-        acc = np.empty((oh, ow, o), dtype=np.int32)
+        acc = np.empty((oh, ow, group, lanes), dtype=np.int32)
         _conv_image(xi[i], folded, base, zero_idx, ytab, xtab, acc)
         for j in range(o):
             for y in range(oh):
                 for x in range(ow):
-                    out[i, j, y, x] = _requantize_value(acc[y, x, j], mult[j], zp, lo, hi)
+                    out[i, j, y, x] = _requantize_value(acc[y, x, j // og, j % og], mult[j], zp, lo, hi)
 
 
 def _prepare_conv(x, w, table, strides, pads, dilations, group, x_zero_point, w_zero_point, bias):
@@ -215,7 +225,7 @@ def _prepare_conv(x, w, table, strides, pads, dilations, group, x_zero_point, w_
     ))
     base = np.stack(base)
     if bias is not None:
-        base = base + bias.astype(np.int64).reshape(group, og)
+        base[:, :og] += bias.astype(np.int64).reshape(group, og)
     xp = pad_input(x, pads, x_zero_point)
     n, _, hp, wp = xp.shape
     oh = conv_output_size(hp, kh, strides[0], 0, dilations[0])
