@@ -213,6 +213,31 @@ def _conv_requant_kernel(xi, folded, base, zero_idx, ytab, xtab, mult, zp, lo, h
                     out[i, j, y, x] = _requantize_value(acc[y, x, j // og, j % og], mult[j], zp, lo, hi)
 
 
+@njit(parallel=True, cache=True)
+def _conv_pool_kernel(xi, folded, base, zero_idx, ytab, xtab, mult, zp, lo, hi, ph, pw,
+                      code_map, code_offset, out):  # pragma: no cover - compiled
+    """Convolution, max pooling on the int32 accumulators, requantization of the pooled values
+    only, then the code map. Pooling first is exact: requantization with a positive multiplier
+    and the code map are non-decreasing, and max pooling commutes with such maps."""
+    n, o, oh_p, ow_p = out.shape
+    group, _, _, lanes = folded.shape
+    og = o // group
+    oh, ow = ytab.max() + 1, xtab.max() + 1
+    for i in prange(n):
+        acc = np.empty((oh, ow, group, lanes), dtype=np.int32)
+        _conv_image(xi[i], folded, base, zero_idx, ytab, xtab, acc)
+        for j in range(o):
+            g, jj = j // og, j % og
+            for y in range(oh_p):
+                for x in range(ow_p):
+                    m = acc[y * ph, x * pw, g, jj]
+                    for a in range(ph):
+                        for b in range(pw):
+                            m = max(m, acc[y * ph + a, x * pw + b, g, jj])
+                    q = _requantize_value(m, mult[j], zp, lo, hi)
+                    out[i, j, y, x] = code_map[q + code_offset]
+
+
 def _prepare_conv(x, w, table, strides, pads, dilations, group, x_zero_point, w_zero_point, bias):
     o, cg, kh, kw = w.shape
     og, k = o // group, cg * kh * kw
@@ -255,6 +280,20 @@ def conv_accumulate(
                                 w_zero_point, None)
     out = np.empty(shape, dtype=np.int32)
     _conv_acc_kernel(*args, out)
+    return out
+
+
+def qlinear_conv_pool(x: np.ndarray, w: np.ndarray, table: ProductTable, *, pool: tuple[int, int],
+                      code_map: np.ndarray, bias: np.ndarray | None, multiplier: np.ndarray,
+                      y_zero_point: np.ndarray, strides=(1, 1), pads=(0, 0, 0, 0),
+                      dilations=(1, 1), group: int = 1, x_zero_point: int = 0,
+                      w_zero_point: np.ndarray | int = 0) -> np.ndarray:
+    """Same contract as ``accel.reference.qlinear_conv_pool``, all fused in one pass."""
+    args, (n, o, oh, ow) = _prepare_conv(x, w, table, strides, pads, dilations, group,
+                                         x_zero_point, w_zero_point, bias)
+    out = np.empty((n, o, oh // pool[0], ow // pool[1]), dtype=code_map.dtype)
+    _conv_pool_kernel(*args, *_epilogue(multiplier, y_zero_point, o), pool[0], pool[1],
+                      np.ascontiguousarray(code_map), -np.iinfo(y_zero_point.dtype).min, out)
     return out
 
 

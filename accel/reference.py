@@ -117,6 +117,22 @@ def qlinear_conv(x: np.ndarray, w: np.ndarray, table: ProductTable, *, bias: np.
     return requantize(acc, multiplier, y_zero_point, 1)
 
 
+def pool_max(y: np.ndarray, pool: tuple[int, int]) -> np.ndarray:
+    """Non-overlapping max pooling (window = stride, no padding, floor)."""
+    n, c, h, w = y.shape
+    ph, pw = pool
+    oh, ow = h // ph, w // pw
+    return y[:, :, : oh * ph, : ow * pw].reshape(n, c, oh, ph, ow, pw).max(axis=(3, 5))
+
+
+def qlinear_conv_pool(x: np.ndarray, w: np.ndarray, table: ProductTable, *, pool: tuple[int, int],
+                      code_map: np.ndarray, **qconv) -> np.ndarray:
+    """Quantized convolution, then max pooling, then an elementwise code map (what a ReLU
+    between them becomes once folded): ``code_map[maxpool(qlinear_conv(...)) - min code]``."""
+    y = pool_max(qlinear_conv(x, w, table, **qconv), pool)
+    return code_map[y.astype(np.int16) - np.iinfo(y.dtype).min]
+
+
 def qlinear_gemm(a: np.ndarray, b: np.ndarray, table: ProductTable, *, a_zero_point: int,
                  b_zero_point: np.ndarray | int, bias: np.ndarray | None, multiplier: np.ndarray,
                  y_zero_point: np.ndarray) -> np.ndarray:

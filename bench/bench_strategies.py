@@ -68,7 +68,9 @@ def main() -> None:
                 start = time.perf_counter()
                 StudyRunner(study, evaluator, lambda m: None, progress=False).run()
                 studies.setdefault(name, []).append((study, time.perf_counter() - start))
-                print(f"{name} seed {seed}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+                unique = study.trials["config"].nunique() - 1
+                print(f"{name} seed {seed}: {time.perf_counter() - start:.0f} s, hypervolume "
+                      f"{study.hypervolume():.4f}, {unique} distinct configurations", file=sys.stderr)
         every = [s for runs in studies.values() for s, _ in runs]
         reference = common_reference(every)
         ref = dict(zip(every[0].objectives, to_minimization(reference[None, :], every[0].directions)[0]))

@@ -70,7 +70,8 @@ class Context:
             )
 
 
-def _qlinear_conv(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+def conv_arguments(node: Node, args: list, ctx: Context) -> tuple:
+    """(x, w, keyword arguments of the kernels' qlinear_conv) of a QLinearConv node."""
     g = ctx.graph
     x, x_scale, _, w, w_scale, _, y_scale, _ = args[:8]
     ctx.check_operands(node, x, w)
@@ -90,11 +91,13 @@ def _qlinear_conv(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
     if node.outputs[0] in ctx.capture:
         acc = ctx.kernels.conv_accumulate(x, w, ctx.table, **conv)
         ctx.captured[node.outputs[0] + ":acc"] = acc if bias is None else acc + bias.reshape(1, -1, 1, 1)
-    y = ctx.kernels.qlinear_conv(
-        x, w, ctx.table, bias=bias, multiplier=output_multiplier(x_scale, w_scale, y_scale),
-        y_zero_point=_zero_point(g, node, 7, x), **conv,
-    )
-    return [y]
+    return x, w, {**conv, "bias": bias, "y_zero_point": _zero_point(g, node, 7, x),
+                  "multiplier": output_multiplier(x_scale, w_scale, y_scale)}
+
+
+def _qlinear_conv(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    x, w, qconv = conv_arguments(node, args, ctx)
+    return [ctx.kernels.qlinear_conv(x, w, ctx.table, **qconv)]
 
 
 def _gemm(node: Node, ctx: Context, a, a_zp, b, b_zp, bias, multiplier, y_zp) -> np.ndarray:

@@ -98,7 +98,66 @@ def _run_code_chain(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
 
 register_op(CODE_CHAIN, _run_code_chain)
 
-DEFAULT_TRANSFORMS = (FoldCodeChains(),)
+CONV_POOL = "dse.QLinearConvPool"
+
+
+class FuseConvPool:
+    """``QLinearConv -> dse.CodeChain`` whose first step is a non-overlapping MaxPool becomes
+    one ``dse.QLinearConvPool``: the kernel pools the int32 accumulators, requantizes only the
+    pooled values and applies the chain's code map (exact: requantization with positive scales
+    and the code map are non-decreasing, so they commute with max pooling). Run after
+    ``FoldCodeChains``."""
+
+    def apply(self, graph: QGraph) -> tuple[QGraph, bool]:
+        changed = False
+        while (fused := self._fuse_first(graph)) is not None:
+            graph, changed = fused, True
+        return graph, changed
+
+    @staticmethod
+    def _poolable(step: Node) -> bool:
+        kernel = tuple(step.attr("kernel_shape", ()))
+        return (step.op == "MaxPool" and len(kernel) == 2
+                and tuple(step.attr("strides", [1, 1])) == kernel
+                and not any(step.attr("pads", [0, 0, 0, 0]))
+                and tuple(step.attr("dilations", [1, 1])) == (1, 1)
+                and not step.attr("ceil_mode", 0)
+                and step.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID"))
+
+    def _fuse_first(self, graph: QGraph) -> QGraph | None:
+        for conv in graph.nodes:
+            if conv.op != "QLinearConv" or conv.outputs[0] in graph.outputs:
+                continue
+            readers = graph.consumers(conv.outputs[0])
+            if len(readers) != 1 or readers[0].op != CODE_CHAIN:
+                continue
+            chain = readers[0]
+            steps = chain.attrs["steps"]
+            if not steps or not self._poolable(steps[0]):
+                continue
+            scales = [graph.initializers.get(conv.inputs[i]) for i in (1, 4, 6)]
+            if any(s is None or np.any(s <= 0) for s in scales):
+                continue  # requantization must be non-decreasing
+            fused = Node(CONV_POOL, f"{conv.name}_pool", conv.inputs, chain.outputs,
+                         {**conv.attrs, "pool": tuple(steps[0].attr("kernel_shape")),
+                          "code_map": chain.attrs["code_map"], "steps": steps[1:]})
+            return graph.with_nodes([fused if n is conv else n for n in graph.nodes if n is not chain])
+        return None
+
+
+def _run_conv_pool(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    x, w, qconv = approx_runner.conv_arguments(node, args, ctx)
+    y = ctx.kernels.qlinear_conv_pool(x, w, ctx.table, pool=node.attrs["pool"],
+                                      code_map=node.attrs["code_map"], **qconv)
+    for step in node.attrs["steps"]:
+        consts = [ctx.graph.initializers.get(n) for n in step.inputs[1:]]
+        y = OPS[step.op](step, [y, *consts], ctx)[0]
+    return [y]
+
+
+register_op(CONV_POOL, _run_conv_pool)
+
+DEFAULT_TRANSFORMS = (FoldCodeChains(), FuseConvPool())
 
 
 def optimize(graph: QGraph) -> QGraph:

@@ -19,6 +19,7 @@ from dse.strategies.base import Evaluation, Proposal, Strategy
 
 class BayesStrategy(Strategy):
     name = "bayes"
+    RETRIES = 100
 
     def __init__(self, *args, sampler: str = "tpe", startup_trials: int = 10, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -32,17 +33,36 @@ class BayesStrategy(Strategy):
         self._bits = self.space.free_bits
         self._distributions = {f"b{bit}": CategoricalDistribution((0, 1)) for bit in self._bits}
         self._pending: dict[int, optuna.Trial] = {}
+        self._known: dict[int, Evaluation] = {}  # configuration -> its evaluation
 
     def _config(self, params: dict) -> int:
         point = sum(params[f"b{bit}"] << i for i, bit in enumerate(self._bits))
         return self.space.config(point)
 
     def ask(self) -> Proposal | None:
-        trial = self._study.ask(self._distributions)
+        """A configuration not evaluated yet: on a small binary space the samplers often
+        propose a known one again; those are answered from what the strategy was told (the
+        sampler learns nothing new) and it is asked again, up to ``RETRIES`` times."""
+        for _ in range(self.RETRIES):
+            trial = self._study.ask(self._distributions)
+            config = self._config(trial.params)
+            known = self._known.get(config)
+            if known is None or len(self._known) >= self.space.size:
+                break
+            self._finish(trial, known)
         self._pending[trial.number] = trial
-        return Proposal(self._config(trial.params), trial.number)
+        return Proposal(config, trial.number)
+
+    def _finish(self, trial: optuna.Trial, evaluation: Evaluation) -> None:
+        for key, value in constraint_dict(evaluation.constraints).items():
+            trial.set_constraint(key, value)
+        if evaluation.values is None:
+            self._study.tell(trial, state=TrialState.FAIL)
+        else:
+            self._study.tell(trial, list(evaluation.values))
 
     def tell(self, proposal: Proposal, evaluation: Evaluation) -> None:
+        self._known[proposal.config] = evaluation
         trial = self._pending.pop(proposal.index, None)
         if trial is None:  # replayed from the store: add it as a finished trial
             point = self.space.point(proposal.config)
@@ -53,9 +73,4 @@ class BayesStrategy(Strategy):
                 constraints=constraint_dict(evaluation.constraints) or None,
             ))
             return
-        for key, value in constraint_dict(evaluation.constraints).items():
-            trial.set_constraint(key, value)
-        if evaluation.values is None:
-            self._study.tell(trial, state=TrialState.FAIL)
-        else:
-            self._study.tell(trial, list(evaluation.values))
+        self._finish(trial, evaluation)

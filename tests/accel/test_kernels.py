@@ -118,3 +118,19 @@ def test_int32_overflow_is_refused():
     table = ProductTable(np.full((256, 256), 2**30, dtype=np.int32), True)
     with pytest.raises(OverflowError):
         cpu.gemm_accumulate(np.ones((1, 4), np.int8), np.ones((4, 1), np.int8), table)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_fused_conv_pool_matches_the_composition(signed):
+    rng = np.random.default_rng(7)
+    table = random_table(rng, signed)
+    x = codes(rng, (3, 2, 11, 9), signed)  # odd sizes: pooling floors
+    w = codes(rng, (5, 2, 3, 3), signed, sparsity=0)
+    zp = np.array(0 if signed else 100, dtype=np.int8 if signed else np.uint8)
+    code_map = rng.permutation(256).astype(zp.dtype)  # any map works for the composition
+    code_map.sort()  # ... but pooling first needs a non-decreasing one
+    args = dict(bias=rng.integers(-900, 900, 5).astype(np.int32),
+                multiplier=output_multiplier(np.float32(0.05), np.full(5, 0.004, np.float32), np.float32(0.2)),
+                y_zero_point=zp, pads=(1, 1, 1, 1), pool=(2, 2), code_map=code_map)
+    np.testing.assert_array_equal(cpu.qlinear_conv_pool(x, w, table, **args),
+                                  reference.qlinear_conv_pool(x, w, table, **args))

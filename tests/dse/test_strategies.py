@@ -191,6 +191,13 @@ def test_nsga2_numbers_generations_and_keeps_the_true_front():
     np.testing.assert_allclose(np.unique(elite, axis=0), expected)
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "gp"])
+def test_bayes_never_proposes_a_known_configuration(sampler):
+    s = strategy({"type": "bayes", "sampler": sampler, "startup_trials": 5}, LOW16, seed=2)
+    configs = [p.config for p in drain(s, limit=40)]
+    assert len(set(configs)) == 40
+
+
 def test_strategy_options_are_validated():
     from dse.study_file import StudyFileError
 

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from accel import cpu
+from accel import cpu, reference
 from circuits import appaxo
 from circuits.product_table import ProductTable
 from evaluators import approx_runner
@@ -15,7 +15,7 @@ from evaluators.lenet import to_input
 from evaluators.network import export_onnx
 from evaluators.qgraph import QGraph
 from evaluators.quantization import quantize_int8
-from evaluators.transforms import CODE_CHAIN, FoldCodeChains, optimize
+from evaluators.transforms import CODE_CHAIN, CONV_POOL, FoldCodeChains, FuseConvPool, optimize
 
 
 def test_lenet_chains_fold_and_results_do_not_change(lenet, mnist):
@@ -32,6 +32,20 @@ def test_lenet_chains_fold_and_results_do_not_change(lenet, mnist):
         table = ProductTable(appaxo.product_table(config), True)
         np.testing.assert_array_equal(approx_runner.run(folded, x, table, cpu)["logits"],
                                       approx_runner.run(plain, x, table, cpu)["logits"])
+
+
+def test_conv_and_pool_fuse_without_changing_any_logit(lenet, mnist):
+    _, test = mnist
+    folded, _ = FoldCodeChains().apply(QGraph.from_onnx(lenet.int8_onnx))
+    fused, changed = FuseConvPool().apply(folded)
+    assert changed and [n.op for n in fused.nodes].count(CONV_POOL) == 2
+    assert [n.op for n in optimize(QGraph.from_onnx(lenet.int8_onnx)).nodes] == [n.op for n in fused.nodes]
+    x = {"input": to_input(test.images)}
+    table = ProductTable(appaxo.product_table(0b111100011000111111111111111011111111), True)
+    expected = approx_runner.run(folded, x, table, cpu)["logits"]
+    np.testing.assert_array_equal(approx_runner.run(fused, x, table, cpu)["logits"], expected)
+    few = {"input": x["input"][:64]}
+    np.testing.assert_array_equal(approx_runner.run(fused, few, table, reference)["logits"], expected[:64])
 
 
 class ClipPadPool(nn.Module):
