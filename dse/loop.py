@@ -25,6 +25,7 @@ from dse.storage import constraint_dict
 from dse.strategies import Evaluation, Proposal, make_strategy
 from dse.study import BASELINE, FROZEN, FROZEN_HASH, REFERENCE_POINT, SEARCH, Study, read_frozen
 from dse.study_file import StudyFileError, StudySettings, settings_diff
+from evaluators.screening import FrontContext
 
 Log = Callable[[str], None]
 
@@ -63,6 +64,7 @@ def build_evaluator(settings: StudySettings, log: Log):
     from circuits.characterize import FlowSettings
     from evaluators.candidate import build_appaxo_evaluator
     from evaluators.network import TrainingSettings
+    from evaluators.screening import Screening
 
     m, d = settings.model, settings.dataset
     training = TrainingSettings(
@@ -76,10 +78,12 @@ def build_evaluator(settings: StudySettings, log: Log):
         flow = FlowSettings(liberty=h.liberty, clock_period_ns=h.clock_period_ns,
                             vectors=h.vectors, seed=settings.seed, timeout_s=h.timeout_s)
         asic = (flow, h.power)
+    screen = settings.evaluation.screening
     return build_appaxo_evaluator(
         dataset=d.name, dataset_path=d.path, download=d.download, test_size=d.test_size,
         training=training, reuse_network=m.reuse_checkpoint, kernel=settings.evaluation.kernel,
         asic=asic, seed=settings.seed, log=log,
+        screening=Screening(screen.images, screen.confidence, settings.seed) if screen else None,
     )
 
 
@@ -95,8 +99,9 @@ class HypervolumeTracker:
             if not done.empty else np.empty((0, len(self.directions)))
         self.value = hypervolume(self.front, self.reference)
 
-    def add(self, evaluation: Evaluation) -> float:
-        if evaluation.feasible:
+    def add(self, evaluation: Evaluation, full: bool = True) -> float:
+        """Add an evaluation (screened ones never join the front)."""
+        if evaluation.feasible and full:
             point = to_minimization(np.array([evaluation.values]), self.directions)
             self.front = np.vstack([self.front, point])
             self.front = self.front[non_dominated(self.front, ["minimize"] * len(self.directions))]
@@ -179,6 +184,15 @@ class StudyRunner:
         gain = history[-1] - history[-1 - rule.window]
         return gain <= rule.tolerance * abs(history[-1])
 
+    def _front_context(self, tracker: HypervolumeTracker) -> FrontContext:
+        """The front so far and the lowest feasible accuracy, for screening."""
+        signs = np.array([-1.0 if d == "maximize" else 1.0 for d in self.study.directions])
+        floors = [self.baseline["accuracy"] - c.bound for c in self.constraints
+                  if c.metric == "accuracy_drop" and c.op == "<="]
+        floors += [c.bound for c in self.constraints if c.metric == "accuracy" and c.op == ">="]
+        return FrontContext(tuple(self.study.objectives), tuple(self.study.directions),
+                            tracker.front * signs, max(floors) if floors else None)
+
     def _stop_reason(self, history: list[float], elapsed: float) -> str | None:
         budget = self.settings.budget
         if budget.time_limit_s is not None and elapsed >= budget.time_limit_s:
@@ -215,13 +229,14 @@ class StudyRunner:
                     if proposal is None:
                         exhausted = executor.in_flight == 0  # else: waiting for results
                         break
-                    executor.submit(proposal, SEARCH)
+                    executor.submit(proposal, SEARCH, self._front_context(tracker))
                 if executor.in_flight == 0:
                     break
                 outcome = executor.next_outcome()
                 evaluation = self._store(outcome)
                 self.strategy.tell(outcome.proposal, evaluation)
-                history.append(tracker.add(evaluation))
+                full = outcome.metrics is None or outcome.metrics.get("fidelity") != "screened"
+                history.append(tracker.add(evaluation, full))
                 done += 1
                 new += 1
                 bar.update(1)

@@ -79,6 +79,8 @@ class Study:
         done = done[done["state"] == "COMPLETE"]
         if "feasible" in done:
             done = done[done["feasible"].fillna(True).astype(bool)]
+        if "fidelity" in done:  # screened results never reach a front
+            done = done[done["fidelity"].fillna("full") != "screened"]
         return done
 
     def hypervolume(self, reference: dict[str, float] | None = None) -> float:
@@ -103,6 +105,8 @@ class Study:
         ok = (search["state"] == "COMPLETE").to_numpy().copy()
         if "feasible" in search:
             ok &= search["feasible"].fillna(True).astype(bool).to_numpy()
+        if "fidelity" in search:
+            ok &= (search["fidelity"].fillna("full") != "screened").to_numpy()
         points = to_minimization(search[self.objectives].to_numpy(dtype=float), self.directions)
         base = self.feasible()
         base = base[base["role"] == BASELINE]  # the exact multiplier starts every front

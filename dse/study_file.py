@@ -304,10 +304,19 @@ class HardwareSettings(_Section):
         return self
 
 
+class ScreeningSettings(_Section):
+    """Score each new configuration on ``images`` random test images first; evaluate it fully
+    only if the upper confidence bound of its accuracy could reach the front."""
+
+    images: Annotated[int, Field(ge=50)] = 1000
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.99
+
+
 class EvaluationSettings(_Section):
     """How the approximate network is scored."""
 
     kernel: Literal["cpu", "reference"] = "cpu"
+    screening: ScreeningSettings | None = None
 
 
 class ExecutorSettings(_Section):

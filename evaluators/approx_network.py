@@ -52,10 +52,13 @@ class ApproxNetworkEvaluator:
         """The kernel module (looked up by name, so the evaluator pickles to Ray workers)."""
         return load_kernels(self.kernel)
 
-    def logits(self, table: ProductTable) -> np.ndarray:
-        feeds = {self.graph.inputs[0]: self.inputs}
+    def logits(self, table: ProductTable, rows: np.ndarray | None = None) -> np.ndarray:
+        """Network outputs for every test image, or for the images ``rows`` selects."""
+        inputs = self.inputs if rows is None else self.inputs[rows]
+        feeds = {self.graph.inputs[0]: inputs}
         return approx_runner.run(self.graph, feeds, table, self.kernels)[self.graph.outputs[0]]
 
-    def evaluate(self, table: ProductTable) -> dict[str, float]:
-        """Accuracy and macro precision/recall/F1 on the test images."""
-        return classification_metrics(self.logits(table).argmax(axis=1), self.labels)
+    def evaluate(self, table: ProductTable, rows: np.ndarray | None = None) -> dict[str, float]:
+        """Accuracy and macro precision/recall/F1 on the test images (or a subset of them)."""
+        labels = self.labels if rows is None else self.labels[rows]
+        return classification_metrics(self.logits(table, rows).argmax(axis=1), labels)

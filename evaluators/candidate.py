@@ -27,6 +27,7 @@ from evaluators.datasets import load_split
 from evaluators.lenet import to_input
 from evaluators.network import PreparedNetwork, TrainingSettings, prepare_network
 from evaluators.qgraph import QGraph
+from evaluators.screening import FrontContext, Screening, wilson_upper
 from evaluators.workload import sample_workload
 
 
@@ -57,6 +58,7 @@ class AppAxOEvaluator:
     network_cache: dict[str, dict]
     asic: AsicObjectives | None = None
     asic_cache: ResultCache | None = None
+    screening: Screening | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -64,7 +66,8 @@ class AppAxOEvaluator:
 
     def remember(self, metrics: dict) -> None:
         """Warm the cache with a stored result of ``evaluate`` (ignored if scored elsewhere)."""
-        if metrics.get("fingerprint") == self.fingerprint and "table_sha256" in metrics:
+        if metrics.get("fingerprint") == self.fingerprint and "table_sha256" in metrics \
+                and metrics.get("fidelity", "full") == "full":
             self.network_cache.setdefault(
                 metrics["table_sha256"], {k: metrics[k] for k in METRICS})
 
@@ -87,13 +90,12 @@ class AppAxOEvaluator:
             (folder / f"{name}_xc7.v").write_text(structural_verilog(config, f"{name}_xc7"))
             np.save(folder / f"{name}.npy", appaxo.product_table(config))
 
-    def evaluate(self, config: int) -> dict:
-        """Every metric of one configuration (plain values, ready to store)."""
+    def evaluate(self, config: int, front: FrontContext | None = None) -> dict:
+        """Every metric of one configuration (plain values, ready to store). With screening
+        enabled and the current ``front`` given, a configuration that cannot reach the front
+        is scored on the screening subset only (``fidelity: screened``)."""
         start = time.perf_counter()
         table = ProductTable(appaxo.product_table(config), signed=True)
-        cached = table.sha256 in self.network_cache
-        if not cached:
-            self.network_cache[table.sha256] = self.network.evaluate(table)
         metrics = {
             "config": int(config),
             "config_bits": appaxo.to_bitstring(config),
@@ -101,14 +103,35 @@ class AppAxOEvaluator:
             "kept_luts": appaxo.kept_luts(config),
             **appaxo_fpga(config),
             **error_metrics(table),
-            **self.network_cache[table.sha256],
-            "cached": cached,
             "fingerprint": self.fingerprint,
         }
         if self.asic is not None:
             metrics.update(self._asic_metrics(config))
+        cached = table.sha256 in self.network_cache
+        screened = None if cached else self._screen(table, metrics, front)
+        if screened is not None:
+            metrics.update(screened, cached=False, fidelity="screened")
+        else:
+            if not cached:
+                self.network_cache[table.sha256] = self.network.evaluate(table)
+            metrics.update(self.network_cache[table.sha256], cached=cached, fidelity="full")
         metrics["eval_seconds"] = time.perf_counter() - start
         return metrics
+
+    def _screen(self, table: ProductTable, costs: dict, front: FrontContext | None) -> dict | None:
+        """Subset metrics if the configuration is screened out, else None (evaluate fully)."""
+        if self.screening is None or front is None or \
+                any(k in METRICS and k != "accuracy" for k in front.objectives):
+            return None  # only accuracy has a bound here
+        rows = self.screening.rows(len(self.network.labels))
+        subset = self.network.evaluate(table, rows)
+        upper = wilson_upper(round(subset["accuracy"] * len(rows)), len(rows),
+                             self.screening.confidence)
+        optimistic = {**costs, "accuracy": upper}
+        below = front.min_accuracy is not None and upper < front.min_accuracy
+        if not below and not front.dominates(optimistic):
+            return None
+        return {**subset, "accuracy_upper_bound": upper, "screen_images": len(rows)}
 
     def _asic_metrics(self, config: int) -> dict:
         asic = self.asic
@@ -130,6 +153,7 @@ def build_appaxo_evaluator(
     reuse_network: bool,
     kernel: str,
     asic: tuple[FlowSettings, str] | None = None,
+    screening: Screening | None = None,
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> AppAxOEvaluator:
@@ -148,7 +172,7 @@ def build_appaxo_evaluator(
         images, labels = images[:test_size], labels[:test_size]
     inputs = to_input(images)
     network = ApproxNetworkEvaluator(prepared.int8_onnx, inputs, labels, kernel)
-    evaluator = AppAxOEvaluator(network, prepared, {})
+    evaluator = AppAxOEvaluator(network, prepared, {}, screening=screening)
     if asic is not None:
         flow, power = asic
         require("yosys")  # missing tools and libraries fail now, not in every trial

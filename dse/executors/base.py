@@ -33,11 +33,14 @@ class Outcome:
     info: dict = field(default_factory=dict)
 
 
-def evaluate_safely(evaluator, proposal: Proposal, role: str) -> Outcome:
-    """Run one evaluation; an exception becomes an outcome with its message (a failed trial)."""
+def evaluate_safely(evaluator, proposal: Proposal, role: str, context=None) -> Outcome:
+    """Run one evaluation (``context``: what the evaluator may use to skip work, such as the
+    front for screening); an exception becomes an outcome with its message (a failed trial)."""
     started = dt.datetime.now()
     try:
-        return Outcome(proposal, role, started, metrics=evaluator.evaluate(proposal.config))
+        metrics = evaluator.evaluate(proposal.config) if context is None \
+            else evaluator.evaluate(proposal.config, context)
+        return Outcome(proposal, role, started, metrics=metrics)
     except Exception as err:  # a candidate that cannot be evaluated is a failed trial
         return Outcome(proposal, role, started, error=f"{type(err).__name__}: {err}",
                        traceback=traceback.format_exc(limit=5))
@@ -54,7 +57,7 @@ class Executor(ABC):
         """Evaluations submitted and not yet returned by ``next_outcome``."""
 
     @abstractmethod
-    def submit(self, proposal: Proposal, role: str) -> None:
+    def submit(self, proposal: Proposal, role: str, context=None) -> None:
         """Start evaluating a proposal (at most ``slots`` at a time)."""
 
     @abstractmethod
@@ -71,18 +74,17 @@ class SerialExecutor(Executor):
 
     def __init__(self, evaluator) -> None:
         self.evaluator = evaluator
-        self._queue: list[tuple[Proposal, str]] = []
+        self._queue: list[tuple] = []
 
     @property
     def in_flight(self) -> int:
         return len(self._queue)
 
-    def submit(self, proposal: Proposal, role: str) -> None:
-        self._queue.append((proposal, role))
+    def submit(self, proposal: Proposal, role: str, context=None) -> None:
+        self._queue.append((proposal, role, context))
 
     def next_outcome(self) -> Outcome:
-        proposal, role = self._queue.pop(0)
-        return evaluate_safely(self.evaluator, proposal, role)
+        return evaluate_safely(self.evaluator, *self._queue.pop(0))
 
     def close(self) -> None:
         self._queue.clear()

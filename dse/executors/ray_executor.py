@@ -42,14 +42,15 @@ class EvaluationWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def evaluate(self, proposal: Proposal, role: str) -> Outcome:
-        return evaluate_safely(self.evaluator, proposal, role)
+    def evaluate(self, proposal: Proposal, role: str, context=None) -> Outcome:
+        return evaluate_safely(self.evaluator, proposal, role, context)
 
 
 @dataclass
 class _Task:
     proposal: Proposal
     role: str
+    context: object
     worker: int
     attempts: int
     submitted: float
@@ -144,21 +145,21 @@ class RayExecutor(Executor):
     def _dispatch(self) -> None:
         """Start waiting evaluations on live workers (none while every worker restarts)."""
         while self._waiting and len(self._down) < len(self.workers):
-            task = self._waiting.pop(0)
-            self._launch(task.proposal, task.role, task.attempts)
+            self._launch(self._waiting.pop(0))
 
     def _mark_down(self, worker: int) -> None:
         if worker not in self._down:
             self._down[worker] = self.workers[worker].pid.remote()
 
-    def _launch(self, proposal: Proposal, role: str, attempts: int) -> None:
-        worker = self._least_busy()
-        ref = self.workers[worker].evaluate.remote(proposal, role)
-        self._tasks[ref] = _Task(proposal, role, worker, attempts, time.monotonic(),
-                                 dt.datetime.now())
+    def _launch(self, task: _Task) -> None:
+        task.worker = self._least_busy()
+        task.submitted = time.monotonic()
+        ref = self.workers[task.worker].evaluate.remote(task.proposal, task.role, task.context)
+        self._tasks[ref] = task
 
-    def submit(self, proposal: Proposal, role: str) -> None:
-        self._waiting.append(_Task(proposal, role, -1, 1, time.monotonic(), dt.datetime.now()))
+    def submit(self, proposal: Proposal, role: str, context=None) -> None:
+        self._waiting.append(_Task(proposal, role, context, -1, 1, time.monotonic(),
+                                   dt.datetime.now()))
         self._dispatch()
 
     def next_outcome(self) -> Outcome:

@@ -120,12 +120,12 @@ class FlakyEvaluator:
     def __init__(self, real, broken: int, hanging: int | None = None) -> None:
         self.real, self.broken, self.hanging = real, broken, hanging
 
-    def evaluate(self, config: int) -> dict:
+    def evaluate(self, config: int, front=None) -> dict:
         if config == self.broken:
             raise RuntimeError("synthesis failed: no cells")
         if config == self.hanging:
             time.sleep(600)
-        return self.real.evaluate(config)
+        return self.real.evaluate(config, front)
 
     def remember(self, metrics: dict) -> None:
         self.real.remember(metrics)

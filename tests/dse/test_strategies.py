@@ -95,13 +95,13 @@ def run_study_with(folder, data, evaluator, *, stop_after=None, fail_every=None)
     study = Study(folder, settings)
     real, calls = evaluator.evaluate, [0]
 
-    def evaluate(config):
+    def evaluate(config, *context):
         calls[0] += 1
         if stop_after is not None and calls[0] > stop_after:
             raise Interrupt
         if fail_every and calls[0] % fail_every == 0:
             raise RuntimeError("cannot synthesize")
-        return real(config)
+        return real(config, *context)
 
     evaluator.evaluate = evaluate
     try:

@@ -149,11 +149,11 @@ def test_a_failing_evaluation_becomes_a_failed_trial(tmp_path, mnist_dir, env):
     calls = []
     real = evaluator.evaluate
 
-    def sometimes_broken(config):  # the third proposal fails as a circuit that cannot be built
+    def sometimes_broken(config, *context):  # the third proposal fails as a circuit that cannot be built
         calls.append(config)
         if len(calls) == 4:
             raise RuntimeError("synthesis failed")
-        return real(config)
+        return real(config, *context)
 
     evaluator.evaluate = sometimes_broken
     StudyRunner(study, evaluator, quiet, False).run()
