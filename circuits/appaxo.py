@@ -109,6 +109,27 @@ def product_table(config: int) -> np.ndarray:
     return multiply(config, _OPERANDS[:, None], _OPERANDS[None, :]).astype(np.int32)
 
 
+# Weight bytes whose four base-4 digits all equal d: every row sees digit d.
+_DIGIT_BYTES = np.array([0x00, 0x55, 0xAA, 0xFF], dtype=np.int64)
+
+
+def row_tables(config: int) -> np.ndarray:
+    """R[r, a + 128, d]: row r's result for activation a and weight digit d = (b >> 2r) & 3.
+
+    Row r reads only the activation and one base-4 digit of the weight, so every table is
+    ``T[a, b] = CORRECTION + sum_r 4^r * R[r, a + 128, d_r(b)]`` (see ``accel.torch_kernels``).
+    """
+    rows = row_sums(config, (_OPERANDS & 0xFF)[:, None], _DIGIT_BYTES[None, :])
+    return np.stack(rows).astype(np.int32)
+
+
+def table(config: int):
+    """The configuration's ``ProductTable`` (signed), carrying its row tables."""
+    from circuits.product_table import ProductTable
+
+    return ProductTable(product_table(config), signed=True, rows=row_tables(config))
+
+
 def verilog(config: int, module: str | None = None) -> str:
     """Synthesizable Verilog of a configuration: the same LUT/carry equations as the model.
 

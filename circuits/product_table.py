@@ -23,6 +23,9 @@ class ProductTable:
 
     values: np.ndarray
     signed: bool
+    # Optional structure: AppAxO row tables R[r, a + 128, d] with
+    # values[a, b] = -32512 + sum_r 4^r R[r, a + 128, (b >> 2r) & 3] (see circuits.appaxo).
+    rows: np.ndarray | None = field(default=None, repr=False)
     sha256: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -23,11 +23,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from circuits.tools import ToolError
     from dse.executors.base import ExecutorError
     from dse.storage import StorageError
+    from evaluators.approx_network import DeviceError
     from evaluators.approx_runner import UnsupportedOpError
     from evaluators.datasets import DatasetError
 
     return (StudyFileError, DatasetError, UnsupportedOpError, LibertyError, MultiplierError,
-            ToolError, StorageError, ExecutorError)
+            ToolError, StorageError, ExecutorError, DeviceError)
 
 
 def _log(message: str) -> None:

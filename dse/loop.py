@@ -82,6 +82,7 @@ def build_evaluator(settings: StudySettings, log: Log):
     return build_appaxo_evaluator(
         dataset=d.name, dataset_path=d.path, download=d.download, test_size=d.test_size,
         training=training, reuse_network=m.reuse_checkpoint, kernel=settings.evaluation.kernel,
+        device=settings.evaluation.device,
         asic=asic, seed=settings.seed, log=log,
         screening=Screening(screen.images, screen.confidence, settings.seed) if screen else None,
     )

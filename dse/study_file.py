@@ -315,7 +315,8 @@ class ScreeningSettings(_Section):
 class EvaluationSettings(_Section):
     """How the approximate network is scored."""
 
-    kernel: Literal["cpu", "reference"] = "cpu"
+    kernel: Literal["auto", "cpu", "torch", "reference"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     screening: ScreeningSettings | None = None
 
 

@@ -14,11 +14,40 @@ from evaluators.classification import classification_metrics
 from evaluators.qgraph import QGraph
 from evaluators.transforms import optimize
 
-KERNELS = ("cpu", "reference")
+KERNELS = ("auto", "cpu", "torch", "reference")
+DEVICES = ("auto", "cpu", "cuda")
 
 
-def load_kernels(name: str):
-    """The kernel module by name: ``cpu`` (fast, numba) or ``reference`` (plain numpy)."""
+class DeviceError(RuntimeError):
+    """A requested device that is not there; one line."""
+
+
+def resolve(kernel: str, device: str) -> tuple[str, str]:
+    """(kernel, device) to run: ``auto`` picks the GPU path (torch on cuda) when PyTorch sees a
+    CUDA GPU and the numba CPU kernels otherwise; ``cuda`` without a GPU is an error."""
+    if kernel not in KERNELS or device not in DEVICES:
+        raise ValueError(f"unknown kernel {kernel!r} or device {device!r}")
+    has_cuda = _cuda_available()
+    if device == "cuda" and not has_cuda:
+        raise DeviceError("evaluation.device is cuda, but PyTorch sees no CUDA GPU; use auto or cpu")
+    if device == "auto":
+        device = "cuda" if has_cuda and kernel in ("auto", "torch") else "cpu"
+    if kernel == "auto":
+        kernel = "torch" if device == "cuda" else "cpu"
+    if device == "cuda" and kernel != "torch":
+        raise DeviceError(f"kernel {kernel} runs on the CPU; use kernel auto or torch on cuda")
+    return kernel, device
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def load_kernels(name: str, device: str = "cpu"):
+    """The kernels by name: ``cpu`` (numba), ``reference`` (plain numpy) or ``torch`` (on
+    ``device``)."""
     if name == "cpu":
         from accel import cpu
 
@@ -27,20 +56,24 @@ def load_kernels(name: str):
         from accel import reference
 
         return reference
+    if name == "torch":
+        from accel.torch_kernels import TorchKernels
+
+        return TorchKernels(device)
     raise ValueError(f"unknown kernel {name!r}; expected one of {', '.join(KERNELS)}")
 
 
 class ApproxNetworkEvaluator:
     """The int8 network and the test images, kept resident to score many tables."""
 
-    def __init__(self, int8_onnx: Path, inputs: np.ndarray, labels: np.ndarray, kernel: str = "cpu"):
+    def __init__(self, int8_onnx: Path, inputs: np.ndarray, labels: np.ndarray, kernel: str = "cpu",
+                 device: str = "cpu"):
         self.graph = optimize(QGraph.from_onnx(int8_onnx))
         if len(self.graph.inputs) != 1 or len(self.graph.outputs) != 1:
             raise ValueError(f"{int8_onnx}: expected one input and one output")
         self.inputs = inputs
         self.labels = labels
-        self.kernel = kernel
-        load_kernels(kernel)  # an unknown name fails now
+        self.kernel, self.device = resolve(kernel, device)
         digest = hashlib.sha256(Path(int8_onnx).read_bytes())
         digest.update(np.ascontiguousarray(inputs).tobytes())
         digest.update(np.ascontiguousarray(labels).tobytes())
@@ -50,7 +83,7 @@ class ApproxNetworkEvaluator:
     @property
     def kernels(self):
         """The kernel module (looked up by name, so the evaluator pickles to Ray workers)."""
-        return load_kernels(self.kernel)
+        return load_kernels(self.kernel, self.device)
 
     def logits(self, table: ProductTable, rows: np.ndarray | None = None) -> np.ndarray:
         """Network outputs for every test image, or for the images ``rows`` selects."""

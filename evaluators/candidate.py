@@ -95,7 +95,7 @@ class AppAxOEvaluator:
         enabled and the current ``front`` given, a configuration that cannot reach the front
         is scored on the screening subset only (``fidelity: screened``)."""
         start = time.perf_counter()
-        table = ProductTable(appaxo.product_table(config), signed=True)
+        table = appaxo.table(config)
         metrics = {
             "config": int(config),
             "config_bits": appaxo.to_bitstring(config),
@@ -152,6 +152,7 @@ def build_appaxo_evaluator(
     training: TrainingSettings,
     reuse_network: bool,
     kernel: str,
+    device: str = "cpu",
     asic: tuple[FlowSettings, str] | None = None,
     screening: Screening | None = None,
     seed: int = 0,
@@ -171,7 +172,8 @@ def build_appaxo_evaluator(
     if test_size is not None:
         images, labels = images[:test_size], labels[:test_size]
     inputs = to_input(images)
-    network = ApproxNetworkEvaluator(prepared.int8_onnx, inputs, labels, kernel)
+    network = ApproxNetworkEvaluator(prepared.int8_onnx, inputs, labels, kernel, device)
+    log(f"approximate inference: kernel {network.kernel} on {network.device}")
     evaluator = AppAxOEvaluator(network, prepared, {}, screening=screening)
     if asic is not None:
         flow, power = asic
