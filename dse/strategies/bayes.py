@@ -9,6 +9,7 @@ may differ from an uninterrupted run's (the samplers' randomness is consumed dif
 
 from __future__ import annotations
 
+import numpy as np
 import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
@@ -19,7 +20,7 @@ from dse.strategies.base import Evaluation, Proposal, Strategy
 
 class BayesStrategy(Strategy):
     name = "bayes"
-    RETRIES = 100
+    RETRIES = 5
 
     def __init__(self, *args, sampler: str = "tpe", startup_trials: int = 10, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -40,18 +41,32 @@ class BayesStrategy(Strategy):
         return self.space.config(point)
 
     def ask(self) -> Proposal | None:
-        """A configuration not evaluated yet: on a small binary space the samplers often
-        propose a known one again; those are answered from what the strategy was told (the
-        sampler learns nothing new) and it is asked again, up to ``RETRIES`` times."""
+        """A configuration not evaluated yet. On a binary space the samplers often propose a
+        known one again; that proposal is answered from what the strategy was told and the
+        sampler asked again; after ``RETRIES`` repeats (a GP model that nothing new can move)
+        a random unseen configuration is proposed instead."""
+        if len(self._known) >= self.space.size:
+            return None
         for _ in range(self.RETRIES):
             trial = self._study.ask(self._distributions)
             config = self._config(trial.params)
-            known = self._known.get(config)
-            if known is None or len(self._known) >= self.space.size:
+            if config not in self._known:
                 break
-            self._finish(trial, known)
+            self._finish(trial, self._known[config])
+        else:
+            point = self._unseen_point()
+            self._study.enqueue_trial({f"b{bit}": (point >> i) & 1 for i, bit in enumerate(self._bits)})
+            trial = self._study.ask(self._distributions)
+            config = self._config(trial.params)
         self._pending[trial.number] = trial
         return Proposal(config, trial.number)
+
+    def _unseen_point(self) -> int:
+        rng = np.random.default_rng([self.seed, len(self._study.trials)])
+        while True:
+            point = int(self.space.sample_points(rng, 1)[0])
+            if self.space.config(point) not in self._known:
+                return point
 
     def _finish(self, trial: optuna.Trial, evaluation: Evaluation) -> None:
         for key, value in constraint_dict(evaluation.constraints).items():
