@@ -55,7 +55,7 @@ class TorchKernels:
             block = idx[start : start + step]
             out[start : start + step] = tvals[block[:, :, None], bidx[None]].sum(dim=1)
         if np.any(zb):
-            out -= torch.as_tensor(zb, device=self.device)[None] * a.long().sum(1, keepdim=True)
+            out -= torch.as_tensor(zb.astype(np.int64), device=self.device)[None] * a.long().sum(1, keepdim=True)
         if za:
             out -= za * torch.as_tensor(b.astype(np.int64).sum(0), device=self.device)[None]
             out += k * za * torch.as_tensor(zb.astype(np.int64), device=self.device)[None]
