@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from accel.batch import TableBatch, tables_of
 from accel.reference import pad_input
 from circuits.product_table import ProductTable
 
@@ -28,7 +29,10 @@ _ELEMENTS = 1 << 25  # elements of one gather block in the generic path
 
 
 class TorchKernels:
-    """The kernels on one torch device."""
+    """The kernels on one torch device. A ``TableBatch`` is scored natively: the tables of a
+    layer share its matrix products (each row gathers from its own table)."""
+
+    batches_natively = True
 
     def __init__(self, device: str = "cpu") -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -40,14 +44,20 @@ class TorchKernels:
 
     # -- accumulators -------------------------------------------------------------------------
 
-    def _gemm_acc(self, a: torch.Tensor, b: np.ndarray, table: ProductTable, za: int,
+    def _gemm_acc(self, a: torch.Tensor, b: np.ndarray, table: ProductTable | TableBatch, za: int,
                   zb: np.ndarray) -> torch.Tensor:
-        """int64 accumulators (M, O) of codes a (M, K) on the device times weights b (K, O)."""
-        if table.rows is not None and table.signed and za == 0 and not np.any(zb):
-            return self._structured(a, b, table)
+        """int64 accumulators (M, O) of codes a (M, K) on the device times weights b (K, O).
+        With a batch of tables, row i of ``a`` belongs to table ``i // (M / len(batch))``."""
+        tables = tables_of(table)
+        if a.shape[0] % len(tables):
+            raise ValueError(f"{a.shape[0]} rows do not split into {len(tables)} tables")
+        # each row's offset into the tables stacked along the activation axis
+        owner = torch.arange(a.shape[0], device=self.device) // (a.shape[0] // len(tables))
+        if all(t.rows is not None for t in tables) and table.signed and za == 0 and not np.any(zb):
+            return self._structured(a, b, tables, owner)
         k = a.shape[1]
-        idx = (a + table.offset).long()
-        tvals = torch.tensor(table.values, device=self.device).long()
+        idx = (a + table.offset).long() + 256 * owner[:, None]
+        tvals = torch.tensor(np.concatenate([t.values for t in tables]), device=self.device).long()
         bidx = torch.as_tensor(b.astype(np.int64) + table.offset, device=self.device)
         out = torch.empty((a.shape[0], b.shape[1]), dtype=torch.int64, device=self.device)
         step = max(1, _ELEMENTS // max(1, k * b.shape[1]))
@@ -61,16 +71,19 @@ class TorchKernels:
             out += k * za * torch.as_tensor(zb.astype(np.int64), device=self.device)[None]
         return out
 
-    def _structured(self, a: torch.Tensor, b: np.ndarray, table: ProductTable) -> torch.Tensor:
+    def _structured(self, a: torch.Tensor, b: np.ndarray, tables: tuple[ProductTable, ...],
+                    owner: torch.Tensor) -> torch.Tensor:
         k = a.shape[1]
-        idx = (a + 128).long()
-        rows = torch.tensor(table.rows, device=self.device, dtype=torch.float32)
+        idx = (a + 128).long() + 256 * owner[:, None]
+        # rows[r, table * 256 + a + 128, d]: the tables' row tables stacked along the activation
+        rows = torch.tensor(np.concatenate([t.rows for t in tables], axis=1), device=self.device,
+                            dtype=torch.float32)
         raw = torch.as_tensor(b.astype(np.int64) & 0xFF, device=self.device)
-        # T[0, 0] minus its rows (a = 0, every weight digit 0): the table's constant term
-        correction = int(table.values[128, 128]) - sum(
-            int(table.rows[r, 128, 0]) << (2 * r) for r in range(table.rows.shape[0]))
-        out = torch.full((a.shape[0], b.shape[1]), k * correction, dtype=torch.int64,
-                         device=self.device)
+        # T[0, 0] minus its rows (a = 0, every weight digit 0): each table's constant term
+        correction = torch.tensor([int(t.values[128, 128]) - sum(
+            int(t.rows[r, 128, 0]) << (2 * r) for r in range(t.rows.shape[0])) for t in tables],
+            dtype=torch.int64, device=self.device)
+        out = (k * correction[owner])[:, None].expand(-1, b.shape[1]).clone()
         block = max(1, _EXACT_LIMIT // (4 * _ROW_MAX) - 1)  # K per block keeps sums exact
         for r in range(rows.shape[0]):
             digits = (raw >> (2 * r)) & 3

@@ -4,9 +4,11 @@ Uses the network and the configuration space of studies/lenet_appaxo.yaml.
 
     python bench/bench_inference.py [--configs 5] [--reference-images 300]
 
-Prints seconds per configuration and table-MACs per second for the plain reference kernel
-(numpy, measured on a subset and scaled to 10,000 images) and the fast CPU kernel (numba),
-the time to build a product table, and the process's peak memory. Needs the MNIST files
+Prints seconds per configuration, configurations per second and table-MACs per second for the
+plain reference kernel (numpy, measured on a subset and scaled to 10,000 images), the fast CPU
+kernel (numba) and, where PyTorch sees a CUDA GPU, the GPU path; the fast paths also in
+batched mode (all timed configurations in one pass), each with the process's peak memory so
+far; then the time to build a product table. Needs the MNIST files
 (DSE_DATA_DIR, the user cache, or ../shared/data/mnist) and trains LeNet-5 once if no cached
 network exists.
 """
@@ -25,6 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from accel import reference  # noqa: E402
 from circuits import appaxo  # noqa: E402
 from circuits.product_table import ProductTable  # noqa: E402
 from dse.space import AppAxOSubspace  # noqa: E402
@@ -34,14 +37,16 @@ from evaluators.approx_network import ApproxNetworkEvaluator  # noqa: E402
 from evaluators.datasets import load_split  # noqa: E402
 from evaluators.lenet import to_input  # noqa: E402
 from evaluators.network import TrainingSettings, prepare_network  # noqa: E402
+from evaluators.qgraph import QGraph  # noqa: E402
 
 
-def macs_per_image(evaluator: ApproxNetworkEvaluator) -> int:
-    """Multiplications per image in the Conv/Gemm/MatMul layers (every one is a table lookup)."""
-    graph = evaluator.graph
+def macs_per_image(int8_onnx: Path, image: np.ndarray) -> int:
+    """Multiplications per image in the Conv/Gemm/MatMul layers (every one is a table lookup),
+    counted on the graph as exported (before fusing layers)."""
+    graph = QGraph.from_onnx(int8_onnx)
     layers = [n for n in graph.nodes if n.op in ("QLinearConv", "QGemm", "QLinearMatMul")]
-    outs = approx_runner.run(graph, {graph.inputs[0]: evaluator.inputs[:1]}, ProductTable.exact(True),
-                             evaluator.kernels, capture=[n.outputs[0] for n in layers])
+    outs = approx_runner.run(graph, {graph.inputs[0]: image}, ProductTable.exact(True), reference,
+                             capture=[n.outputs[0] for n in layers])
     total = 0
     for node in layers:
         weight = graph.const(node.inputs[3])
@@ -49,6 +54,23 @@ def macs_per_image(evaluator: ApproxNetworkEvaluator) -> int:
             weight.shape[1] if node.attr("transB", 0) else weight.shape[0])
         total += outs[node.outputs[0]].size * per_output
     return total
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
+def peak_mib() -> float:
+    """Peak resident memory of this process so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -79,29 +101,40 @@ def main() -> None:
         appaxo.product_table(c)
     table_ms = (time.perf_counter() - start) / len(configs) * 1e3
 
+    per_image = macs_per_image(prepared.int8_onnx, to_input(test.images[:1]))
     rows = []
-    for kernel, n_images in (("reference", args.reference_images), ("cpu", len(test.labels))):
+    kernels = [("reference", "cpu", args.reference_images), ("cpu", "cpu", len(test.labels))]
+    if torch_cuda():
+        kernels.append(("torch", "cuda", len(test.labels)))
+    for kernel, device, n_images in kernels:
         ev = ApproxNetworkEvaluator(prepared.int8_onnx, to_input(test.images[:n_images]),
-                                    test.labels[:n_images], kernel)
-        macs = macs_per_image(ev) * n_images
+                                    test.labels[:n_images], kernel, device)
+        macs = per_image * n_images
         ev.evaluate(ProductTable.exact(True))  # warm-up: compilation, caches
-        timed = configs if kernel == "cpu" else configs[:2]
+        timed = configs if kernel != "reference" else configs[:2]
+        tables = [appaxo.table(c) for c in timed]
         start = time.perf_counter()
-        for c in timed:
-            ev.evaluate(ProductTable(appaxo.product_table(c), True))
+        for table in tables:
+            ev.evaluate(table)
         seconds = (time.perf_counter() - start) / len(timed)
-        per_10k = seconds * 10_000 / n_images
-        rows.append((kernel, n_images, per_10k, macs / seconds / 1e9))
+        rows.append((f"{kernel} ({device})", n_images, seconds * 10_000 / n_images, macs / seconds / 1e9,
+                     peak_mib()))
+        if kernel != "reference":  # batched mode: every table in one pass over the network
+            start = time.perf_counter()
+            ev.evaluate_batch(tables)
+            seconds = (time.perf_counter() - start) / len(timed)
+            rows.append((f"{kernel} ({device}), {len(timed)} per pass", n_images,
+                         seconds * 10_000 / n_images, macs / seconds / 1e9, peak_mib()))
 
-    print(f"\nLeNet-5 int8, MNIST test set, {os.cpu_count()} CPU cores, "
-          f"{macs_per_image(ev):,} table-MACs per image")
-    print(f"{'kernel':<12}{'images timed':>14}{'s/config (10k images)':>24}{'G table-MAC/s':>16}")
-    for kernel, n, per_10k, gmacs in rows:
-        print(f"{kernel:<12}{n:>14,}{per_10k:>24.3f}{gmacs:>16.2f}")
-    print(f"{'speed-up of cpu over reference':<50}{rows[0][2] / rows[1][2]:>16.1f}x")
-    print(f"{'product table construction (ms/config)':<50}{table_ms:>16.1f}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{'peak resident memory of this process (MiB)':<50}{peak:>16.0f}")
+    print(f"\nLeNet-5 int8, MNIST test set, {os.cpu_count()} CPU cores"
+          f"{', ' + gpu_name() if torch_cuda() else ', no CUDA GPU'}, "
+          f"{per_image:,} table-MACs per image")
+    print(f"{'kernel':<28}{'images timed':>14}{'s/config (10k images)':>24}{'configs/s':>11}"
+          f"{'G table-MAC/s':>16}{'peak MiB so far':>17}")
+    for kernel, n, per_10k, gmacs, peak in rows:
+        print(f"{kernel:<28}{n:>14,}{per_10k:>24.3f}{1 / per_10k:>11.2f}{gmacs:>16.2f}{peak:>17.0f}")
+    print(f"{'speed-up of cpu over reference':<63}{rows[0][2] / rows[1][2]:>16.1f}x")
+    print(f"{'product table construction (ms/config)':<63}{table_ms:>16.1f}")
 
 
 if __name__ == "__main__":

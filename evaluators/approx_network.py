@@ -4,10 +4,12 @@ its Conv/Gemm/MatMul layers looked up in the table."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from accel.batch import PerTable, TableBatch
 from circuits.product_table import ProductTable
 from evaluators import approx_runner
 from evaluators.classification import classification_metrics
@@ -95,3 +97,18 @@ class ApproxNetworkEvaluator:
         """Accuracy and macro precision/recall/F1 on the test images (or a subset of them)."""
         labels = self.labels if rows is None else self.labels[rows]
         return classification_metrics(self.logits(table, rows).argmax(axis=1), labels)
+
+    def logits_batch(self, tables: Sequence[ProductTable]) -> list[np.ndarray]:
+        """Network outputs for every test image under each table, in one pass over the graph
+        (batched mode: the images are repeated once per table)."""
+        batch = TableBatch(tuple(tables))
+        kernels = self.kernels
+        if not getattr(kernels, "batches_natively", False):
+            kernels = PerTable(kernels)
+        feeds = {self.graph.inputs[0]: np.concatenate([self.inputs] * len(batch))}
+        return batch.split(approx_runner.run(self.graph, feeds, batch, kernels)[self.graph.outputs[0]])
+
+    def evaluate_batch(self, tables: Sequence[ProductTable]) -> list[dict[str, float]]:
+        """``evaluate`` of each table, computed in one batched pass."""
+        return [classification_metrics(logits.argmax(axis=1), self.labels)
+                for logits in self.logits_batch(tables)]

@@ -14,6 +14,7 @@ from types import ModuleType
 
 import numpy as np
 
+from accel.batch import TableBatch
 from accel.reference import conv_output_size
 from accel.requant import output_multiplier
 from circuits.product_table import ProductTable
@@ -56,7 +57,8 @@ def _scalar(value: np.ndarray, what: str, node: Node) -> int | float:
 class Context:
     """What one run needs besides the tensors: the table, the kernels, what to capture."""
 
-    def __init__(self, graph: QGraph, table: ProductTable, kernels: ModuleType, capture: set[str]):
+    def __init__(self, graph: QGraph, table: ProductTable | TableBatch, kernels: ModuleType,
+                 capture: set[str]):
         self.graph, self.table, self.kernels, self.capture = graph, table, kernels, capture
         self.captured: dict[str, np.ndarray] = {}
 
@@ -225,12 +227,13 @@ def check_supported(graph: QGraph) -> None:
 def run(
     graph: QGraph,
     feeds: dict[str, np.ndarray],
-    table: ProductTable,
+    table: ProductTable | TableBatch,
     kernels: ModuleType,
     capture: Iterable[str] = (),
 ) -> dict[str, np.ndarray]:
     """Execute the graph; returns its outputs plus the captured tensors (``name:acc`` holds the
-    int32 accumulators, bias included, of a captured Conv/Gemm/MatMul output)."""
+    int32 accumulators, bias included, of a captured Conv/Gemm/MatMul output). With a
+    ``TableBatch`` the feeds hold each table's images in turn (see ``accel.batch``)."""
     check_supported(graph)
     ctx = Context(graph, table, kernels, set(capture))
     env: dict[str, np.ndarray | None] = dict(graph.initializers)

@@ -118,6 +118,9 @@ def test_gpu_equals_cpu_on_every_test_image(lenet, mnist):
     inputs, labels = to_input(test.images), test.labels
     gpu = ApproxNetworkEvaluator(lenet.int8_onnx, inputs, labels, "torch", "cuda")
     fast = ApproxNetworkEvaluator(lenet.int8_onnx, inputs, labels, "cpu", "cpu")
-    for config in CONFIGS:
-        table = appaxo.table(config)
-        np.testing.assert_array_equal(gpu.logits(table), fast.logits(table))
+    tables = [appaxo.table(config) for config in CONFIGS]
+    expected = [fast.logits(table) for table in tables]
+    for table, logits in zip(tables, expected):
+        np.testing.assert_array_equal(gpu.logits(table), logits)
+    for batched, logits in zip(gpu.logits_batch(tables), expected):  # many tables per launch
+        np.testing.assert_array_equal(batched, logits)
