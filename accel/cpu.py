@@ -159,7 +159,8 @@ def _tap_table(size: int, kernel: int, stride: int, dilation: int, out_size: int
 def _conv_image(x_img, folded, base, zero_idx, ytab, xtab, acc):  # pragma: no cover - compiled
     """Input-stationary scatter for one image into acc (OH, OW, group, O'): each activation that
     is not the zero point adds its folded rows at every output position its taps reach, so the
-    branch on sparsity is taken once per activation, not once per tap."""
+    branch on sparsity is taken once per activation, not once per tap. ``folded`` is laid out
+    (group, channel, code, tap, O') so the rows one activation adds are contiguous."""
     c_in, hp, wp = x_img.shape
     oh, ow = acc.shape[0], acc.shape[1]
     group = folded.shape[0]
@@ -175,6 +176,7 @@ def _conv_image(x_img, folded, base, zero_idx, ytab, xtab, acc):  # pragma: no c
                 v = x_img[c, h, w]
                 if v == zero_idx:
                     continue
+                rows = folded[g, c - g * cg, v]
                 for p in range(kh):
                     y = ytab[h, p]
                     if y < 0:
@@ -182,13 +184,13 @@ def _conv_image(x_img, folded, base, zero_idx, ytab, xtab, acc):  # pragma: no c
                     for q in range(kw):
                         x = xtab[w, q]
                         if x >= 0:
-                            _add_row(acc[y, x, g], folded[g, ((c - g * cg) * kh + p) * kw + q, v])
+                            _add_row(acc[y, x, g], rows[p * kw + q])
 
 
 @njit(parallel=True, cache=True)
 def _conv_acc_kernel(xi, folded, base, zero_idx, ytab, xtab, out):  # pragma: no cover - compiled
     n, o, oh, ow = out.shape
-    group, _, _, lanes = folded.shape
+    group, lanes = folded.shape[0], folded.shape[4]
     og = o // group
     for i in prange(n):
         acc = np.empty((oh, ow, group, lanes), dtype=np.int32)
@@ -202,7 +204,7 @@ def _conv_acc_kernel(xi, folded, base, zero_idx, ytab, xtab, out):  # pragma: no
 @njit(parallel=True, cache=True)
 def _conv_requant_kernel(xi, folded, base, zero_idx, ytab, xtab, mult, zp, lo, hi, out):  # pragma: no cover
     n, o, oh, ow = out.shape
-    group, _, _, lanes = folded.shape
+    group, lanes = folded.shape[0], folded.shape[4]
     og = o // group
     for i in prange(n):
         acc = np.empty((oh, ow, group, lanes), dtype=np.int32)
@@ -220,7 +222,7 @@ def _conv_pool_kernel(xi, folded, base, zero_idx, ytab, xtab, mult, zp, lo, hi, 
     only, then the code map. Pooling first is exact: requantization with a positive multiplier
     and the code map are non-decreasing, and max pooling commutes with such maps."""
     n, o, oh_p, ow_p = out.shape
-    group, _, _, lanes = folded.shape
+    group, lanes = folded.shape[0], folded.shape[4]
     og = o // group
     oh, ow = ytab.max() + 1, xtab.max() + 1
     for i in prange(n):
@@ -248,6 +250,8 @@ def _prepare_conv(x, w, table, strides, pads, dilations, group, x_zero_point, w_
                      zw[g * og : (g + 1) * og])
         for g in range(group)
     ))
+    # (group, K = (channel, tap), code, O') -> (group, channel, code, tap, O'): see _conv_image
+    folded = np.stack(folded).reshape(group, cg, kh * kw, 256, -1).transpose(0, 1, 3, 2, 4)
     base = np.stack(base)
     if bias is not None:
         base[:, :og] += bias.astype(np.int64).reshape(group, og)
@@ -256,7 +260,7 @@ def _prepare_conv(x, w, table, strides, pads, dilations, group, x_zero_point, w_
     oh = conv_output_size(hp, kh, strides[0], 0, dilations[0])
     ow = conv_output_size(wp, kw, strides[1], 0, dilations[1])
     args = (
-        _codes_to_index(xp, table), np.stack(folded), base.astype(np.int32),
+        _codes_to_index(xp, table), np.ascontiguousarray(folded), base.astype(np.int32),
         x_zero_point + table.offset,
         _tap_table(hp, kh, strides[0], dilations[0], oh), _tap_table(wp, kw, strides[1], dilations[1], ow),
     )
