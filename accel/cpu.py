@@ -32,25 +32,30 @@ def fold_weights(
     Returns ``G`` (K, 256, O') int32 with ``G[k, v, o] = T[v, w[k, o]] - zw[o] * code(v)`` minus
     its zero-point row, and ``base`` (O',) int64: the removed rows' sum plus the exact cross terms
     ``-zx * sum_k w[k, o] + K * zx * zw[o]``. Then acc = base + sum over non-zero-point codes.
-    O' pads O with zero columns to a multiple of ``LANES`` so the kernels add rows in fixed
-    8-wide chunks the compiler vectorizes. int32 arithmetic is safe here: ``_check_range``
+    O' pads O with zero columns to a multiple of ``LANES`` so the kernels' vectorized row
+    additions have no scalar remainder. int32 arithmetic is safe here: ``_check_range``
     bounds the table well inside int32.
     """
-    k = w_cols.shape[0]
-    zw = w_zero_point.astype(np.int64)
-    idx = w_cols.astype(np.intp) + table.offset  # (K, O)
-    folded = np.ascontiguousarray(table.values[:, idx].transpose(1, 0, 2))  # (K, 256, O)
-    if zw.any():
-        folded -= (zw[None, None, :] * table.operands[None, :, None]).astype(np.int32)
-    zero_row = folded[:, x_zero_point + table.offset, :].copy()  # (K, O)
-    folded -= zero_row[:, None, :]
+    k, o = w_cols.shape
+    zw = np.ascontiguousarray(w_zero_point, dtype=np.int64)
+    idx = np.ascontiguousarray(w_cols.astype(np.intp) + table.offset)  # (K, O)
+    zero_idx = x_zero_point + table.offset
+    zero_row = table.values[zero_idx, idx] - zw[None, :] * x_zero_point  # (K, O)
+    folded = np.zeros((k, 256, o + (-o % LANES)), dtype=np.int32)
+    _fold_kernel(table.values, idx, zw, table.offset, zero_row.astype(np.int32), folded)
     base = zero_row.sum(axis=0, dtype=np.int64) \
         - x_zero_point * w_cols.astype(np.int64).sum(axis=0) + k * x_zero_point * zw
-    pad = -folded.shape[2] % LANES
-    if pad:
-        folded = np.pad(folded, ((0, 0), (0, 0), (0, pad)))
-        base = np.pad(base, (0, pad))
-    return folded, base
+    return folded, np.pad(base, (0, folded.shape[2] - o))
+
+
+@njit(parallel=True, cache=True)
+def _fold_kernel(values, idx, zw, offset, zero_row, folded):  # pragma: no cover - compiled
+    """One pass over G (it is large: 47 MiB for LeNet-5's first dense layer)."""
+    for kk in prange(idx.shape[0]):
+        for v in range(256):
+            code = v - offset
+            for o in range(idx.shape[1]):
+                folded[kk, v, o] = values[v, idx[kk, o]] - zw[o] * code - zero_row[kk, o]
 
 
 def _check_range(table: ProductTable, k: int, za: int, zb: np.ndarray) -> None:
@@ -70,10 +75,21 @@ def _requantize_value(acc, multiplier, zp, lo, hi):  # pragma: no cover - compil
 
 @njit(inline="always", cache=True)
 def _add_row(dst, src):  # pragma: no cover - compiled
-    """dst += src in fixed 8-lane chunks (lengths are multiples of LANES)."""
-    for j0 in range(0, src.shape[0], 8):
-        for j in range(8):
-            dst[j0 + j] += src[j0 + j]
+    """dst += src; a plain loop the compiler vectorizes (with a run-time overlap check)."""
+    for j in range(src.shape[0]):
+        dst[j] += src[j]
+
+
+@njit(inline="always", cache=True)
+def _copy_row(dst, src):  # pragma: no cover - compiled
+    for j in range(src.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(inline="always", cache=True)
+def _max_row(dst, src):  # pragma: no cover - compiled
+    for j in range(src.shape[0]):
+        dst[j] = max(dst[j], src[j])
 
 
 @njit(inline="always", cache=True)
@@ -227,17 +243,19 @@ def _conv_pool_kernel(xi, folded, base, zero_idx, ytab, xtab, mult, zp, lo, hi, 
     oh, ow = ytab.max() + 1, xtab.max() + 1
     for i in prange(n):
         acc = np.empty((oh, ow, group, lanes), dtype=np.int32)
+        m = np.empty(lanes, dtype=np.int32)  # the window's maximum, every channel at once
         _conv_image(xi[i], folded, base, zero_idx, ytab, xtab, acc)
-        for j in range(o):
-            g, jj = j // og, j % og
+        for g in range(group):
             for y in range(oh_p):
                 for x in range(ow_p):
-                    m = acc[y * ph, x * pw, g, jj]
+                    _copy_row(m, acc[y * ph, x * pw, g])
                     for a in range(ph):
                         for b in range(pw):
-                            m = max(m, acc[y * ph + a, x * pw + b, g, jj])
-                    q = _requantize_value(m, mult[j], zp, lo, hi)
-                    out[i, j, y, x] = code_map[q + code_offset]
+                            _max_row(m, acc[y * ph + a, x * pw + b, g])
+                    for jj in range(og):
+                        j = g * og + jj
+                        q = _requantize_value(m[jj], mult[j], zp, lo, hi)
+                        out[i, j, y, x] = code_map[q + code_offset]
 
 
 def _prepare_conv(x, w, table, strides, pads, dilations, group, x_zero_point, w_zero_point, bias):
