@@ -21,7 +21,10 @@ LANES = 8  # int32 lanes of an AVX2 register
 
 
 def _codes_to_index(x: np.ndarray, table: ProductTable) -> np.ndarray:
-    return (x.astype(np.int16) + table.offset).astype(np.uint8)
+    """Table indices of int8/uint8 codes: for int8, ``x + 128`` is the byte with its top bit
+    flipped."""
+    u = np.ascontiguousarray(x).view(np.uint8)
+    return u ^ np.uint8(0x80) if table.signed else u
 
 
 def fold_weights(
