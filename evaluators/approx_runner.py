@@ -209,9 +209,38 @@ OPS: dict[str, Op] = {
 }
 
 
-def register_op(op: str, fn: Op) -> None:
-    """Register an implementation for an op type (fused ops of graph transformations use this)."""
+TABLE_OPS = {"QLinearConv", "QGemm", "QLinearMatMul"}  # the ops that multiply through the table
+
+
+def register_op(op: str, fn: Op, multiplies: bool = False) -> None:
+    """Register an implementation for an op type (fused ops of graph transformations use this);
+    ``multiplies``: the op looks products up in the table."""
     OPS[op] = fn
+    if multiplies:
+        TABLE_OPS.add(op)
+
+
+def table_free(graph: QGraph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The per-image tensors computed from the feeds without the product table (the input's
+    quantization, for example), to compute once for many tables: passed to ``run`` as feeds,
+    their nodes are skipped. Only tensors the rest of the graph reads are returned, and only
+    those with the feeds' leading (image) axis, so they can be sliced and stacked per image."""
+    check_supported(graph)
+    images = next(iter(feeds.values())).shape[0]
+    env: dict[str, np.ndarray | None] = {**graph.initializers, **feeds, "": None}
+    ctx = Context(graph, None, None, set())
+    computed: set[str] = set()
+    for node in graph.nodes:
+        if node.op in TABLE_OPS or not all(n in env for n in node.inputs) \
+                or not any(n in feeds or n in computed for n in node.inputs):
+            continue
+        values = OPS[node.op](node, [env[n] for n in node.inputs], ctx)
+        if any(np.ndim(v) == 0 or np.shape(v)[0] != images for v in values):
+            continue
+        env.update(zip(node.outputs, values))
+        computed.update(node.outputs)
+    read_later = {n for node in graph.nodes if not set(node.outputs) <= computed for n in node.inputs}
+    return {name: env[name] for name in computed if name in read_later or name in graph.outputs}
 
 
 def check_supported(graph: QGraph) -> None:
@@ -242,6 +271,8 @@ def run(
     last_use = {name: i for i, n in enumerate(graph.nodes) for name in n.inputs}
     keep = set(graph.outputs) | ctx.capture | set(graph.initializers) | {""}
     for i, node in enumerate(graph.nodes):
+        if all(name in feeds for name in node.outputs):  # computed once, fed in (table_free)
+            continue
         args = [env[name] for name in node.inputs]
         for name, value in zip(node.outputs, OPS[node.op](node, args, ctx)):
             env[name] = value

@@ -155,7 +155,7 @@ def _run_conv_pool(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
     return [y]
 
 
-register_op(CONV_POOL, _run_conv_pool)
+register_op(CONV_POOL, _run_conv_pool, multiplies=True)
 
 DEFAULT_TRANSFORMS = (FoldCodeChains(), FuseConvPool())
 

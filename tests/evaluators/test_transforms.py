@@ -83,3 +83,23 @@ def test_a_chain_whose_tensor_is_read_elsewhere_is_left_alone(lenet):
                           plain.outputs + (relu.outputs[0],))
     folded, _ = FoldCodeChains().apply(exposed)
     assert relu in folded.nodes
+
+
+def test_table_free_tensors_are_computed_once_and_skipped(lenet, mnist):
+    from evaluators.approx_network import ApproxNetworkEvaluator
+
+    _, test = mnist
+    graph = optimize(QGraph.from_onnx(lenet.int8_onnx))
+    x = {"input": to_input(test.images[:500])}
+    fixed = approx_runner.table_free(graph, x)
+    quantized = graph.nodes[0].outputs[0]  # the input's QuantizeLinear: the only table-free node
+    assert list(fixed) == [quantized] and fixed[quantized].dtype == np.int8
+    assert fixed[quantized].shape[0] == 500
+    table = appaxo.table(404750335)
+    expected = approx_runner.run(graph, x, table, cpu)["logits"]
+    np.testing.assert_array_equal(approx_runner.run(graph, fixed, table, cpu)["logits"], expected)
+    evaluator = ApproxNetworkEvaluator(lenet.int8_onnx, x["input"], test.labels[:500])
+    assert list(evaluator.feeds) == [quantized]  # the float input is no longer needed
+    np.testing.assert_array_equal(evaluator.logits(table), expected)
+    rows = np.array([3, 400, 7])
+    np.testing.assert_array_equal(evaluator.logits(table, rows), expected[rows])
