@@ -1,6 +1,6 @@
 """Benchmark: evaluations per second of the LeNet-5 study, serial against Ray workers.
 
-    python bench/bench_executors.py [--evaluations 40] [--test-size 10000]
+    python bench/bench_executors.py [--evaluations 80] [--test-size 10000]
 
 Runs the same kind of study (random AppAxO configurations of studies/lenet_appaxo.yaml's space,
 accuracy against the calibrated FPGA LUT count, every evaluation over the test images) with the
@@ -35,7 +35,7 @@ RUNS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--evaluations", type=int, default=40)
+    parser.add_argument("--evaluations", type=int, default=80)
     parser.add_argument("--test-size", type=int, default=10000)
     args = parser.parse_args()
     if "DSE_DATA_DIR" not in os.environ and (REPO.parent / "shared/data/mnist").is_dir():
