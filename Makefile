@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python bench/bench_inference.py
 	$(BIN)/python bench/bench_characterize.py
 	$(BIN)/python bench/bench_executors.py
+	$(BIN)/python bench/bench_grid.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
