@@ -18,6 +18,7 @@ bit ``(i, j)`` has the same meaning for both signednesses.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,3 +116,12 @@ def baseline_family(signed: bool = True) -> list[ArrayMultiplier]:
     family = [truncated(k, signed, c) for k in range(1, 13) for c in (False, True)]
     family += [broken_array(h, v, signed) for h in range(0, 5) for v in range(h, 13) if h or v]
     return family
+
+
+def parse(name: str) -> ArrayMultiplier:
+    """A baseline by its name: ``trunc_s_k6``, ``trunc_u_k4_c`` (compensated), ``bam_s_h2_v7``."""
+    if m := re.fullmatch(r"trunc_([su])_k(\d+)(_c)?", name):
+        return truncated(int(m[2]), m[1] == "s", bool(m[3]))
+    if m := re.fullmatch(r"bam_([su])_h(\d+)_v(\d+)", name):
+        return broken_array(int(m[2]), int(m[3]), m[1] == "s")
+    raise ValueError(f"unknown baseline {name!r}; expected trunc_<s|u>_k<K>[_c] or bam_<s|u>_h<H>_v<V>")

@@ -61,7 +61,15 @@ class Multiplier:
 
     @classmethod
     def parse(cls, spec: str, signed: bool | None = None) -> Multiplier:
-        """``FILE.v`` or ``appaxo:CONFIG`` (CONFIG an integer or a 36-character bit string)."""
+        """``FILE.v``, ``appaxo:CONFIG`` (CONFIG an integer or a 36-character bit string) or
+        ``baseline:NAME`` (see ``circuits.baselines.parse``)."""
+        if spec.startswith("baseline:"):
+            from circuits import baselines
+
+            try:
+                return baselines.parse(spec.removeprefix("baseline:")).multiplier()
+            except ValueError as err:
+                raise MultiplierError(f"{spec}: {err}") from None
         if spec.startswith("appaxo:"):
             value = spec.removeprefix("appaxo:")
             try:

@@ -96,8 +96,9 @@ def cmd_characterize(args: argparse.Namespace) -> int:
             print(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
             print(f"wrote {csv} and {parquet}")
         return 0
-    if not args.target.startswith("appaxo:") and not target.is_file():
-        raise StudyFileError(f"{target}: no such file or folder (expected FILE.v, a folder, or appaxo:CONFIG)")
+    if not args.target.startswith(("appaxo:", "baseline:")) and not target.is_file():
+        raise StudyFileError(f"{target}: no such file or folder "
+                             "(expected FILE.v, a folder, appaxo:CONFIG or baseline:NAME)")
     signed = {"signed": True, "unsigned": False}.get(args.signedness)
     mult = Multiplier.parse(args.target, signed)
     metrics = characterize_full(mult, settings, workload, cache, fpga=not args.no_fpga).metrics
@@ -207,8 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--output", help="file to write (default: in the study folder)")
     exp.set_defaults(func=cmd_export)
     char = sub.add_parser(
-        "characterize", help="synthesize and analyse multipliers: FILE.v, appaxo:CONFIG, or a folder")
+        "characterize", help="synthesize and analyse multipliers: FILE.v, appaxo:CONFIG, "
+        "baseline:NAME, or a folder")
     char.add_argument("target", help="a Verilog file, appaxo:CONFIG (integer or 36-bit string), "
+                                     "baseline:NAME (trunc_s_k6, trunc_u_k4_c, bam_s_h2_v7), "
                                      "or a folder of .v files (writes catalogue.csv/.parquet)")
     char.add_argument("--liberty", help="Liberty file (.lib/.lib.gz) or nangate45 | sky130hd; "
                                         "default: the Liberty-free Yosys-gate estimate")

@@ -63,9 +63,21 @@ def test_one_appaxo_configuration_as_json(capsys, cache):
     assert m["fpga_source"] == "vivado-calibrated model" and 30 < m["fpga_luts"] < 50
 
 
+def test_a_baseline_by_name(capsys, cache):
+    from circuits.baselines import truncated
+    from circuits.error_metrics import error_metrics
+
+    assert main(["characterize", "baseline:trunc_s_k6_c", "--no-fpga", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["signed"] and m["table_sha256"] == truncated(6, True, True).table().sha256
+    assert m["wce"] == error_metrics(truncated(6, True, True).table())["wce"]
+
+
 def test_bad_targets_are_one_line_errors(tmp_path, capsys, cache):
     assert main(["characterize", str(tmp_path / "nothing.v")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+    assert main(["characterize", "baseline:trunc_s_k99"]) == 2
+    assert "truncation k must be in 0..15" in capsys.readouterr().err
     assert main(["characterize", "appaxo:2", "--liberty", str(tmp_path / "none.lib")]) == 2
     assert "Liberty file" in capsys.readouterr().err
     (tmp_path / "adder.v").write_text("module adder (input [7:0] a, input [7:0] b, output [8:0] s);\n"
