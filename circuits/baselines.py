@@ -112,10 +112,15 @@ def broken_array(hbl: int, vbl: int, signed: bool = True) -> ArrayMultiplier:
 
 def baseline_family(signed: bool = True) -> list[ArrayMultiplier]:
     """The baselines fronts are compared with: truncation with and without compensation at
-    every k, and the broken-array multipliers over their two break levels."""
+    every k, and the broken-array multipliers over their two break levels; a circuit equal to
+    one listed before it (a BAM that is a plain truncation, a compensation that rounds to 0) is
+    left out."""
     family = [truncated(k, signed, c) for k in range(1, 13) for c in (False, True)]
     family += [broken_array(h, v, signed) for h in range(0, 5) for v in range(h, 13) if h or v]
-    return family
+    unique: dict[tuple, ArrayMultiplier] = {}
+    for m in family:
+        unique.setdefault((m.kept, m.constant), m)
+    return list(unique.values())
 
 
 def parse(name: str) -> ArrayMultiplier:
