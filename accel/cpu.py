@@ -32,7 +32,7 @@ def fold_weights(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fold the table and zero points into weights (K, O).
 
-    Returns ``G`` (K, 256, O') int32 with ``G[k, v, o] = T[v, w[k, o]] - zw[o] * code(v)`` minus
+    Returns ``G`` (K, 256, O') int16 or int32 (``_fold_dtype``) with ``G[k, v, o] = T[v, w[k, o]] - zw[o] * code(v)`` minus
     its zero-point row, and ``base`` (O',) int64: the removed rows' sum plus the exact cross terms
     ``-zx * sum_k w[k, o] + K * zx * zw[o]``. Then acc = base + sum over non-zero-point codes.
     O' pads O with zero columns to a multiple of ``LANES`` so the kernels' vectorized row
@@ -44,21 +44,34 @@ def fold_weights(
     idx = np.ascontiguousarray(w_cols.astype(np.intp) + table.offset)  # (K, O)
     zero_idx = x_zero_point + table.offset
     zero_row = table.values[zero_idx, idx] - zw[None, :] * x_zero_point  # (K, O)
-    folded = np.zeros((k, 256, o + (-o % LANES)), dtype=np.int32)
+    folded = np.empty((k, 256, o + (-o % LANES)), dtype=_fold_dtype(table, idx, zero_idx, zw))
     _fold_kernel(table.values, idx, zw, table.offset, zero_row.astype(np.int32), folded)
     base = zero_row.sum(axis=0, dtype=np.int64) \
         - x_zero_point * w_cols.astype(np.int64).sum(axis=0) + k * x_zero_point * zw
     return folded, np.pad(base, (0, folded.shape[2] - o))
 
 
+def _fold_dtype(table: ProductTable, idx: np.ndarray, zero_idx: int, zw: np.ndarray) -> type:
+    """int16 when every folded value fits (symmetric weights and a table whose columns in use
+    vary by less than 2^15, as AppAxO tables do): half the memory traffic of int32."""
+    if zw.any():
+        return np.int32
+    columns = np.unique(idx)
+    spread = table.values[:, columns].astype(np.int64) - table.values[zero_idx, columns]
+    return np.int16 if np.abs(spread).max() <= np.iinfo(np.int16).max else np.int32
+
+
 @njit(parallel=True, cache=True)
 def _fold_kernel(values, idx, zw, offset, zero_row, folded):  # pragma: no cover - compiled
-    """One pass over G (it is large: 47 MiB for LeNet-5's first dense layer)."""
+    """One pass over G (it is large: 47 MiB in int32 for LeNet-5's first dense layer); the
+    padding columns are zeroed here."""
     for kk in prange(idx.shape[0]):
         for v in range(256):
             code = v - offset
             for o in range(idx.shape[1]):
                 folded[kk, v, o] = values[v, idx[kk, o]] - zw[o] * code - zero_row[kk, o]
+            for o in range(idx.shape[1], folded.shape[2]):
+                folded[kk, v, o] = 0
 
 
 def _check_range(table: ProductTable, k: int, za: int, zb: np.ndarray) -> None:

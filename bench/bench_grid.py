@@ -1,6 +1,6 @@
 """Benchmark: the EMGAxO-style MNIST sweep, every configuration of a grid scored on LeNet-5.
 
-    python bench/bench_grid.py [--configs 40000] [--batch 64] [--kernel auto] [--device auto]
+    python bench/bench_grid.py [--configs 40000] [--batch N] [--kernel auto] [--device auto]
                                [--time-limit 120]
 
 Walks the grid of studies/lenet_appaxo.yaml's 16 free LUTs in counting order (65,536
@@ -33,7 +33,9 @@ from dse.study_file import load_study_file, parse_settings  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", type=int, default=40_000)
-    parser.add_argument("--batch", type=int, default=64, help="tables per pass over the network")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="tables per pass over the network (default: 64 on a GPU, 1 on the CPU, "
+                             "where batching saves nothing)")
     parser.add_argument("--kernel", default="auto", choices=("auto", "cpu", "torch"))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--time-limit", type=float, default=120.0)
@@ -46,6 +48,7 @@ def main() -> None:
                 evaluation={"kernel": args.kernel, "device": args.device})
     settings = parse_settings(base)
     network = build_evaluator(settings, lambda m: print(m, file=sys.stderr)).network
+    batch = args.batch or (64 if network.device == "cuda" else 1)
     space = AppAxOSubspace(settings.space.free, settings.space.fixed)
     total = min(args.configs, space.size)
 
@@ -54,7 +57,7 @@ def main() -> None:
     done = 0
     start = time.perf_counter()
     while done < total and time.perf_counter() - start < args.time_limit:
-        tables = [appaxo.table(space.config(p)) for p in range(done, min(done + args.batch, total))]
+        tables = [appaxo.table(space.config(p)) for p in range(done, min(done + batch, total))]
         fresh = list({t.sha256: t for t in tables if t.sha256 not in scored}.values())
         if fresh:
             scored.update(zip((t.sha256 for t in fresh), network.evaluate_batch(fresh)))
@@ -63,7 +66,7 @@ def main() -> None:
     rate = done / seconds
     print(f"\nLeNet-5 / MNIST, {len(network.labels):,} test images, kernel {network.kernel} on "
           f"{network.device}{' (' + gpu_name() + ')' if network.device == 'cuda' else ''}, "
-          f"{args.batch} tables per pass")
+          f"{batch} table(s) per pass")
     print(f"{'configurations':>15}{'distinct tables':>17}{'seconds':>10}{'configs/s':>11}"
           f"{'projected s for ' + format(total, ','):>28}")
     print(f"{done:>15,}{len(scored):>17,}{seconds:>10.1f}{rate:>11.2f}{total / rate:>28.0f}")

@@ -134,3 +134,16 @@ def test_fused_conv_pool_matches_the_composition(signed):
                 y_zero_point=zp, pads=(1, 1, 1, 1), pool=(2, 2), code_map=code_map)
     np.testing.assert_array_equal(cpu.qlinear_conv_pool(x, w, table, **args),
                                   reference.qlinear_conv_pool(x, w, table, **args))
+
+
+def test_folded_weights_are_int16_exactly_when_every_value_fits():
+    rng = np.random.default_rng(11)
+    a, b = codes(rng, (40, 30), True), codes(rng, (30, 7), True, sparsity=0)
+    for spread, dtype in ((32767, np.int16), (32768, np.int32)):
+        values = ProductTable.exact(True).values.copy()
+        values[255, :] = values[128, :] + spread  # the largest code's row, against the zero row
+        table = ProductTable(values, True)
+        folded, _ = cpu.fold_weights(table, b, 0, np.zeros(7, np.int64))
+        assert folded.dtype == dtype
+        np.testing.assert_array_equal(cpu.gemm_accumulate(a, b, table),
+                                      reference.gemm_accumulate(a, b, table))
