@@ -8,7 +8,7 @@ of studies/lenet_appaxo.yaml with objectives accuracy and the calibrated FPGA LU
 runs share one network evaluator, so a product table is scored once however many runs propose
 it. Prints the hypervolume (against the common reference point: 10% worse than the exact
 multiplier) per strategy: mean, spread, and the ratio to random's mean. Needs the MNIST files
-(DSE_DATA_DIR or ../shared/data/mnist). About 30 minutes on 2 cores with the defaults.
+(DSE_DATA_DIR or ../shared/data/mnist). About 70 minutes on 2 cores with the defaults.
 """
 
 from __future__ import annotations
