@@ -240,6 +240,20 @@ def test_missing_data_is_a_one_line_error_and_writes_nothing(tmp_path, monkeypat
     assert not folder.exists()
 
 
+def test_a_missing_liberty_file_fails_before_any_work(tmp_path, mnist_dir, monkeypatch, capsys):
+    monkeypatch.setenv("DSE_CACHE_DIR", str(tmp_path / "empty-cache"))  # no cached network
+    monkeypatch.setenv("DSE_PDK_DIR", str(tmp_path))  # no Liberty files here
+    folder = tmp_path / "mini"
+    data = study_data(folder, mnist_dir, hardware={"liberty": "nangate45"},
+                      objectives=[{"metric": "accuracy"}, {"metric": "area"}])
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "put nangate45_typ.lib.gz" in err and "DSE_PDK_DIR" in err
+    assert not folder.exists() and not (tmp_path / "empty-cache" / "networks").exists()
+
+
 @pytest.mark.skipif(shutil.which("yosys") is None or shutil.which("sta") is None,
                     reason="Yosys and OpenSTA are not installed (make setup installs them)")
 def test_an_asic_study_optimizes_workload_power_and_area(tmp_path, mnist_dir, env, monkeypatch):
