@@ -32,8 +32,9 @@ def fold_weights(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fold the table and zero points into weights (K, O).
 
-    Returns ``G`` (K, 256, O') int16 or int32 (``_fold_dtype``) with ``G[k, v, o] = T[v, w[k, o]] - zw[o] * code(v)`` minus
-    its zero-point row, and ``base`` (O',) int64: the removed rows' sum plus the exact cross terms
+    Returns ``G`` (K, 256, O'), int16 or int32 (``_fold_dtype``), with
+    ``G[k, v, o] = T[v, w[k, o]] - zw[o] * code(v)`` minus its zero-point row, and ``base``
+    (O',) int64: the removed rows' sum plus the exact cross terms
     ``-zx * sum_k w[k, o] + K * zx * zw[o]``. Then acc = base + sum over non-zero-point codes.
     O' pads O with zero columns to a multiple of ``LANES`` so the kernels' vectorized row
     additions have no scalar remainder. int32 arithmetic is safe here: ``_check_range``

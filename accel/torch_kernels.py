@@ -65,7 +65,8 @@ class TorchKernels:
             block = idx[start : start + step]
             out[start : start + step] = tvals[block[:, :, None], bidx[None]].sum(dim=1)
         if np.any(zb):
-            out -= torch.as_tensor(zb.astype(np.int64), device=self.device)[None] * a.long().sum(1, keepdim=True)
+            zb_t = torch.as_tensor(zb.astype(np.int64), device=self.device)
+            out -= zb_t[None] * a.long().sum(1, keepdim=True)
         if za:
             out -= za * torch.as_tensor(b.astype(np.int64).sum(0), device=self.device)[None]
             out += k * za * torch.as_tensor(zb.astype(np.int64), device=self.device)[None]
@@ -107,7 +108,8 @@ class TorchKernels:
         zb = np.broadcast_to(np.asarray(b_zero_point, dtype=np.int64), (b.shape[1],))
         return self._gemm_acc(self._tensor(a), b, table, int(a_zero_point), zb).cpu().numpy().astype(np.int32)
 
-    def _conv_acc(self, x, w, table, strides, pads, dilations, group, x_zero_point, w_zero_point):
+    def _conv_acc(self, x, w, table, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1,
+                  x_zero_point=0, w_zero_point=0):
         o, cg, kh, kw = w.shape
         og = o // group
         zw = np.broadcast_to(np.asarray(w_zero_point, dtype=np.int64), (o,))
@@ -143,17 +145,13 @@ class TorchKernels:
         return torch.round(y) + zp  # codes, as float32 (exact)
 
     def qlinear_conv(self, x, w, table, *, bias, multiplier, y_zero_point, **conv) -> np.ndarray:
-        acc = self._conv_acc(x, w, table, conv.get("strides", (1, 1)), conv.get("pads", (0, 0, 0, 0)),
-                             conv.get("dilations", (1, 1)), conv.get("group", 1),
-                             conv.get("x_zero_point", 0), conv.get("w_zero_point", 0))
+        acc = self._conv_acc(x, w, table, **conv)
         codes = self._requantize(acc, bias, multiplier, y_zero_point)
         return codes.cpu().numpy().astype(y_zero_point.dtype)
 
     def qlinear_conv_pool(self, x, w, table, *, pool, code_map, bias, multiplier, y_zero_point,
                           **conv) -> np.ndarray:
-        acc = self._conv_acc(x, w, table, conv.get("strides", (1, 1)), conv.get("pads", (0, 0, 0, 0)),
-                             conv.get("dilations", (1, 1)), conv.get("group", 1),
-                             conv.get("x_zero_point", 0), conv.get("w_zero_point", 0))
+        acc = self._conv_acc(x, w, table, **conv)
         codes = self._requantize(acc, bias, multiplier, y_zero_point)
         pooled = F.max_pool2d(codes, pool, stride=pool)
         index = (pooled - np.iinfo(y_zero_point.dtype).min).long()

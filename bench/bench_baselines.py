@@ -13,19 +13,15 @@ generated chain of approximate circuits is compared with. Needs the NanGate45 Li
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import use_shared_data  # first: puts the repository on sys.path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from circuits.baselines import baseline_family, truncated  # noqa: E402
-from circuits.characterize import FlowSettings, characterize  # noqa: E402
-from dse.pareto import non_dominated  # noqa: E402
+from circuits.baselines import baseline_family, truncated
+from circuits.characterize import FlowSettings, characterize
+from dse.pareto import non_dominated
 
 
 def main() -> None:
@@ -33,8 +29,7 @@ def main() -> None:
     parser.add_argument("--unsigned", action="store_true", help="the unsigned family instead")
     parser.add_argument("--plot", help="PNG of area against worst-case error and against MAE")
     args = parser.parse_args()
-    if "DSE_PDK_DIR" not in os.environ and (REPO.parent / "shared/data/pdk").is_dir():
-        os.environ["DSE_PDK_DIR"] = str(REPO.parent / "shared/data/pdk")
+    use_shared_data()
     settings = FlowSettings(liberty="nangate45")
     signed = not args.unsigned
 

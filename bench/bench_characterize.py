@@ -9,20 +9,17 @@ cache, or ../shared/data/pdk). Prints one table with this machine's targets.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import use_shared_data  # first: puts the repository on sys.path
 
-from circuits.cache import ResultCache  # noqa: E402
-from circuits.characterize import FlowSettings, characterize  # noqa: E402
-from circuits.fpga_model import appaxo_fpga  # noqa: E402
-from circuits.multiplier import Multiplier  # noqa: E402
-from circuits.synthesis import synthesize_xilinx  # noqa: E402
+from circuits.cache import ResultCache
+from circuits.characterize import FlowSettings, characterize
+from circuits.fpga_model import appaxo_fpga
+from circuits.multiplier import Multiplier
+from circuits.synthesis import synthesize_xilinx
 
 EXACT_8X8 = """module mul8s (input signed [7:0] a, input signed [7:0] b, output signed [15:0] p);
   assign p = a * b;
@@ -45,9 +42,7 @@ def main() -> None:
     parser.add_argument("--liberty")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    shared = REPO.parent / "shared" / "data" / "pdk"
-    if not args.liberty and "DSE_PDK_DIR" not in os.environ and shared.is_dir():
-        os.environ["DSE_PDK_DIR"] = str(shared)
+    use_shared_data()
     settings = FlowSettings(liberty=args.liberty or "nangate45")
     exact = Multiplier("mul8s", EXACT_8X8, "mul8s", None, "mul8s.v")
     config = 404750335

@@ -18,13 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import lenet_fpga_study, use_shared_data  # first: puts the repository on sys.path
 
-from dse.executors import make_executor  # noqa: E402
-from dse.loop import StudyRunner, build_evaluator, freeze  # noqa: E402
-from dse.study import Study  # noqa: E402
-from dse.study_file import load_study_file, parse_settings  # noqa: E402
+from dse.executors import make_executor
+from dse.loop import StudyRunner, build_evaluator, freeze
+from dse.study import Study
+from dse.study_file import parse_settings
 
 RUNS = {
     "serial": {"type": "serial"},
@@ -38,12 +37,9 @@ def main() -> None:
     parser.add_argument("--evaluations", type=int, default=80)
     parser.add_argument("--test-size", type=int, default=10000)
     args = parser.parse_args()
-    if "DSE_DATA_DIR" not in os.environ and (REPO.parent / "shared/data/mnist").is_dir():
-        os.environ["DSE_DATA_DIR"] = str(REPO.parent / "shared/data/mnist")
-    base = load_study_file(REPO / "studies" / "lenet_appaxo.yaml").canonical()
-    base.update(objectives=[{"metric": "accuracy"}, {"metric": "fpga_luts"}], hardware={},
-                budget={"trials": args.evaluations}, strategy={"type": "random"})
-    base["dataset"]["test_size"] = args.test_size
+    use_shared_data()
+    base = lenet_fpga_study(dataset={"test_size": args.test_size}, budget={"trials": args.evaluations},
+                            strategy={"type": "random"})
     evaluator = build_evaluator(parse_settings(base), lambda m: print(m, file=sys.stderr))
     rows = []
     with tempfile.TemporaryDirectory(prefix="dse-bench-") as tmp:

@@ -16,18 +16,15 @@ stops at the time limit and projects.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import lenet_fpga_study, use_shared_data  # first: puts the repository on sys.path
 
-from circuits import appaxo  # noqa: E402
-from dse.loop import build_evaluator  # noqa: E402
-from dse.space import AppAxOSubspace  # noqa: E402
-from dse.study_file import load_study_file, parse_settings  # noqa: E402
+from circuits import appaxo
+from dse.loop import build_evaluator
+from dse.space import AppAxOSubspace
+from dse.study_file import parse_settings
 
 
 def main() -> None:
@@ -40,13 +37,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--time-limit", type=float, default=120.0)
     args = parser.parse_args()
-    if "DSE_DATA_DIR" not in os.environ and (REPO.parent / "shared/data/mnist").is_dir():
-        os.environ["DSE_DATA_DIR"] = str(REPO.parent / "shared/data/mnist")
-
-    base = load_study_file(REPO / "studies" / "lenet_appaxo.yaml").canonical()
-    base.update(objectives=[{"metric": "accuracy"}, {"metric": "fpga_luts"}], hardware={},
-                evaluation={"kernel": args.kernel, "device": args.device})
-    settings = parse_settings(base)
+    use_shared_data()
+    settings = parse_settings(lenet_fpga_study(evaluation={"kernel": args.kernel, "device": args.device}))
     network = build_evaluator(settings, lambda m: print(m, file=sys.stderr)).network
     batch = args.batch or (64 if network.device == "cuda" else 1)
     space = AppAxOSubspace(settings.space.free, settings.space.fixed)

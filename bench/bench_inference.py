@@ -23,21 +23,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import lenet_fpga_study, use_shared_data  # first: puts the repository on sys.path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from accel import reference  # noqa: E402
-from circuits import appaxo  # noqa: E402
-from circuits.product_table import ProductTable  # noqa: E402
-from dse.space import AppAxOSubspace  # noqa: E402
-from dse.study_file import load_study_file  # noqa: E402
-from evaluators import approx_runner  # noqa: E402
-from evaluators.approx_network import ApproxNetworkEvaluator  # noqa: E402
-from evaluators.datasets import load_split  # noqa: E402
-from evaluators.lenet import to_input  # noqa: E402
-from evaluators.network import TrainingSettings, prepare_network  # noqa: E402
-from evaluators.qgraph import QGraph  # noqa: E402
+from accel import reference
+from circuits import appaxo
+from circuits.product_table import ProductTable
+from dse.loop import build_evaluator
+from dse.space import AppAxOSubspace
+from dse.study_file import parse_settings
+from evaluators import approx_runner
+from evaluators.approx_network import ApproxNetworkEvaluator
+from evaluators.qgraph import QGraph
 
 
 def macs_per_image(int8_onnx: Path, image: np.ndarray) -> int:
@@ -79,16 +75,10 @@ def main() -> None:
     parser.add_argument("--reference-images", type=int, default=300)
     args = parser.parse_args()
 
-    data = os.environ.get("DSE_DATA_DIR") or (
-        str(REPO.parent / "shared" / "data" / "mnist")
-        if (REPO.parent / "shared" / "data" / "mnist").is_dir() else None)
-    train, test = load_split("mnist", "train", data), load_split("mnist", "test", data)
-    study = load_study_file(REPO / "studies" / "lenet_appaxo.yaml")
-    m = study.model
-    prepared = prepare_network(
-        TrainingSettings(m.arch, m.epochs, m.batch_size, m.learning_rate, m.augment, study.seed,
-                         study.quantization.calibration_size),
-        train, test, log=lambda s: print(s, file=sys.stderr))
+    use_shared_data()
+    study = parse_settings(lenet_fpga_study(evaluation={"kernel": "cpu", "device": "cpu"}))
+    built = build_evaluator(study, lambda s: print(s, file=sys.stderr))
+    prepared, inputs, labels = built.prepared, built.network.inputs, built.network.labels
     # Configurations of the main study's space: their activations are as sparse as a working
     # network's (a random 36-bit configuration breaks the network and zeros most activations,
     # which the kernel skips, so it would flatter the figures).
@@ -101,14 +91,14 @@ def main() -> None:
         appaxo.product_table(c)
     table_ms = (time.perf_counter() - start) / len(configs) * 1e3
 
-    per_image = macs_per_image(prepared.int8_onnx, to_input(test.images[:1]))
+    per_image = macs_per_image(prepared.int8_onnx, inputs[:1])
     rows = []
-    kernels = [("reference", "cpu", args.reference_images), ("cpu", "cpu", len(test.labels))]
+    kernels = [("reference", "cpu", args.reference_images), ("cpu", "cpu", len(labels))]
     if torch_cuda():
-        kernels.append(("torch", "cuda", len(test.labels)))
+        kernels.append(("torch", "cuda", len(labels)))
     for kernel, device, n_images in kernels:
-        ev = ApproxNetworkEvaluator(prepared.int8_onnx, to_input(test.images[:n_images]),
-                                    test.labels[:n_images], kernel, device)
+        ev = ApproxNetworkEvaluator(prepared.int8_onnx, inputs[:n_images], labels[:n_images],
+                                    kernel, device)
         macs = per_image * n_images
         ev.evaluate(ProductTable.exact(True))  # warm-up: compilation, caches
         timed = configs if kernel != "reference" else configs[:2]

@@ -14,22 +14,19 @@ multiplier) per strategy: mean, spread, and the ratio to random's mean. Needs th
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import lenet_fpga_study, use_shared_data  # first: puts the repository on sys.path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from dse.compare import common_reference  # noqa: E402
-from dse.loop import StudyRunner, build_evaluator, freeze  # noqa: E402
-from dse.pareto import to_minimization  # noqa: E402
-from dse.study import Study  # noqa: E402
-from dse.study_file import load_study_file, parse_settings  # noqa: E402
+from dse.compare import common_reference
+from dse.loop import StudyRunner, build_evaluator, freeze
+from dse.pareto import to_minimization
+from dse.study import Study
+from dse.study_file import parse_settings
 
 STRATEGIES = {
     "random": {"type": "random"},
@@ -47,13 +44,8 @@ def main() -> None:
     parser.add_argument("--test-size", type=int, default=10000)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     args = parser.parse_args()
-    if "DSE_DATA_DIR" not in os.environ and (REPO.parent / "shared/data/mnist").is_dir():
-        os.environ["DSE_DATA_DIR"] = str(REPO.parent / "shared/data/mnist")
-
-    base = load_study_file(REPO / "studies" / "lenet_appaxo.yaml").canonical()
-    base.update(objectives=[{"metric": "accuracy"}, {"metric": "fpga_luts"}],
-                hardware={}, budget={"trials": args.budget})
-    base["dataset"]["test_size"] = args.test_size
+    use_shared_data()
+    base = lenet_fpga_study(dataset={"test_size": args.test_size}, budget={"trials": args.budget})
     evaluator = build_evaluator(parse_settings({**base, "strategy": {"type": "random"}}),
                                 lambda m: print(m, file=sys.stderr))
     studies: dict[str, list[tuple[Study, float]]] = {}

@@ -30,6 +30,11 @@ WIDTH = 8
 _BW_CONSTANT = (1 << 15) + (1 << 8)  # Baugh-Wooley's constant, modulo 2^16
 
 
+def _complemented(i: int, j: int, signed: bool) -> bool:
+    """Baugh-Wooley: the sign row's and column's bits (not their corner) enter complemented."""
+    return signed and (i == WIDTH - 1) != (j == WIDTH - 1)
+
+
 @dataclass(frozen=True)
 class ArrayMultiplier:
     """An 8x8 multiplier given by which partial-product bits ``(i, j)`` (activation bit ``i``,
@@ -40,26 +45,18 @@ class ArrayMultiplier:
     kept: frozenset[tuple[int, int]]
     constant: int = 0
 
-    def _inverted(self, i: int, j: int) -> bool:
-        return self.signed and (i == WIDTH - 1) != (j == WIDTH - 1)
-
     def _total_constant(self) -> int:
         return (self.constant + (_BW_CONSTANT if self.signed else 0)) % (1 << 16)
 
     def table(self) -> ProductTable:
         """The product table of the model (the netlist of ``verilog()`` simulates to it)."""
-        ua, ub = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
-        total = np.full(ua.shape, self._total_constant(), dtype=np.int64)
+        index = np.arange(65536, dtype=np.int64)
+        ua, ub = index >> 8, index & 0xFF  # operand bit patterns
+        total = np.full(index.shape, self._total_constant(), dtype=np.int64)
         for i, j in self.kept:
-            bit = ((ua >> i) & (ub >> j) & 1).astype(np.int64)
-            total += (1 - bit if self._inverted(i, j) else bit) << (i + j)
-        total %= 1 << 16
-        if not self.signed:
-            return ProductTable(total, False)
-        product = total - ((total >> 15) << 16)
-        values = np.empty_like(product)
-        values[ua ^ 0x80, ub ^ 0x80] = product  # unsigned bit patterns -> signed table indices
-        return ProductTable(values, True)
+            bit = (ua >> i) & (ub >> j) & 1
+            total += (1 - bit if _complemented(i, j, self.signed) else bit) << (i + j)
+        return ProductTable.from_bit_patterns(total, 16, self.signed)
 
     def verilog(self) -> str:
         """Synthesizable Verilog: one 16-bit row per weight bit, summed with the constant."""
@@ -71,7 +68,7 @@ class ArrayMultiplier:
             bits = ["1'b0"] * 16
             for i in range(WIDTH):
                 if (i, j) in self.kept:
-                    bits[i + j] = f"{'~' if self._inverted(i, j) else ''}(a[{i}] & b[{j}])"
+                    bits[i + j] = f"{'~' if _complemented(i, j, self.signed) else ''}(a[{i}] & b[{j}])"
             if any(b != "1'b0" for b in bits):
                 lines.append(f"  wire [15:0] r{j} = {{{', '.join(reversed(bits))}}};")
                 rows.append(f"r{j}")
@@ -94,9 +91,8 @@ def truncated(k: int, signed: bool = True, compensate: bool = False) -> ArrayMul
         raise ValueError(f"truncation k must be in 0..15, got {k}")
     kept = frozenset((i, j) for i, j in _all_bits() if i + j >= k)
     removed = [b for b in _all_bits() if b not in kept]
-    base = ArrayMultiplier("", signed, kept)
     # E[bit] = 1/4 for a product of two uniform bits, 3/4 for a complemented one
-    expected = sum((0.75 if base._inverted(i, j) else 0.25) * (1 << (i + j)) for i, j in removed)
+    expected = sum((0.75 if _complemented(i, j, signed) else 0.25) * (1 << (i + j)) for i, j in removed)
     constant = int(round(expected)) if compensate else 0
     name = f"trunc{'_s' if signed else '_u'}_k{k}{'_c' if compensate else ''}"
     return ArrayMultiplier(name, signed, kept, constant)

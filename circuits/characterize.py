@@ -129,18 +129,13 @@ def simulate_table(synth: AsicNetlist, mult: Multiplier) -> tuple[ProductTable, 
     ua, ub = index >> 8, index & 0xFF
     values = synth.netlist.simulate({synth.ports.activation: operand_words(ua),
                                      synth.ports.weight: operand_words(ub)})
-    port = synth.netlist.ports[synth.ports.product]
-    width = len(port.bits)
+    width = len(synth.netlist.ports[synth.ports.product].bits)
     raw = synth.netlist.read_port(values, synth.ports.product, 65536)
-    raw = raw & ((1 << width) - 1)  # read as unsigned, then interpret
-    candidates = {}
-    for signed in ([mult.signed] if mult.signed is not None else
-                   [True] if synth.ports.declared_signed else [True, False]):
-        product = raw - ((raw >> (width - 1)) << width) if signed else raw
-        t = np.empty((256, 256), dtype=np.int64)
-        flip = 0x80 if signed else 0
-        t[ua ^ flip, ub ^ flip] = product
-        candidates[signed] = ProductTable(t, signed)
+    candidates = {
+        signed: ProductTable.from_bit_patterns(raw, width, signed)
+        for signed in ([mult.signed] if mult.signed is not None else
+                       [True] if synth.ports.declared_signed else [True, False])
+    }
     signed = min(candidates, key=lambda s: error_metrics(candidates[s])["mae"])
     table = candidates[signed]
     if mult.appaxo_config is not None and not np.array_equal(

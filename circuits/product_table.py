@@ -59,6 +59,19 @@ class ProductTable:
         return np.arange(256, dtype=np.int64) - self.offset
 
     @classmethod
+    def from_bit_patterns(cls, outputs: np.ndarray, width: int, signed: bool) -> ProductTable:
+        """The table of a circuit whose ``width``-bit output for the operand bit patterns
+        ``(a << 8) | b`` is ``outputs[(a << 8) | b]`` (read as unsigned, or as two's complement
+        with the operands when ``signed``)."""
+        raw = np.asarray(outputs, dtype=np.int64) & ((1 << width) - 1)
+        product = raw - ((raw >> (width - 1)) << width) if signed else raw
+        index = np.arange(65536)
+        flip = 0x80 if signed else 0  # an int8 bit pattern xor 0x80 is its signed index
+        values = np.empty(SHAPE, dtype=np.int64)
+        values[(index >> 8) ^ flip, (index & 0xFF) ^ flip] = product
+        return cls(values, signed)
+
+    @classmethod
     def exact(cls, signed: bool = True) -> ProductTable:
         """The table of the exact multiplier."""
         ops = np.arange(256, dtype=np.int64) - (128 if signed else 0)

@@ -66,14 +66,6 @@ def build_evaluator(settings: StudySettings, log: Log):
     from evaluators.network import TrainingSettings
     from evaluators.screening import Screening
 
-    if settings.needs_asic:  # missing tools or Liberty fail before any training or evaluation
-        from circuits.liberty import find_liberty
-        from circuits.tools import require
-
-        require("yosys")
-        if settings.hardware.liberty:
-            find_liberty(settings.hardware.liberty)
-            require("sta")
     m, d = settings.model, settings.dataset
     training = TrainingSettings(
         arch=m.arch, epochs=m.epochs, batch_size=m.batch_size, learning_rate=m.learning_rate,

@@ -75,12 +75,8 @@ class ApproxNetworkEvaluator:
             raise ValueError(f"{int8_onnx}: expected one input and one output")
         self.inputs = inputs
         self.labels = labels
-        # what does not depend on the table (the input's quantization) is computed once; the
-        # feeds of every run are those tensors, plus the input if a remaining node reads it
-        name = self.graph.inputs[0]
-        self.feeds = approx_runner.table_free(self.graph, {name: inputs})
-        if any(name in n.inputs for n in self.graph.nodes if not set(n.outputs) <= set(self.feeds)):
-            self.feeds[name] = inputs
+        # what does not depend on the table (the input's quantization) is computed once
+        self.feeds = approx_runner.table_free(self.graph, {self.graph.inputs[0]: inputs})
         self.kernel, self.device = resolve(kernel, device)
         digest = hashlib.sha256(Path(int8_onnx).read_bytes())
         digest.update(np.ascontiguousarray(inputs).tobytes())

@@ -221,10 +221,11 @@ def register_op(op: str, fn: Op, multiplies: bool = False) -> None:
 
 
 def table_free(graph: QGraph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The per-image tensors computed from the feeds without the product table (the input's
-    quantization, for example), to compute once for many tables: passed to ``run`` as feeds,
-    their nodes are skipped. Only tensors the rest of the graph reads are returned, and only
-    those with the feeds' leading (image) axis, so they can be sliced and stacked per image."""
+    """What the table-dependent part of the graph reads from the feeds and from the per-image
+    tensors computed without the product table (the input's quantization, for example): computed
+    once for many tables and passed to ``run`` as its feeds, their nodes are skipped. Only
+    tensors with the feeds' leading (image) axis are computed, so all can be sliced and stacked
+    per image."""
     check_supported(graph)
     images = next(iter(feeds.values())).shape[0]
     env: dict[str, np.ndarray | None] = {**graph.initializers, **feeds, "": None}
@@ -240,7 +241,8 @@ def table_free(graph: QGraph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndar
         env.update(zip(node.outputs, values))
         computed.update(node.outputs)
     read_later = {n for node in graph.nodes if not set(node.outputs) <= computed for n in node.inputs}
-    return {name: env[name] for name in computed if name in read_later or name in graph.outputs}
+    wanted = read_later | set(graph.outputs)
+    return {name: env[name] for name in [*feeds, *computed] if name in wanted}
 
 
 def check_supported(graph: QGraph) -> None:

@@ -160,6 +160,11 @@ def build_appaxo_evaluator(
 ) -> AppAxOEvaluator:
     """Load the data, train or reuse the network, and keep it resident for many evaluations.
     ``asic`` (flow settings, power kind) adds the ASIC flow, driven by the network's workload."""
+    if asic is not None:  # missing tools and libraries fail now, before any training or trial
+        require("yosys")
+        if asic[0].liberty:
+            require("sta")
+            load_liberty(asic[0].liberty)
     train = load_split(dataset, "train", dataset_path, download=download)
     test = load_split(dataset, "test", dataset_path, download=download)
     prepared = prepare_network(training, train, test, reuse=reuse_network, log=log)
@@ -177,10 +182,6 @@ def build_appaxo_evaluator(
     evaluator = AppAxOEvaluator(network, prepared, {}, screening=screening)
     if asic is not None:
         flow, power = asic
-        require("yosys")  # missing tools and libraries fail now, not in every trial
-        if flow.liberty:
-            require("sta")
-            load_liberty(flow.liberty)
         workload = sample_workload(QGraph.from_onnx(prepared.int8_onnx), inputs, flow.vectors,
                                    seed=seed)
         evaluator.asic = AsicObjectives(flow, power, workload)

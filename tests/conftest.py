@@ -51,3 +51,24 @@ def lenet(mnist, session_cache: Path):
     )
     train, test = mnist
     return prepare_network(settings, train, test, cache=session_cache / "networks", log=lambda s: None)
+
+
+MINI_FREE = "111111100111110000111000000100000000"  # the main study's 16 searched LUTs
+
+
+def mini_study(mnist_dir: Path, **changes) -> dict:
+    """A small study file (LeNet-5 trained 2 epochs, so every test shares one cached network),
+    with ``changes`` applied: a dict value updates that section, anything else replaces it."""
+    data = {
+        "name": "mini",
+        "seed": 3,
+        "dataset": {"name": "mnist", "path": str(mnist_dir), "test_size": 1000},
+        "model": {"epochs": 2},
+        "quantization": {"calibration_size": 200},
+        "space": {"type": "appaxo36", "free": MINI_FREE},
+        "strategy": {"type": "random"},
+        "budget": {"trials": 6},
+    }
+    for key, value in changes.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return data

@@ -13,6 +13,7 @@ from dse.cli import main
 from dse.indicators import coverage, hypervolume, igd_plus
 from dse.loop import run_study
 from dse.study_file import parse_settings
+from tests.conftest import mini_study
 
 
 def quiet(_message: str) -> None:
@@ -27,14 +28,9 @@ def studies(mnist_dir, session_cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
     out = {}
     for name, strategy in [("rnd", {"type": "random"}), ("ga", {"type": "nsga2", "population": 6})]:
-        data = {
-            "name": name, "output": str(root / name), "seed": 2,
-            "dataset": {"name": "mnist", "path": str(mnist_dir), "test_size": 300},
-            "model": {"epochs": 2}, "quantization": {"calibration_size": 200},
-            "space": {"type": "appaxo36", "free": "111111100111110000111000000100000000"},
-            "strategy": strategy, "constraints": ["accuracy_drop <= 0.03"],
-            "budget": {"trials": 18},
-        }
+        data = mini_study(mnist_dir, name=name, output=str(root / name), seed=2,
+                          dataset={"test_size": 300}, strategy=strategy,
+                          constraints=["accuracy_drop <= 0.03"], budget={"trials": 18})
         out[name] = run_study(parse_settings(data), log=quiet, progress=False)
     return out
 

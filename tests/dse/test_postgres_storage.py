@@ -17,6 +17,7 @@ import dse
 from dse.loop import build_evaluator, run_study
 from dse.storage import StorageError, TrialStore
 from dse.study_file import parse_settings
+from tests.conftest import mini_study
 
 pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed (pip install 'dse[postgresql]')")
 
@@ -61,13 +62,10 @@ def postgres_url():
 
 
 def study(folder, mnist_dir, url, trials):
-    return parse_settings({
-        "name": "pg", "output": str(folder), "seed": 1, "storage": url,
-        "dataset": {"name": "mnist", "path": str(mnist_dir), "test_size": 300},
-        "model": {"epochs": 2}, "quantization": {"calibration_size": 200},
-        "space": {"type": "appaxo36", "free": "111111100111110000111000000100000000"},
-        "strategy": {"type": "nsga2", "population": 4}, "budget": {"trials": trials},
-    })
+    return parse_settings(mini_study(mnist_dir, name="pg", output=str(folder), seed=1, storage=url,
+                                     dataset={"test_size": 300},
+                                     strategy={"type": "nsga2", "population": 4},
+                                     budget={"trials": trials}))
 
 
 def test_a_study_runs_and_resumes_on_postgresql(tmp_path, mnist_dir, session_cache, monkeypatch,

@@ -19,7 +19,7 @@ from dse.cli import main
 from dse.loop import StudyRunner, build_evaluator, freeze, run_study
 from dse.study import Study
 from dse.study_file import parse_settings
-from tests.conftest import REPO
+from tests.conftest import REPO, mini_study
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dse[ray]')")
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers get the test evaluators
@@ -32,13 +32,7 @@ def quiet(_message: str) -> None:
 @pytest.fixture(scope="module")
 def base(mnist_dir, session_cache):
     os.environ["DSE_CACHE_DIR"] = str(session_cache)
-    return {
-        "name": "ray", "seed": 5,
-        "dataset": {"name": "mnist", "path": str(mnist_dir), "test_size": 1000},
-        "model": {"epochs": 2}, "quantization": {"calibration_size": 200},
-        "space": {"type": "appaxo36", "free": "111111100111110000111000000100000000"},
-        "strategy": {"type": "random"}, "budget": {"trials": 10},
-    }
+    return mini_study(mnist_dir, name="ray", seed=5, budget={"trials": 10})
 
 
 @pytest.fixture(scope="module")

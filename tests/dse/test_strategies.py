@@ -15,6 +15,7 @@ from dse.space import AppAxOSubspace
 from dse.strategies import Evaluation, make_strategy
 from dse.study import Study
 from dse.study_file import parse_settings
+from tests.conftest import mini_study
 
 SPACE = AppAxOSubspace(free=0b1011, fixed=(1 << 36) - 1)
 LOW16 = AppAxOSubspace(0xFFFF, 2**36 - 1)
@@ -65,14 +66,8 @@ def small_study_data(mnist_dir, session_cache, tmp_path_factory):
     import os
 
     os.environ["DSE_CACHE_DIR"] = str(session_cache)
-    return {
-        "name": "strategies", "seed": 4,
-        "dataset": {"name": "mnist", "path": str(mnist_dir), "test_size": 300},
-        "model": {"epochs": 2}, "quantization": {"calibration_size": 200},
-        "space": {"type": "appaxo36", "free": "111111100111110000111000000100000000"},
-        "constraints": ["accuracy_drop <= 0.05"],
-        "budget": {"trials": 20},
-    }
+    return mini_study(mnist_dir, name="strategies", seed=4, dataset={"test_size": 300},
+                      constraints=["accuracy_drop <= 0.05"], budget={"trials": 20})
 
 
 @pytest.fixture(scope="module")

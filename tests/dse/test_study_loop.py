@@ -26,26 +26,11 @@ from dse.loop import StudyRunner, build_evaluator, run_study
 from dse.study import Study
 from dse.study_file import StudyFileError, parse_settings
 from evaluators.lenet import to_input
-from tests.conftest import REPO, shared_path
-
-FREE = "111111100111110000111000000100000000"
+from tests.conftest import REPO, mini_study, shared_path
 
 
 def study_data(folder, mnist_dir, **changes) -> dict:
-    data = {
-        "name": "mini",
-        "output": str(folder),
-        "seed": 3,
-        "dataset": {"name": "mnist", "path": str(mnist_dir), "test_size": 1000},
-        "model": {"epochs": 2},
-        "quantization": {"calibration_size": 200},
-        "space": {"type": "appaxo36", "free": FREE},
-        "strategy": {"type": "random"},
-        "budget": {"trials": 6},
-    }
-    for key, value in changes.items():
-        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    return data
+    return mini_study(mnist_dir, output=str(folder), **changes)
 
 
 @pytest.fixture
