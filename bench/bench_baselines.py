@@ -34,8 +34,7 @@ def main() -> None:
     signed = not args.unsigned
 
     start = time.perf_counter()
-    family = [truncated(0, signed), *baseline_family(signed)]
-    rows = [(m.name, characterize(m.multiplier(), settings).metrics) for m in family]
+    rows = characterize_baselines(signed, settings)
     seconds = time.perf_counter() - start
     points = np.array([[r["area"], r["wce"]] for _, r in rows])
     front = non_dominated(points, ("minimize", "minimize"))
@@ -51,6 +50,12 @@ def main() -> None:
     if args.plot:
         plot(rows, front, Path(args.plot))
         print(f"wrote {args.plot}")
+
+
+def characterize_baselines(signed: bool, settings: FlowSettings) -> list[tuple[str, dict]]:
+    """(name, metrics) of the exact array multiplier (first) and every baseline."""
+    family = [truncated(0, signed), *baseline_family(signed)]
+    return [(m.name, characterize(m.multiplier(), settings).metrics) for m in family]
 
 
 def plot(rows: list[tuple[str, dict]], front: np.ndarray, path: Path) -> None:

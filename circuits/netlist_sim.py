@@ -17,23 +17,26 @@ import numpy as np
 
 Word = np.ndarray  # packed uint64 bits
 
-_GATES: dict[str, tuple[tuple[str, ...], Callable[..., Word]]] = {
-    "$_BUF_": (("A",), lambda a: a),
-    "$_NOT_": (("A",), lambda a: ~a),
-    "$_AND_": (("A", "B"), lambda a, b: a & b),
-    "$_NAND_": (("A", "B"), lambda a, b: ~(a & b)),
-    "$_OR_": (("A", "B"), lambda a, b: a | b),
-    "$_NOR_": (("A", "B"), lambda a, b: ~(a | b)),
-    "$_XOR_": (("A", "B"), lambda a, b: a ^ b),
-    "$_XNOR_": (("A", "B"), lambda a, b: ~(a ^ b)),
-    "$_ANDNOT_": (("A", "B"), lambda a, b: a & ~b),
-    "$_ORNOT_": (("A", "B"), lambda a, b: a | ~b),
-    "$_MUX_": (("A", "B", "S"), lambda a, b, s: (a & ~s) | (b & s)),
-    "$_NMUX_": (("A", "B", "S"), lambda a, b, s: ~((a & ~s) | (b & s))),
-    "$_AOI3_": (("A", "B", "C"), lambda a, b, c: ~((a & b) | c)),
-    "$_OAI3_": (("A", "B", "C"), lambda a, b, c: ~((a | b) & c)),
-    "$_AOI4_": (("A", "B", "C", "D"), lambda a, b, c, d: ~((a & b) | (c & d))),
-    "$_OAI4_": (("A", "B", "C", "D"), lambda a, b, c, d: ~((a | b) & (c | d))),
+# gate type -> (input pins, bit-parallel function, Verilog expression over the pins)
+_GATES: dict[str, tuple[tuple[str, ...], Callable[..., Word], str]] = {
+    "$_BUF_": (("A",), lambda a: a, "{A}"),
+    "$_NOT_": (("A",), lambda a: ~a, "~{A}"),
+    "$_AND_": (("A", "B"), lambda a, b: a & b, "{A} & {B}"),
+    "$_NAND_": (("A", "B"), lambda a, b: ~(a & b), "~({A} & {B})"),
+    "$_OR_": (("A", "B"), lambda a, b: a | b, "{A} | {B}"),
+    "$_NOR_": (("A", "B"), lambda a, b: ~(a | b), "~({A} | {B})"),
+    "$_XOR_": (("A", "B"), lambda a, b: a ^ b, "{A} ^ {B}"),
+    "$_XNOR_": (("A", "B"), lambda a, b: ~(a ^ b), "~({A} ^ {B})"),
+    "$_ANDNOT_": (("A", "B"), lambda a, b: a & ~b, "{A} & ~{B}"),
+    "$_ORNOT_": (("A", "B"), lambda a, b: a | ~b, "{A} | ~{B}"),
+    "$_MUX_": (("A", "B", "S"), lambda a, b, s: (a & ~s) | (b & s), "{S} ? {B} : {A}"),
+    "$_NMUX_": (("A", "B", "S"), lambda a, b, s: ~((a & ~s) | (b & s)), "~({S} ? {B} : {A})"),
+    "$_AOI3_": (("A", "B", "C"), lambda a, b, c: ~((a & b) | c), "~(({A} & {B}) | {C})"),
+    "$_OAI3_": (("A", "B", "C"), lambda a, b, c: ~((a | b) & c), "~(({A} | {B}) & {C})"),
+    "$_AOI4_": (("A", "B", "C", "D"), lambda a, b, c, d: ~((a & b) | (c & d)),
+                "~(({A} & {B}) | ({C} & {D}))"),
+    "$_OAI4_": (("A", "B", "C", "D"), lambda a, b, c, d: ~((a | b) & (c | d)),
+                "~(({A} | {B}) & ({C} | {D}))"),
 }
 
 
@@ -50,12 +53,19 @@ class Port:
 
 
 @dataclass(frozen=True)
-class _Gate:
+class Gate:
+    """One gate: its type, the net bits it reads (ints, or "0"/"1" constants) and drives."""
+
     name: str
     kind: str
     fn: Callable[..., Word]
     inputs: tuple
     output: int
+
+    def expression(self, operand: Callable[[int | str], str]) -> str:
+        """The gate as a Verilog expression, each input written by ``operand``."""
+        pins, _, template = _GATES[self.kind]
+        return template.format(**{p: operand(b) for p, b in zip(pins, self.inputs)})
 
 
 class Netlist:
@@ -72,9 +82,9 @@ class Netlist:
         for cell_name, cell in module["cells"].items():
             if cell["type"] not in _GATES:
                 raise NetlistError(f"cell {cell_name!r} of type {cell['type']!r} is not a gate primitive")
-            pins, fn = _GATES[cell["type"]]
+            pins, fn, _ = _GATES[cell["type"]]
             conns = cell["connections"]
-            gates.append(_Gate(cell_name, cell["type"], fn, tuple(conns[p][0] for p in pins),
+            gates.append(Gate(cell_name, cell["type"], fn, tuple(conns[p][0] for p in pins),
                                conns["Y"][0]))
         self._gates = self._levelize(gates)
 
@@ -87,10 +97,10 @@ class Netlist:
             top = next(iter(modules))
         return cls(modules[top], top)
 
-    def _levelize(self, gates: list[_Gate]) -> list[_Gate]:
+    def _levelize(self, gates: list[Gate]) -> list[Gate]:
         driven = {p: True for port in self.ports.values() if port.direction == "input" for p in port.bits}
         by_output = {g.output: g for g in gates}
-        order: list[_Gate] = []
+        order: list[Gate] = []
         state: dict[int, int] = {}  # 1 visiting, 2 done
         for gate in gates:
             stack = [(gate, False)]
@@ -117,6 +127,11 @@ class Netlist:
         return order
 
     @property
+    def order(self) -> tuple[Gate, ...]:
+        """The gates in evaluation order (every gate after the gates driving its inputs)."""
+        return tuple(self._gates)
+
+    @property
     def gates(self) -> dict[str, tuple[str, int]]:
         """Gate name -> (gate type, output net bit)."""
         return {g.name: (g.kind, g.output) for g in self._gates}
@@ -128,9 +143,11 @@ class Netlist:
             depth[g.output] = 1 + max((depth.get(b, 0) for b in g.inputs), default=0)
         return max(depth.values(), default=0)
 
-    def simulate(self, inputs: dict[str, np.ndarray]) -> dict[int, Word]:
+    def simulate(self, inputs: dict[str, np.ndarray], force: dict[int, Word] | None = None
+                 ) -> dict[int, Word]:
         """Values of every net bit for packed input words: ``inputs[port]`` is (width, words)
-        uint64, bit k of the port in row k."""
+        uint64, bit k of the port in row k. A gate whose output net is in ``force`` drives the
+        forced words instead of its function (a stuck-at or replaced net)."""
         words = next(iter(inputs.values())).shape[1]
         values: dict = {"0": np.zeros(words, np.uint64), "1": np.full(words, ~np.uint64(0))}
         values["x"] = values["z"] = values["0"]
@@ -140,17 +157,30 @@ class Netlist:
                     raise NetlistError(f"no stimulus for input port {name!r}")
                 for k, bit in enumerate(port.bits):
                     values[bit] = inputs[name][k]
+        return self._evaluate(values, force or {}, downstream_only=False)
+
+    def resimulate(self, values: dict[int, Word], force: dict[int, Word]) -> dict[int, Word]:
+        """Net values after forcing ``force`` onto a finished simulation ``values``: only the
+        gates downstream of a forced net are evaluated again (``values`` is not changed)."""
+        return self._evaluate(dict(values), force, downstream_only=True)
+
+    def _evaluate(self, values: dict, force: dict[int, Word], downstream_only: bool) -> dict:
+        values.update(force)
+        changed = set(force)
         for g in self._gates:
-            values[g.output] = g.fn(*(values[b] for b in g.inputs))
+            if g.output in force:
+                continue
+            if not downstream_only or not changed.isdisjoint(g.inputs):
+                values[g.output] = g.fn(*(values[b] for b in g.inputs))
+                changed.add(g.output)
         return values
 
     def read_port(self, values: dict[int, Word], port: str, count: int) -> np.ndarray:
         """Integer value of an output port for each of the first ``count`` vectors."""
         p = self.ports[port]
-        bits = np.stack([unpack(values[b], count) for b in p.bits]).astype(np.int64)
-        value = (bits << np.arange(len(p.bits), dtype=np.int64)[:, None]).sum(axis=0)
+        value = read_bits([values[b] for b in p.bits], count)
         if p.signed:
-            value -= (bits[-1] << len(p.bits))
+            value -= (value >> (len(p.bits) - 1)) << len(p.bits)
         return value
 
 
@@ -171,3 +201,18 @@ def operand_words(values: np.ndarray, width: int = 8) -> np.ndarray:
     """Packed stimulus (width, words) for a stream of integer operand values (two's complement)."""
     raw = np.asarray(values, dtype=np.int64) & ((1 << width) - 1)
     return np.stack([pack((raw >> k) & 1 == 1) for k in range(width)])
+
+
+def read_bits(words: list[Word], count: int) -> np.ndarray:
+    """Unsigned integers (int64) whose bit k over the first ``count`` vectors is ``words[k]``."""
+    if len(words) > 62:
+        raise NetlistError(f"cannot read a {len(words)}-bit value as int64")
+    bits = np.unpackbits(np.stack(words).view(np.uint8), axis=1, bitorder="little", count=count)
+    rows = -(-len(words) // 8) * 8
+    padded = np.zeros((rows, count), np.uint8)
+    padded[: len(words)] = bits
+    packed = np.packbits(padded, axis=0, bitorder="little")  # (bytes, count), byte 0 lowest
+    value = np.zeros(count, np.int64)
+    for k in range(packed.shape[0]):
+        value |= packed[k].astype(np.int64) << (8 * k)
+    return value
