@@ -168,4 +168,12 @@ def _save_table(mult: Multiplier, table: ProductTable) -> None:
 def _load_table(mult: Multiplier, metrics: dict) -> ProductTable:
     if mult.appaxo_config is not None:
         return ProductTable(appaxo.product_table(mult.appaxo_config), True)
-    return ProductTable(np.load(_table_path(metrics["table_sha256"])), metrics["signed"])
+    return stored_table(metrics["table_sha256"], metrics["signed"])
+
+
+def stored_table(sha256: str, signed: bool) -> ProductTable:
+    """A product table that a cached characterization saved (by its hash)."""
+    table = ProductTable(np.load(_table_path(sha256)), signed)
+    if table.sha256 != sha256:
+        raise ValueError(f"{_table_path(sha256)}: stored table does not match its hash")
+    return table

@@ -21,16 +21,19 @@ import hashlib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from circuits import baselines
-from circuits.cache import ResultCache
-from circuits.characterize import FlowSettings, characterize
+from circuits.cache import ResultCache, key_of
+from circuits.characterize import FlowSettings, characterize, stored_table
+from circuits.liberty import load_liberty
 from circuits.multiplier import Multiplier
 from circuits.product_table import ProductTable
+from circuits.tools import tool_version
 
 SIGN_FLIP = 0x8000
 
@@ -127,6 +130,31 @@ def design_point(name: str, generator: str, verilog: str, signed: bool, *, thres
 
 
 OnPoint = Callable[[DesignPoint], None]
+CHAIN_FIELDS = ("name", "generator", "verilog", "signed", "threshold", "step", "seconds", "metrics")
+
+
+def generate_cached(generator: Generator, exact: ExactCircuit, flow: FlowSettings,
+                    cache: ResultCache, on_point: OnPoint | None = None) -> list[DesignPoint]:
+    """``generator.generate``, or the chain an identical run stored: keyed by the exact
+    circuit, the generator's name, version and parameters, the flow and the tool versions."""
+    key = key_of({
+        "generator": generator.name, "version": generator.version, "params": generator.params(),
+        "exact": exact.sha256,
+        "flow": {k: v for k, v in asdict(flow).items() if k != "timeout_s"},
+        "liberty": load_liberty(flow.liberty).sha256 if flow.liberty else None,
+        "yosys": tool_version("yosys"), "sta": tool_version("sta") if flow.liberty else None,
+    })
+    if (hit := cache.get(key)) is not None:
+        points = [DesignPoint(**{k: row[k] for k in CHAIN_FIELDS},
+                              table=stored_table(row["metrics"]["table_sha256"], row["signed"]))
+                  for row in hit["chain"]]
+        for point in points:
+            if on_point:
+                on_point(point)
+        return points
+    points = generator.generate(exact, flow, cache, on_point)
+    cache.put(key, {"chain": [{k: getattr(p, k) for k in CHAIN_FIELDS} for p in points]})
+    return points
 
 
 class Generator(Protocol):
@@ -176,3 +204,18 @@ class BaselineGenerator:
         if on_point:
             on_point(point)
         return [point]
+
+
+def write_chain(points: list[DesignPoint], folder: Path) -> Path:
+    """Each design's Verilog (``<name>.v``) and product table (``<name>.npy``), and
+    ``chain.csv`` with one row of figures per design; returns the CSV's path."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for point in points:
+        (folder / f"{point.name}.v").write_text(point.verilog)
+        np.save(folder / f"{point.name}.npy", point.table.values)
+    rows = [{k: v for k, v in point.row().items() if not isinstance(v, dict)} for point in points]
+    path = folder / "chain.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path

@@ -136,6 +136,19 @@ class Netlist:
         """Gate name -> (gate type, output net bit)."""
         return {g.name: (g.kind, g.output) for g in self._gates}
 
+    def assignments(self, operand: Callable[[int | str], str],
+                    replaced: dict[int, str] | None = None, skipped: frozenset = frozenset()
+                    ) -> list[str]:
+        """The gates as Verilog: ``wire n<bit>;`` then ``assign n<bit> = ...;`` per gate, in
+        evaluation order. ``operand`` names inputs and constants; a gate whose output is in
+        ``replaced`` drives that expression instead; gates in ``skipped`` (indices into
+        ``order``) are left out."""
+        replaced = replaced or {}
+        kept = [(g, replaced.get(g.output) or g.expression(operand))
+                for k, g in enumerate(self._gates) if g.output in replaced or k not in skipped]
+        return [f"wire n{g.output};" for g, _ in kept] + \
+            [f"assign n{g.output} = {expr};" for g, expr in kept]
+
     def logic_depth(self) -> int:
         """Gates on the longest input-to-output path (the Liberty-free delay estimate)."""
         depth: dict = {}
@@ -216,3 +229,13 @@ def read_bits(words: list[Word], count: int) -> np.ndarray:
     for k in range(packed.shape[0]):
         value |= packed[k].astype(np.int64) << (8 * k)
     return value
+
+
+def net_names(names: dict[int, str]) -> Callable[[int | str], str]:
+    """A Verilog name for every net bit: ``names`` for the listed ones (ports), ``n<bit>`` for
+    the others, ``1'b1``/``1'b0`` for the constants (undriven ``x``/``z`` read as 0)."""
+    def name(net: int | str) -> str:
+        if isinstance(net, str):
+            return "1'b1" if net == "1" else "1'b0"
+        return names.get(net, f"n{net}")
+    return name

@@ -33,13 +33,14 @@ from circuits.characterize import FlowSettings
 from circuits.generation import DesignPoint, ExactCircuit, OnPoint, design_point, wrap_signed
 from circuits.liberty import load_liberty
 from circuits.multiplier import Multiplier
-from circuits.netlist_sim import Netlist, Word, operand_words, read_bits
+from circuits.netlist_sim import Netlist, Word, net_names, operand_words, read_bits
 from circuits.sop import Sop, Template, fit_sop
 from circuits.subgraph import GateGraph, Subgraph
 from circuits.synthesis import synthesize_asic
 
 GENERATOR_VERSION = "1"
 VECTORS = 65536
+UNUSABLE = 1 << 40  # the label of a gate no constant can replace
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +67,8 @@ class XpatParams:
     attempts: int = 6  # subgraphs tried in a step before giving up on the threshold
     solver_timeout_s: float = 2.0
     time_limit_s: float = 600.0
+    exact_zero: bool = False  # products with a zero operand stay exact (0): no error where
+    # a network multiplies by a zero activation (ReLU) or a pruned weight
 
     def __post_init__(self) -> None:
         if not self.thresholds or any(t < 0 for t in self.thresholds):
@@ -101,11 +104,12 @@ class XpatGenerator:
     """Built-in generator; ``generate`` returns the chain of accepted design points."""
 
     config: XpatParams = field(default_factory=XpatParams)
+    prefix: str | None = None  # design names: PREFIX<step>; default <exact name>_xpat<step>
     name: str = "xpat"
     version: str = GENERATOR_VERSION
 
     def params(self) -> dict:
-        return asdict(self.config)
+        return {**asdict(self.config), "prefix": self.prefix}
 
     def generate(self, exact: ExactCircuit, flow: FlowSettings,
                  cache: ResultCache | None = None, on_point: OnPoint | None = None
@@ -126,18 +130,21 @@ class XpatGenerator:
 
         current = synthesize(exact.verilog, exact.top)
         reference = _outputs(current.values, current.outputs)
+        zero = ((index >> 8) == 0) | ((index & 0xFF) == 0)
+        protected = zero if self.config.exact_zero else np.zeros(VECTORS, bool)
         points: list[DesignPoint] = []
         for threshold in self.config.thresholds:
             for _ in range(self.config.steps_per_threshold):
                 if time.monotonic() >= deadline:
                     return points
                 step = len(points) + 1
-                core = f"{exact.name}_xpat{step}_core"
-                found = self._step(current, reference, threshold, core, synthesize, deadline)
+                name = f"{self.prefix or exact.name + '_xpat'}{step}"
+                core = f"{name}_core"
+                bound = np.where(protected, 0, threshold)
+                found = self._step(current, reference, bound, core, synthesize, deadline)
                 if found is None:
                     break
                 current = found
-                name = f"{exact.name}_xpat{step}"
                 point = design_point(name, self.name, wrap_signed(current.verilog, core, name,
                                                                   exact.signed),
                                      exact.signed, threshold=threshold, step=step,
@@ -150,13 +157,14 @@ class XpatGenerator:
                     on_point(point)
         return points
 
-    def _step(self, current: _Circuit, reference: np.ndarray, threshold: int, top: str,
+    def _step(self, current: _Circuit, reference: np.ndarray, bound: np.ndarray, top: str,
               synthesize, deadline: float) -> _Circuit | None:
-        """The best substitution at ``threshold`` among ``attempts`` subgraphs (the smallest
-        area below the current one), or None when none of them helps."""
+        """The best substitution within the per-vector error ``bound`` among ``attempts``
+        subgraphs (the smallest area below the current one), or None when none of them helps."""
         netlist, values = current.netlist, current.values
         graph = GateGraph(netlist, current.outputs)
-        labels = stuck_at_labels(netlist, values, current.outputs, reference)
+        labels = stuck_at_labels(netlist, values, current.outputs, reference, bound == 0)
+        threshold = int(bound.max())
         best: _Circuit | None = None
         tried = covered = 0
         for seed in map(int, np.argsort(labels, kind="stable")):
@@ -172,15 +180,15 @@ class XpatGenerator:
             covered |= sum(1 << k for k in sub.gates)
             tried += 1
             allowed, occurring = allowed_outputs(netlist, values, current.outputs, sub,
-                                                 reference, threshold)
+                                                 reference, bound)
             sop = fit_sop(allowed, occurring, self.config.template, self.config.solver_timeout_s)
             if sop is None:
                 continue
             candidate = synthesize(substitute(netlist, sub, sop, top), top)
-            wce = int(np.abs(_outputs(candidate.values, candidate.outputs) - reference).max())
-            if wce > threshold:
-                raise GeneratorError(f"{top}: worst-case error {wce} exceeds the threshold "
-                                     f"{threshold} after substitution")
+            error = np.abs(_outputs(candidate.values, candidate.outputs) - reference)
+            if (error > bound).any():
+                raise GeneratorError(f"{top}: an error of {int(error.max())} exceeds its bound "
+                                     f"after substitution")
             if candidate.area < (best or current).area:
                 best = candidate
         return best
@@ -194,24 +202,28 @@ def _constant(bit: bool) -> Word:
     return np.full(VECTORS // 64, ~np.uint64(0) if bit else np.uint64(0))
 
 
-def stuck_at_labels(netlist: Netlist, values: dict, outputs: tuple,
-                    reference: np.ndarray) -> np.ndarray:
+def stuck_at_labels(netlist: Netlist, values: dict, outputs: tuple, reference: np.ndarray,
+                    exact: np.ndarray | None = None) -> np.ndarray:
     """Per gate (in evaluation order): the worst-case error of the circuit with that gate's
-    output stuck at the constant that errs less."""
+    output stuck at the constant that errs less (``UNUSABLE`` if either constant changes a
+    product at a vector marked ``exact``)."""
     labels = np.empty(len(netlist.order), np.int64)
     for k, gate in enumerate(netlist.order):
-        labels[k] = min(
-            int(np.abs(_outputs(netlist.resimulate(values, {gate.output: _constant(c)}), outputs)
-                       - reference).max())
-            for c in (False, True))
+        errors = []
+        for c in (False, True):
+            error = np.abs(_outputs(netlist.resimulate(values, {gate.output: _constant(c)}),
+                                    outputs) - reference)
+            errors.append(UNUSABLE if exact is not None and error[exact].any() else error.max())
+        labels[k] = min(errors)
     return labels
 
 
 def allowed_outputs(netlist: Netlist, values: dict, outputs: tuple, sub: Subgraph,
-                    reference: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+                    reference: np.ndarray, bound: np.ndarray | int
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """``allowed[p, o]``: forcing the subgraph outputs to vector ``o`` wherever its inputs show
-    pattern ``p`` keeps every product within ``threshold``; ``occurring[p]``: pattern ``p``
-    happens for some operand pair."""
+    pattern ``p`` keeps every product within ``bound`` (a threshold, or one per operand pair);
+    ``occurring[p]``: pattern ``p`` happens for some operand pair."""
     pattern = read_bits([values[n] for n in sub.inputs], VECTORS)
     n_patterns = 1 << len(sub.inputs)
     occurring = np.bincount(pattern, minlength=n_patterns) > 0
@@ -219,34 +231,17 @@ def allowed_outputs(netlist: Netlist, values: dict, outputs: tuple, sub: Subgrap
     for o in range(allowed.shape[1]):
         force = {net: _constant(bool((o >> k) & 1)) for k, net in enumerate(sub.outputs)}
         error = np.abs(_outputs(netlist.resimulate(values, force), outputs) - reference)
-        allowed[:, o] = np.bincount(pattern[error > threshold], minlength=n_patterns) == 0
+        allowed[:, o] = np.bincount(pattern[error > bound], minlength=n_patterns) == 0
     return allowed, occurring
 
 
 def substitute(netlist: Netlist, sub: Subgraph, sop: Sop, top: str) -> str:
     """Verilog of the netlist with the subgraph replaced by the fitted sum of products."""
-    names = {}
-    for port in ("a", "b"):
-        for k, bit in enumerate(netlist.ports[port].bits):
-            names[bit] = f"{port}[{k}]"
-
-    def operand(net: int | str) -> str:
-        if isinstance(net, str):
-            return "1'b1" if net == "1" else "1'b0"
-        return names.get(net, f"n{net}")
-
+    operand = net_names({bit: f"{port}[{k}]" for port in ("a", "b")
+                         for k, bit in enumerate(netlist.ports[port].bits)})
     replaced = dict(zip(sub.outputs, sop.expressions([operand(n) for n in sub.inputs])))
     lines = [f"module {top} (input [7:0] a, input [7:0] b, output [15:0] r);"]
-    body = []
-    for k, gate in enumerate(netlist.order):
-        if gate.output in replaced:
-            body.append(f"  assign n{gate.output} = {replaced[gate.output]};")
-        elif k not in sub.gates:
-            body.append(f"  assign n{gate.output} = {gate.expression(operand)};")
-        else:
-            continue
-        lines.append(f"  wire n{gate.output};")
-    lines += body
+    lines += ["  " + line for line in netlist.assignments(operand, replaced, sub.gates)]
     lines += [f"  assign r[{k}] = {operand(bit)};" for k, bit in enumerate(netlist.ports["r"].bits)]
     lines.append("endmodule")
     return "\n".join(lines) + "\n"

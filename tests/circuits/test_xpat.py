@@ -177,3 +177,33 @@ def test_baseline_generators_give_their_model():
     assert point.metrics["wce"] == error_metrics(truncated(5, True, True).table())["wce"]
     with pytest.raises(ValueError, match="'trunc' or 'bam'"):
         BaselineGenerator("booth").params()
+
+
+@needs_yosys
+def test_exact_zero_keeps_every_product_with_a_zero_operand_exact():
+    gen = XpatGenerator(XpatParams(thresholds=(64, 256), steps_per_threshold=2, attempts=3,
+                                   exact_zero=True))
+    points = gen.generate(ExactCircuit.multiplier(True), FlowSettings())
+    _check_chain(points, signed=True)
+    for point in points:
+        zero = 128  # the index of operand 0 in a signed table
+        assert not point.table.values[zero, :].any() and not point.table.values[:, zero].any()
+    assert points[-1].metrics["wce"] > 64
+
+
+@needs_yosys
+def test_a_cached_chain_comes_back_without_generating_again(tmp_path, monkeypatch):
+    from circuits.cache import ResultCache
+    from circuits.generation import generate_cached
+
+    monkeypatch.setenv("DSE_CACHE_DIR", str(tmp_path))
+    cache = ResultCache()
+    gen = XpatGenerator(XpatParams(thresholds=(32,), steps_per_threshold=2, attempts=2))
+    exact = ExactCircuit.multiplier(True)
+    first = generate_cached(gen, exact, FlowSettings(), cache)
+    again = generate_cached(gen, exact, FlowSettings(), cache)
+    # the stored run: same designs, tables and the seconds it took then
+    assert [(p.name, p.table, p.seconds, p.verilog) for p in again] == \
+        [(p.name, p.table, p.seconds, p.verilog) for p in first]
+    other = XpatGenerator(XpatParams(thresholds=(32,), steps_per_threshold=1, attempts=2))
+    assert len(generate_cached(other, exact, FlowSettings(), cache)) == 1  # other parameters
