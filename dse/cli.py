@@ -1,4 +1,4 @@
-"""Command line: ``python -m dse run|resume|status|compare|export|characterize ...``.
+"""Command line: ``python -m dse run|resume|status|compare|export|characterize|generate ...``.
 
 Bad input (a malformed study file, missing data, a changed study) prints one line and exits
 with code 2; nothing already stored is touched.
@@ -140,7 +140,7 @@ def _summary(study) -> dict:
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
     front = study.pareto()
     baseline = trials[trials["role"] == "baseline"] if not trials.empty else trials
-    cols = ["config_bits", "config", *study.objectives]
+    cols = ["config_bits", "config", "design", *study.objectives]
     return {
         "study": study.name,
         "folder": str(study.folder),
@@ -175,6 +175,86 @@ def _print_summary(study, summary: dict | None = None) -> None:
                                for k, v in row.items() if k != "config"))
     if len(front) > 20:
         print(f"  ... {len(front) - 20} more in pareto.csv")
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise StudyFileError(f"{option}: expected comma-separated integers >= 1, got {text!r}")
+    return values
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from circuits.cache import ResultCache
+    from circuits.characterize import FlowSettings, characterize
+    from circuits.generation import ExactCircuit, generate_cached, write_chain
+    from circuits.multiplier import Multiplier
+    from circuits.tools import require
+    from dse.report import plot_chain
+
+    require("yosys")
+    thresholds = _int_list(args.thresholds, "--thresholds")
+    try:
+        if args.generator == "subxpat":
+            from circuits.subxpat import SubxpatGenerator, SubxpatParams, subxpat_home
+
+            subxpat_home()
+            generator = SubxpatGenerator(SubxpatParams(
+                thresholds=thresholds, max_inputs=args.max_inputs, max_outputs=args.max_outputs,
+                literals_per_product=args.literals_per_product,
+                products_per_output=args.products, shared=args.shared,
+                time_limit_s=args.time_limit))
+        else:
+            from circuits.xpat import XpatGenerator, XpatParams
+
+            generator = XpatGenerator(XpatParams(
+                thresholds=thresholds, max_inputs=args.max_inputs, max_outputs=args.max_outputs,
+                literals_per_product=args.literals_per_product, products=args.products,
+                shared=args.shared, exact_zero=args.exact_zero, steps_per_threshold=args.steps,
+                attempts=args.attempts, time_limit_s=args.time_limit))
+    except ValueError as err:
+        raise StudyFileError(f"dse generate {args.generator}: {err}") from None
+    signed = not args.unsigned
+    exact = ExactCircuit.multiplier(signed) if args.exact is None else \
+        ExactCircuit.from_multiplier(Multiplier.from_file(args.exact), signed)
+    settings = FlowSettings(liberty=args.liberty)
+    cache = ResultCache()
+    bar = tqdm(unit="circuit", desc=f"{args.generator} on {exact.name}", dynamic_ncols=True)
+
+    def progress(point) -> None:
+        bar.update(1)
+        bar.set_postfix(threshold=point.threshold, wce=point.metrics["wce"],
+                        area=f"{point.metrics['area']:.4g}")
+
+    try:
+        chain = generate_cached(generator, exact, settings, cache, progress)
+    finally:
+        bar.close()
+    folder = Path(args.output)
+    csv = write_chain(chain, folder)
+    rows = [p.row() for p in chain]
+    baselines = []
+    if args.baselines:
+        from circuits.baselines import baseline_family
+
+        baselines = [characterize(m.multiplier(), settings, cache=cache).metrics
+                     for m in tqdm(baseline_family(signed), desc="baselines", unit="circuit")]
+    exact_area = characterize(Multiplier(exact.top, exact.verilog, exact.top, False), settings,
+                              cache=cache).metrics["area"]
+    if rows:
+        plot_chain(rows, baselines, exact_area, folder / "chain.png",
+                   f"{exact.name}: {args.generator} chain (exact: {exact_area:.4g})")
+    for row in rows:
+        print(f"{row['name']:<24} threshold {row['threshold']:>6g}  WCE {row['wce']:>6g}  "
+              f"MAE {row['mae']:>9.3f}  area {row['area']:>9.4g}  ({row['seconds']:.0f} s)")
+    print(f"{len(rows)} circuits; exact area {exact_area:.4g}; wrote {csv}"
+          + (f" and {folder / 'chain.png'}" if rows else ""))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,6 +302,31 @@ def build_parser() -> argparse.ArgumentParser:
     char.add_argument("--output", help="folder for the catalogue (default: the input folder)")
     char.add_argument("--json", action="store_true", help="machine-readable output")
     char.set_defaults(func=cmd_characterize)
+    gen = sub.add_parser("generate", help="generate approximate multipliers under worst-case "
+                         "error thresholds (the built-in xpat generator, or SubXPAT)")
+    gen.add_argument("generator", choices=["xpat", "subxpat"],
+                     help="xpat: built in; subxpat: the checkout in $SUBXPAT_HOME")
+    gen.add_argument("--output", required=True, help="folder for the designs, chain.csv and chain.png")
+    gen.add_argument("--thresholds", default="16,32,64,128,256,512,1024",
+                     help="worst-case error thresholds, walked in increasing order")
+    gen.add_argument("--unsigned", action="store_true", help="an unsigned multiplier (default signed)")
+    gen.add_argument("--exact", help="Verilog of the exact multiplier to start from "
+                                     "(default: the built-in array multiplier)")
+    gen.add_argument("--liberty", help="Liberty file or nangate45 | sky130hd (default: the "
+                                       "Liberty-free estimate)")
+    gen.add_argument("--max-inputs", type=int, default=8, help="subgraph inputs")
+    gen.add_argument("--max-outputs", type=int, default=3, help="subgraph outputs")
+    gen.add_argument("--literals-per-product", type=int, default=3)
+    gen.add_argument("--products", type=int, default=2, help="products per output (or shared)")
+    gen.add_argument("--shared", action="store_true", help="one pool of products for all outputs")
+    gen.add_argument("--exact-zero", action="store_true",
+                     help="products with a zero operand stay exactly 0 (xpat)")
+    gen.add_argument("--steps", type=int, default=8, help="accepted circuits per threshold (xpat)")
+    gen.add_argument("--attempts", type=int, default=6, help="subgraphs tried per step (xpat)")
+    gen.add_argument("--time-limit", type=float, default=600.0, help="seconds for the whole run")
+    gen.add_argument("--baselines", action="store_true",
+                     help="also characterize the truncated and broken-array baselines and plot them")
+    gen.set_defaults(func=cmd_generate)
     return parser
 
 

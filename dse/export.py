@@ -9,6 +9,7 @@ import pandas as pd
 
 from circuits.appaxo import N_BITS
 from dse.study import Study
+from dse.study_file import StudyFileError
 
 # EMGAxO's sweep tables: configuration string and integer, removed LUTs, then the metrics.
 EMGAXO_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "mean_error", "mae",
@@ -29,6 +30,9 @@ def plain(frame: pd.DataFrame) -> pd.DataFrame:
 def emgaxo_table(study: Study) -> pd.DataFrame:
     """Completed trials as EMGAxO lays them out: Config (36-character, MSB first), Config_int,
     Disabled_LUTs (removed LUTs out of 36), then every metric the study has."""
+    if study.settings.space.type != "appaxo36":
+        raise StudyFileError(f"{study.folder}: the emgaxo format lists AppAxO configurations; "
+                             f"this is an {study.settings.space.type} study (use csv or parquet)")
     done = study.trials
     done = done[done["state"] == "COMPLETE"]
     table = pd.DataFrame({

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-DETAIL_KEYS = ("config", "config_bits", "accuracy", "accuracy_drop", "f1_macro", "power", "area",
+DETAIL_KEYS = ("config", "config_bits", "design", "threshold", "accuracy", "accuracy_drop", "f1_macro", "power", "area",
                "delay", "pdp", "fpga_luts", "fpga_power", "mae", "wce", "mred",
                "error_probability", "feasible", "strategy", "generation", "trial")
 W, H, PAD = 520, 360, 52

@@ -16,14 +16,22 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from circuits.appaxo import EXACT
 from dse.executors import Executor, Outcome, SerialExecutor, make_executor
 from dse.indicators import hypervolume
 from dse.pareto import non_dominated, to_minimization
-from dse.space import AppAxOSubspace
+from dse.space import AppAxOSubspace, ChoiceSpace, Space
 from dse.storage import constraint_dict
 from dse.strategies import Evaluation, Proposal, make_strategy
-from dse.study import BASELINE, FROZEN, FROZEN_HASH, REFERENCE_POINT, SEARCH, Study, read_frozen
+from dse.study import (
+    BASELINE,
+    DESIGN_POINT,
+    FROZEN,
+    FROZEN_HASH,
+    REFERENCE_POINT,
+    SEARCH,
+    Study,
+    read_frozen,
+)
 from dse.study_file import StudyFileError, StudySettings, settings_diff
 from evaluators.screening import FrontContext
 
@@ -59,10 +67,19 @@ def freeze(settings: StudySettings, folder: Path) -> None:
     (folder / FROZEN_HASH).write_text(settings.sha256() + "\n")
 
 
+def make_space(settings: StudySettings) -> Space:
+    """The search space a study file's ``space`` section describes."""
+    space = settings.space
+    if space.type == "xpat":
+        return ChoiceSpace(space.choices())
+    return AppAxOSubspace(space.free, space.fixed)
+
+
 def build_evaluator(settings: StudySettings, log: Log):
-    """The AppAxO candidate evaluator described by the study settings."""
+    """The candidate evaluator described by the study settings: AppAxO configurations, or
+    generator runs for an ``xpat`` space."""
     from circuits.characterize import FlowSettings
-    from evaluators.candidate import build_appaxo_evaluator
+    from evaluators.candidate import AppAxOEvaluator, build_evaluator
     from evaluators.network import TrainingSettings
     from evaluators.screening import Screening
 
@@ -73,17 +90,26 @@ def build_evaluator(settings: StudySettings, log: Log):
         calibration_size=settings.quantization.calibration_size,
     )
     asic = None
-    if settings.needs_asic:
+    xpat = settings.space.type == "xpat"
+    if settings.needs_asic or xpat:  # generators synthesize: every xpat study runs the flow
         h = settings.hardware
         flow = FlowSettings(liberty=h.liberty, clock_period_ns=h.clock_period_ns,
                             vectors=h.vectors, seed=settings.seed, timeout_s=h.timeout_s)
         asic = (flow, h.power)
+    common = dict(dataset=d.name, dataset_path=d.path, download=d.download, test_size=d.test_size,
+                  training=training, reuse_network=m.reuse_checkpoint,
+                  kernel=settings.evaluation.kernel, device=settings.evaluation.device,
+                  asic=asic, seed=settings.seed, log=log)
+    if xpat:
+        from evaluators.generated import XpatEvaluator, XpatTrials
+
+        fixed = settings.space.model_dump(include={"steps", "attempts", "solver_timeout_s",
+                                                   "time_limit_s"})
+        trials = XpatTrials(make_space(settings), fixed, settings.space.signed)
+        return build_evaluator(XpatEvaluator, **common, trials=trials)
     screen = settings.evaluation.screening
-    return build_appaxo_evaluator(
-        dataset=d.name, dataset_path=d.path, download=d.download, test_size=d.test_size,
-        training=training, reuse_network=m.reuse_checkpoint, kernel=settings.evaluation.kernel,
-        device=settings.evaluation.device,
-        asic=asic, seed=settings.seed, log=log,
+    return build_evaluator(
+        AppAxOEvaluator, **common,
         screening=Screening(screen.images, screen.confidence, settings.seed) if screen else None,
     )
 
@@ -122,8 +148,8 @@ class StudyRunner:
         self.log = log
         self.progress = progress
         self.constraints = self.settings.parsed_constraints
-        space = AppAxOSubspace(self.settings.space.free, self.settings.space.fixed)
-        self.strategy = make_strategy(self.settings.strategy.model_dump(), space,
+        self.space = make_space(self.settings)
+        self.strategy = make_strategy(self.settings.strategy.model_dump(), self.space,
                                       study.directions, len(self.constraints), self.settings.seed)
         self.baseline: dict | None = None
         self._replay()
@@ -141,8 +167,11 @@ class StudyRunner:
                 values = tuple(t.values) if t.values is not None else None
                 self.strategy.tell(proposal, Evaluation(values, tuple(attrs.get("constraint_values", ()))))
 
-    def _store(self, outcome: Outcome) -> Evaluation:
-        """Store a finished evaluation at once; a failure becomes a failed trial."""
+    def _store(self, outcome: Outcome) -> tuple[Evaluation, list[Evaluation]]:
+        """Store a finished evaluation at once; a failure becomes a failed trial. A trial that
+        yielded several design points (a generator run) stores each other point as a trial of
+        role ``design_point`` linked to it by ``parent_proposal_index``; their evaluations come
+        back second (they join the front, the strategy is told only the trial)."""
         proposal, role = outcome.proposal, outcome.role
         attrs = {"role": role, "strategy": self.strategy.name, "proposal_index": proposal.index,
                  "attempts": outcome.attempts, **outcome.info}
@@ -152,19 +181,27 @@ class StudyRunner:
             attrs.update(error=outcome.error, traceback=outcome.traceback)
             self.study.store.add(proposal.config, None, attrs, outcome.started)
             self.log(f"evaluation of configuration {proposal.config} failed: {outcome.error}")
-            return Evaluation(None)
+            return Evaluation(None), []
         metrics = dict(outcome.metrics)
-        self.evaluator.remember(metrics)
-        baseline = self.baseline or metrics  # the exact multiplier is evaluated first
-        metrics["accuracy_drop"] = baseline["accuracy"] - metrics["accuracy"]
-        violations = tuple(c.violation(float(metrics[c.metric])) for c in self.constraints)
-        metrics["constraint_values"] = list(violations)
-        metrics["feasible"] = all(v <= 0 for v in violations)
-        values = tuple(float(metrics[k]) for k in self.study.objectives)
-        self.study.store.add(proposal.config, values, {**attrs, **metrics}, outcome.started,
-                             constraints=constraint_dict(violations))
+        points = metrics.pop("design_points", [])
+        evaluation = self._add(proposal.config, {**attrs, **metrics}, outcome.started)
         if role == BASELINE:
             self.baseline = metrics
+        linked = {"role": DESIGN_POINT, "strategy": self.strategy.name,
+                  "parent_proposal_index": proposal.index}
+        return evaluation, [self._add(proposal.config, {**linked, **point}, outcome.started)
+                            for point in points]
+
+    def _add(self, config: int, row: dict, started) -> Evaluation:
+        """Store one measured row with its accuracy drop, constraint values and feasibility."""
+        self.evaluator.remember(row)
+        baseline = self.baseline or row  # the exact multiplier is evaluated first
+        row["accuracy_drop"] = baseline["accuracy"] - row["accuracy"]
+        violations = tuple(c.violation(float(row[c.metric])) for c in self.constraints)
+        row["constraint_values"] = list(violations)
+        row["feasible"] = all(v <= 0 for v in violations)
+        values = tuple(float(row[k]) for k in self.study.objectives)
+        self.study.store.add(config, values, row, started, constraints=constraint_dict(violations))
         return Evaluation(values, violations)
 
     def _reference_point(self) -> dict[str, float]:
@@ -209,7 +246,7 @@ class StudyRunner:
         store = self.study.store
         executor = self.executor
         if self.baseline is None:
-            executor.submit(Proposal(EXACT, -1), BASELINE)
+            executor.submit(Proposal(self.space.exact, -1), BASELINE)
             self._store(executor.next_outcome())
             if self.baseline is None:
                 raise RuntimeError("the exact multiplier could not be evaluated; see the failed trial")
@@ -234,9 +271,11 @@ class StudyRunner:
                 if executor.in_flight == 0:
                     break
                 outcome = executor.next_outcome()
-                evaluation = self._store(outcome)
+                evaluation, points = self._store(outcome)
                 self.strategy.tell(outcome.proposal, evaluation)
                 full = outcome.metrics is None or outcome.metrics.get("fidelity") != "screened"
+                for point in points:
+                    tracker.add(point)
                 history.append(tracker.add(evaluation, full))
                 done += 1
                 new += 1
@@ -271,8 +310,7 @@ def run_study(
         executor.close()
         write_reports(study)
         front = study.pareto()
-        evaluator.export([int(c) for c in front["config"]] if not front.empty else [],
-                         folder / "pareto")
+        evaluator.export(front, folder / "pareto")
     return study
 
 

@@ -20,6 +20,8 @@ class AppAxOSubspace:
     free: int
     fixed: int
 
+    exact = (1 << APPAXO_BITS) - 1  # the configuration of the exact multiplier (all LUTs kept)
+
     @property
     def free_bits(self) -> tuple[int, ...]:
         """Positions (LSB = 0) of the free bits, lowest first."""
@@ -51,3 +53,63 @@ class AppAxOSubspace:
 
     def __contains__(self, config: int) -> bool:
         return config & ~self.free == self.fixed & ~self.free
+
+
+@dataclass(frozen=True)
+class ChoiceSpace:
+    """Named parameters, each choosing among a power-of-two number of values, packed into the
+    bits of one integer (the first parameter in the lowest bits).
+
+    Every integer in ``0 .. size - 1`` is a configuration and its own point, so the bit-based
+    strategies (grid, random, Sobol, NSGA-II's binary genome, optuna over bits) search it as
+    they search AppAxO bits. Used for generator parameters (the ``xpat`` space).
+    """
+
+    choices: tuple[tuple[str, tuple], ...]
+
+    exact = (1 << APPAXO_BITS) - 1  # outside every choice space: the exact circuit
+
+    def __post_init__(self) -> None:
+        for name, values in self.choices:
+            if not values or len(values) & (len(values) - 1):
+                raise ValueError(f"{name}: the number of values must be a power of two, got {len(values)}")
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(len(values).bit_length() - 1 for _, values in self.choices)
+
+    @property
+    def free_bits(self) -> tuple[int, ...]:
+        return tuple(range(sum(self.widths)))
+
+    @property
+    def size(self) -> int:
+        return 1 << len(self.free_bits)
+
+    def config(self, point: int) -> int:
+        if not 0 <= point < self.size:
+            raise ValueError(f"point {point} outside the space of {self.size} configurations")
+        return point
+
+    def point(self, config: int) -> int:
+        if config not in self:
+            raise ValueError(f"configuration {config} outside the space of {self.size}")
+        return config
+
+    def sample_points(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        return rng.integers(0, self.size, size=count, dtype=np.int64)
+
+    def __contains__(self, config: int) -> bool:
+        return 0 <= config < self.size
+
+    def values(self, config: int) -> dict:
+        """The parameter values a configuration stands for."""
+        self.point(config)
+        out, shift = {}, 0
+        for (name, values), width in zip(self.choices, self.widths):
+            out[name] = values[(config >> shift) & ((1 << width) - 1)]
+            shift += width
+        return out
+
+
+Space = AppAxOSubspace | ChoiceSpace

@@ -23,6 +23,7 @@ FROZEN = "study.yaml"
 FROZEN_HASH = "study.sha256"
 BASELINE = "baseline"
 SEARCH = "search"
+DESIGN_POINT = "design_point"  # a further circuit of a search trial's generator run
 REFERENCE_POINT = "reference_point"
 
 
@@ -101,23 +102,28 @@ class Study:
         if reference is None or done.empty:
             return pd.DataFrame(columns=["evaluations", "hypervolume"])
         ref = to_minimization(np.array([[reference[k] for k in self.objectives]]), self.directions)[0]
-        search = done[done["role"] == SEARCH].reset_index(drop=True)
-        ok = (search["state"] == "COMPLETE").to_numpy().copy()
-        if "feasible" in search:
-            ok &= search["feasible"].fillna(True).astype(bool).to_numpy()
-        if "fidelity" in search:
-            ok &= (search["fidelity"].fillna("full") != "screened").to_numpy()
-        points = to_minimization(search[self.objectives].to_numpy(dtype=float), self.directions)
+        # design points are stored right after their search trial and count with it
+        rows = done[done["role"].isin([SEARCH, DESIGN_POINT])].reset_index(drop=True)
+        ok = (rows["state"] == "COMPLETE").to_numpy().copy()
+        if "feasible" in rows:
+            ok &= rows["feasible"].fillna(True).astype(bool).to_numpy()
+        if "fidelity" in rows:
+            ok &= (rows["fidelity"].fillna("full") != "screened").to_numpy()
+        points = to_minimization(rows[self.objectives].to_numpy(dtype=float), self.directions)
         base = self.feasible()
         base = base[base["role"] == BASELINE]  # the exact multiplier starts every front
         front = to_minimization(base[self.objectives].to_numpy(dtype=float), self.directions)
-        rows = []
-        for n in range(len(search)):
+        history: list[tuple[int, float]] = []
+        for n, role in enumerate(rows["role"]):
             if ok[n]:
                 front = np.vstack([front, points[n]])
                 front = front[non_dominated(front, ["minimize"] * len(self.objectives))]
-            rows.append((n + 1, hypervolume(front, ref)))
-        return pd.DataFrame(rows, columns=["evaluations", "hypervolume"])
+            value = hypervolume(front, ref)
+            if role == SEARCH:
+                history.append((len(history) + 1, value))
+            elif history:
+                history[-1] = (history[-1][0], value)
+        return pd.DataFrame(history, columns=["evaluations", "hypervolume"])
 
     def search_trials_done(self) -> int:
         """Finished search trials (the budget counts these; the exact baseline is extra)."""

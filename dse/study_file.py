@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
@@ -124,6 +125,75 @@ class AppAxOSpace(_Section):
         if value == 0:
             raise ValueError("free has no bit set: there is nothing to search")
         return value
+
+
+def _power_of_two_list(value: list, field: str) -> list:
+    if not value or len(value) & (len(value) - 1):
+        raise ValueError(f"{field} must list 1, 2, 4, 8 or 16 ... values (the space is encoded "
+                         f"in bits), got {len(value)}")
+    if len(set(map(repr, value))) != len(value):
+        raise ValueError(f"{field} lists a value twice: {value}")
+    return value
+
+
+class Thresholds(_Section):
+    """Worst-case error thresholds: ``count`` values log-spaced from ``low`` to ``high``."""
+
+    low: Annotated[float, Field(ge=1)] = 16
+    high: Annotated[float, Field(ge=1)] = 1024
+    count: Annotated[int, Field(ge=1, le=64)] = 8
+
+    @model_validator(mode="after")
+    def _check(self) -> Thresholds:
+        if self.count & (self.count - 1):
+            raise ValueError(f"count must be 1, 2, 4, 8, 16, 32 or 64 (the space is encoded in "
+                             f"bits), got {self.count}")
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high:g}) must be >= low ({self.low:g})")
+        if len(self.values()) != self.count:
+            raise ValueError(f"{self.count} log-spaced integer thresholds from {self.low:g} to "
+                             f"{self.high:g} are not distinct; lower count or widen the range")
+        return self
+
+    def values(self) -> tuple[int, ...]:
+        return tuple(sorted({int(round(v)) for v in np.geomspace(self.low, self.high, self.count)}))
+
+
+class XpatSpace(_Section):
+    """Parameters of the built-in XPAT-style generator (``circuits.xpat``). A trial runs the
+    generator on the exact multiplier at one worst-case error threshold and stores every
+    circuit it accepts. Lists are the searched values (lengths 1, 2, 4, 8, ...); the others
+    are fixed for every trial."""
+
+    type: Literal["xpat"]
+    signed: bool = True
+    thresholds: Thresholds = Thresholds()
+    max_inputs: list[Annotated[int, Field(ge=1, le=12)]] = [6, 8]
+    max_outputs: list[Annotated[int, Field(ge=1, le=8)]] = [2, 3]
+    literals_per_product: list[Annotated[int, Field(ge=0, le=16)]] = [2, 3]
+    products: list[Annotated[int, Field(ge=0, le=16)]] = [1, 2]
+    shared: list[bool] = [False]
+    exact_zero: list[bool] = [False]
+    steps: Annotated[int, Field(ge=1, le=1000)] = 8
+    attempts: Annotated[int, Field(ge=1, le=1000)] = 6
+    solver_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    time_limit_s: Annotated[float, Field(gt=0)] = 300.0
+
+    @field_validator("max_inputs", "max_outputs", "literals_per_product", "products", "shared",
+                     "exact_zero")
+    @classmethod
+    def _lists(cls, value: list, info) -> list:
+        return _power_of_two_list(value, info.field_name)
+
+    def choices(self) -> tuple[tuple[str, tuple], ...]:
+        """The searched parameters and their values, in bit order."""
+        return (("threshold", self.thresholds.values()),
+                *((name, tuple(getattr(self, name))) for name in
+                  ("max_inputs", "max_outputs", "literals_per_product", "products", "shared",
+                   "exact_zero")))
+
+
+Space = Annotated[AppAxOSpace | XpatSpace, Field(discriminator="type")]
 
 
 class RandomStrategy(_Section):
@@ -348,7 +418,7 @@ class StudySettings(_Section):
     hardware: HardwareSettings = HardwareSettings()
     executor: ExecutorSettings = ExecutorSettings()
     storage: str | None = None  # null: a journal file in the study folder; or an RDB URL
-    space: AppAxOSpace
+    space: Space
     strategy: Strategy
     objectives: Annotated[list[Objective], Field(min_length=2, max_length=4)] = [
         Objective(metric="accuracy"),
@@ -391,6 +461,19 @@ class StudySettings(_Section):
             raise ValueError(f"objectives must be distinct metrics, got {metrics}")
         return value
 
+    @model_validator(mode="after")
+    def _xpat_metrics(self) -> StudySettings:
+        if isinstance(self.space, XpatSpace):
+            names = [o.metric for o in self.objectives] + [c.metric for c in self.parsed_constraints]
+            fpga = [m for m in names if m.startswith("fpga_") or m == "kept_luts"]
+            if fpga:
+                raise ValueError(f"{fpga[0]} is measured for AppAxO configurations only; an xpat "
+                                 "study uses area, power, delay, pdp and the error metrics")
+            if self.evaluation.screening is not None:
+                raise ValueError("evaluation.screening is for AppAxO spaces; an xpat trial scores "
+                                 "every circuit it generates in full")
+        return self
+
     @property
     def needs_asic(self) -> bool:
         """Whether an objective or a constraint comes from the ASIC flow."""
@@ -417,9 +500,19 @@ class StudySettings(_Section):
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _tags(union: Any) -> set[str]:
+    """The ``type`` values of a discriminated union of sections."""
+    members = union.__origin__.__args__ if hasattr(union, "__origin__") else ()
+    return {m.model_fields["type"].annotation.__args__[0] for m in members}
+
+
 def _format_error(source: str, err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
+    # a tagged union puts the tag in the path (space.xpat.max_inputs): say space.max_inputs
+    tags = {"space": _tags(Space), "strategy": _tags(Strategy)}
+    parts = [p for i, p in enumerate(first["loc"])
+             if not (i and p in tags.get(first["loc"][i - 1], ()))]
+    loc = ".".join(str(p) for p in parts)
     msg = first["msg"].removeprefix("Value error, ")
     kind = first["type"]
     if kind == "extra_forbidden":

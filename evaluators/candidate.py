@@ -1,4 +1,5 @@
-"""Turning one AppAxO configuration into measured metrics: network quality and hardware cost."""
+"""Turning one candidate into measured metrics: network quality and hardware cost (the shared
+scoring, and the AppAxO evaluator)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+import pandas as pd
 
 from circuits import appaxo
 from circuits.activity import OperandStream
@@ -44,9 +47,19 @@ ASIC_KEYS = ("area", "delay", "power_uniform", "power_workload", "power_vectorle
              "cells", "cost_model")
 
 
+def asic_metrics(mult: Multiplier, asic: AsicObjectives, cache: ResultCache | None) -> dict:
+    """The ASIC figures of a multiplier, ``power`` being the study's chosen power."""
+    result = characterize(mult, asic.flow, asic.workload, cache).metrics
+    out = {k: result.get(k) for k in ASIC_KEYS}
+    out["power"] = result[f"power_{asic.power}"]
+    out["pdp"] = out["power"] * result["delay"]
+    return out
+
+
 @dataclass
-class AppAxOEvaluator:
-    """Measures AppAxO configurations; network results are shared between identical tables.
+class ScoredEvaluator:
+    """What every candidate evaluator keeps resident: the quantized network it scores product
+    tables with, and the ASIC flow. Network results are shared between identical tables.
 
     ``network_cache`` maps a product-table hash to network metrics for this evaluator's
     fingerprint; the driver may pre-fill it from stored trials so replays cost nothing. ASIC
@@ -58,7 +71,6 @@ class AppAxOEvaluator:
     network_cache: dict[str, dict]
     asic: AsicObjectives | None = None
     asic_cache: ResultCache | None = None
-    screening: Screening | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -68,8 +80,14 @@ class AppAxOEvaluator:
         """Warm the cache with a stored result of ``evaluate`` (ignored if scored elsewhere)."""
         if metrics.get("fingerprint") == self.fingerprint and "table_sha256" in metrics \
                 and metrics.get("fidelity", "full") == "full":
-            self.network_cache.setdefault(
-                metrics["table_sha256"], {k: metrics[k] for k in METRICS})
+            self.network_cache.setdefault(metrics["table_sha256"], {k: metrics[k] for k in METRICS})
+
+    def score(self, table: ProductTable) -> dict:
+        """Network metrics of a product table (``cached``: scored before)."""
+        cached = table.sha256 in self.network_cache
+        if not cached:
+            self.network_cache[table.sha256] = self.network.evaluate(table)
+        return {**self.network_cache[table.sha256], "cached": cached, "fidelity": "full"}
 
     def save_artifacts(self, folder: Path) -> None:
         """Keep with the study the models it is scored with and the workload that drives power."""
@@ -79,12 +97,19 @@ class AppAxOEvaluator:
         if self.asic is not None:
             self.asic.workload.save(folder / "workload.npz")
 
-    def export(self, configs: list[int], folder: Path) -> None:
-        """Design files of ``configs`` (the Pareto-optimal ones): Verilog for ASIC flows, the
+
+@dataclass
+class AppAxOEvaluator(ScoredEvaluator):
+    """Measures AppAxO configurations."""
+
+    screening: Screening | None = None
+
+    def export(self, front: pd.DataFrame, folder: Path) -> None:
+        """Design files of the Pareto-optimal configurations: Verilog for ASIC flows, the
         Xilinx LUT6_2/CARRY4 form, and the product table (``.npy``). Replaces the folder."""
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        for config in configs:
+        for config in (int(c) for c in front.get("config", ())):
             name = f"appaxo_{config:09x}"
             (folder / f"{name}.v").write_text(appaxo.verilog(config, name))
             (folder / f"{name}_xc7.v").write_text(structural_verilog(config, f"{name}_xc7"))
@@ -106,15 +131,13 @@ class AppAxOEvaluator:
             "fingerprint": self.fingerprint,
         }
         if self.asic is not None:
-            metrics.update(self._asic_metrics(config))
+            metrics.update(asic_metrics(Multiplier.from_appaxo(config), self.asic, self.asic_cache))
         cached = table.sha256 in self.network_cache
         screened = None if cached else self._screen(table, metrics, front)
         if screened is not None:
             metrics.update(screened, cached=False, fidelity="screened")
         else:
-            if not cached:
-                self.network_cache[table.sha256] = self.network.evaluate(table)
-            metrics.update(self.network_cache[table.sha256], cached=cached, fidelity="full")
+            metrics.update(self.score(table))
         metrics["eval_seconds"] = time.perf_counter() - start
         return metrics
 
@@ -133,17 +156,12 @@ class AppAxOEvaluator:
             return None
         return {**subset, "accuracy_upper_bound": upper, "screen_images": len(rows)}
 
-    def _asic_metrics(self, config: int) -> dict:
-        asic = self.asic
-        result = characterize(Multiplier.from_appaxo(config), asic.flow, asic.workload,
-                              self.asic_cache).metrics
-        out = {k: result.get(k) for k in ASIC_KEYS}
-        out["power"] = result[f"power_{asic.power}"]
-        out["pdp"] = out["power"] * result["delay"]
-        return out
+
+E = TypeVar("E", bound=ScoredEvaluator)
 
 
-def build_appaxo_evaluator(
+def build_evaluator(
+    evaluator_type: type[E],
     *,
     dataset: str,
     dataset_path: str | None,
@@ -154,12 +172,13 @@ def build_appaxo_evaluator(
     kernel: str,
     device: str = "cpu",
     asic: tuple[FlowSettings, str] | None = None,
-    screening: Screening | None = None,
     seed: int = 0,
     log: Callable[[str], None] = print,
-) -> AppAxOEvaluator:
+    **options,
+) -> E:
     """Load the data, train or reuse the network, and keep it resident for many evaluations.
-    ``asic`` (flow settings, power kind) adds the ASIC flow, driven by the network's workload."""
+    ``asic`` (flow settings, power kind) adds the ASIC flow, driven by the network's workload;
+    ``options`` are the evaluator type's own fields."""
     if asic is not None:  # missing tools and libraries fail now, before any training or trial
         require("yosys")
         if asic[0].liberty:
@@ -179,11 +198,11 @@ def build_appaxo_evaluator(
     inputs = to_input(images)
     network = ApproxNetworkEvaluator(prepared.int8_onnx, inputs, labels, kernel, device)
     log(f"approximate inference: kernel {network.kernel} on {network.device}")
-    evaluator = AppAxOEvaluator(network, prepared, {}, screening=screening)
+    objectives = None
     if asic is not None:
         flow, power = asic
         workload = sample_workload(QGraph.from_onnx(prepared.int8_onnx), inputs, flow.vectors,
                                    seed=seed)
-        evaluator.asic = AsicObjectives(flow, power, workload)
-        evaluator.asic_cache = ResultCache()
-    return evaluator
+        objectives = AsicObjectives(flow, power, workload)
+    return evaluator_type(network, prepared, {}, objectives,
+                          ResultCache() if asic is not None else None, **options)

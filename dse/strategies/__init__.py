@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dse.space import AppAxOSubspace
+from dse.space import Space
 from dse.strategies.base import Evaluation, Proposal, Strategy
 from dse.strategies.bayes import BayesStrategy
 from dse.strategies.nsga2 import NSGA2Strategy
@@ -15,7 +15,7 @@ REGISTRY: dict[str, type[Strategy]] = {
 __all__ = ["REGISTRY", "Evaluation", "Proposal", "Strategy", "make_strategy"]
 
 
-def make_strategy(settings: dict, space: AppAxOSubspace, directions: list[str],
+def make_strategy(settings: dict, space: Space, directions: list[str],
                   n_constraints: int = 0, seed: int = 0) -> Strategy:
     """The strategy a study file's ``strategy`` section describes (its other keys are options)."""
     options = {k: v for k, v in settings.items() if k != "type"}

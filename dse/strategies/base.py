@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from dse.space import AppAxOSubspace
+from dse.space import Space
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Strategy(ABC):
 
     name: str
 
-    def __init__(self, space: AppAxOSubspace, directions: list[str], n_constraints: int, seed: int):
+    def __init__(self, space: Space, directions: list[str], n_constraints: int, seed: int):
         self.space = space
         self.directions = directions
         self.n_constraints = n_constraints

@@ -85,3 +85,21 @@ def test_bad_targets_are_one_line_errors(tmp_path, capsys, cache):
     assert main(["characterize", str(tmp_path / "adder.v"), "--no-fpga"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "adder.v: expected two 8-bit inputs" in err
+
+
+def test_generate_writes_the_chain_its_designs_and_plot(tmp_path, capsys, cache):
+    exact = tmp_path / "exact.v"
+    exact.write_text(EXACT)
+    out = tmp_path / "chain"
+    assert main(["generate", "xpat", "--output", str(out), "--thresholds", "8,40", "--steps", "2",
+                 "--attempts", "2", "--exact", str(exact), "--exact-zero"]) == 0
+    chain = pd.read_csv(out / "chain.csv")
+    assert len(chain) >= 2 and (chain["wce"] <= chain["threshold"]).all()
+    assert (out / "chain.png").stat().st_size > 10_000
+    for name in chain["name"]:
+        table = np.load(out / f"{name}.npy")
+        assert table[128].tolist() == [0] * 256  # --exact-zero: a zero activation gives 0
+        assert f"module {name} " in (out / f"{name}.v").read_text()
+    assert "wrote" in capsys.readouterr().out
+    assert main(["generate", "xpat", "--output", str(out), "--thresholds", "0"]) == 2
+    assert "--thresholds: expected comma-separated integers >= 1" in capsys.readouterr().err
