@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python bench/bench_characterize.py
 	$(BIN)/python bench/bench_executors.py
 	$(BIN)/python bench/bench_grid.py
+	$(BIN)/python bench/bench_xpat.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
