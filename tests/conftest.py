@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,9 @@ def mini_study(mnist_dir: Path, **changes) -> dict:
     for key, value in changes.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return data
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child that the test interrupts with SIGINT: a shell running the
+    tests in the background (``cmd &`` without job control) passes SIGINT on as ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

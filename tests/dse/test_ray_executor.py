@@ -19,7 +19,7 @@ from dse.cli import main
 from dse.loop import StudyRunner, build_evaluator, freeze, run_study
 from dse.study import Study
 from dse.study_file import parse_settings
-from tests.conftest import REPO, mini_study
+from tests.conftest import REPO, interruptible, mini_study
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dse[ray]')")
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers get the test evaluators
@@ -155,7 +155,8 @@ def test_ctrl_c_stops_the_workers_and_the_study_resumes(tmp_path, base, session_
     path.write_text(yaml.safe_dump(data))
     env = {**os.environ, "DSE_CACHE_DIR": str(session_cache)}
     proc = subprocess.Popen([sys.executable, "-m", "dse", "run", str(path), "-q"], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         try:

@@ -26,7 +26,7 @@ from dse.loop import StudyRunner, build_evaluator, run_study
 from dse.study import Study
 from dse.study_file import StudyFileError, parse_settings
 from evaluators.lenet import to_input
-from tests.conftest import REPO, mini_study, shared_path
+from tests.conftest import REPO, interruptible, mini_study, shared_path
 
 
 def study_data(folder, mnist_dir, **changes) -> dict:
@@ -171,7 +171,8 @@ def test_interrupted_study_resumes_to_the_same_result(tmp_path, mnist_dir, env, 
     path.write_text(yaml.safe_dump(data))
     run(study_data(tmp_path / "warm", mnist_dir, budget={"trials": 1}))  # network in the cache
     proc = subprocess.Popen([sys.executable, "-m", "dse", "run", str(path), "-q"], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     wait_for_trials(folder, 5, proc)
     proc.send_signal(how)
     _, err = proc.communicate(timeout=60)
