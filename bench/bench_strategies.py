@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from common import lenet_fpga_study, use_shared_data  # first: puts the repository on sys.path
 
-from dse.compare import common_reference
+from dse.comparison import common_reference
 from dse.loop import StudyRunner, build_evaluator, freeze
 from dse.pareto import to_minimization
 from dse.study import Study

@@ -17,10 +17,12 @@ __all__ = ["Study", "StudyFileError", "StudySettings", "compare", "load_study", 
            "run_study"]
 
 
+# the implementation lives in dse.comparison: a submodule named ``compare`` would replace this
+# function on the package as soon as it was imported
 def compare(studies, plot=None):
     """Compare the fronts of studies (``Study`` objects or folders): a table of hypervolume,
     IGD+ against the union front, coverage, front size and evaluations; optionally a plot."""
-    from dse.compare import compare as _compare
+    from dse.comparison import compare as _compare
 
     return _compare([s if isinstance(s, Study) else load_study(s) for s in studies], plot)
 

@@ -113,7 +113,7 @@ def cmd_characterize(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dse.compare import compare
+    from dse.comparison import compare
     from dse.study import load_study
 
     table = compare([load_study(f) for f in args.folders], plot=args.plot)

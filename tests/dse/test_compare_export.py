@@ -81,6 +81,20 @@ def test_compare_table_and_plot(studies, tmp_path, capsys):
     assert "at least two studies" in capsys.readouterr().err
 
 
+def test_compare_takes_the_same_objectives_in_any_order(studies, mnist_dir, tmp_path):
+    def study(name, objectives):
+        data = mini_study(mnist_dir, name=name, output=str(tmp_path / name), seed=2,
+                          dataset={"test_size": 300}, objectives=objectives, budget={"trials": 6})
+        return run_study(parse_settings(data), log=quiet, progress=False)
+
+    swapped = study("swapped", [{"metric": "fpga_luts"}, {"metric": "accuracy"}])
+    table = dse.compare([studies["rnd"], swapped])
+    assert (table["hypervolume"] > 0).all()
+    other = study("other", [{"metric": "accuracy"}, {"metric": "mae"}])
+    with pytest.raises(dse.StudyFileError, match="comparable only on the same objectives"):
+        dse.compare([studies["rnd"], other])
+
+
 def test_exports(studies, tmp_path, capsys):
     study = studies["rnd"]
     for fmt in ("csv", "parquet", "emgaxo"):

@@ -23,7 +23,9 @@ def _check_compatible(studies: list[Study]) -> None:
         raise StudyFileError("compare needs at least two studies")
     first = studies[0]
     for study in studies[1:]:
-        if (study.objectives, study.directions) != (first.objectives, first.directions):
+        # the same objectives and directions, in any order
+        if dict(zip(study.objectives, study.directions)) != \
+                dict(zip(first.objectives, first.directions)):
             raise StudyFileError(
                 f"{study.folder}: objectives {study.objectives} differ from "
                 f"{first.folder}'s {first.objectives}; fronts are comparable only on the same objectives")
