@@ -3,19 +3,26 @@ section, and a real study whose trials each store a chain of generated circuits.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+import dse
 from circuits.product_table import ProductTable
 from dse.loop import run_study
 from dse.space import ChoiceSpace
 from dse.strategies import Evaluation, make_strategy
 from dse.study import BASELINE, DESIGN_POINT, SEARCH
 from dse.study_file import StudyFileError, parse_settings
-from tests.conftest import mini_study
+from tests.conftest import REPO, mini_study
 
 XPAT = {"type": "xpat", "thresholds": {"low": 16, "high": 256, "count": 4}, "steps": 3,
         "attempts": 3, "max_inputs": [6, 8], "max_outputs": [2, 3], "literals_per_product": [2],
@@ -25,7 +32,7 @@ XPAT = {"type": "xpat", "thresholds": {"low": 16, "high": 256, "count": 4}, "ste
 def _xpat_study(mnist_dir: Path, tmp_path: Path, **changes) -> dict:
     data = mini_study(mnist_dir, name="xpat_mini", output=str(tmp_path / "xpat_mini"),
                       objectives=[{"metric": "accuracy"}, {"metric": "area"}],
-                      budget={"trials": 3}, **changes)
+                      **{"budget": {"trials": 3}, **changes})
     data["space"] = XPAT
     return data
 
@@ -108,3 +115,37 @@ def test_an_xpat_study_stores_every_generated_circuit_linked_to_its_trial(mnist_
     assert "verilog" not in (study.folder / "trials.csv").read_text().splitlines()[0]
     again = run_study(settings, log=lambda s: None, progress=False)  # the budget is spent
     assert len(again.trials) == len(trials)
+
+
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="Yosys is not installed (make setup)")
+def test_a_killed_xpat_study_resumes_with_every_chain_whole(mnist_dir, tmp_path, session_cache):
+    data = _xpat_study(mnist_dir, tmp_path, strategy={"type": "nsga2", "population": 4},
+                       budget={"trials": 5})
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    folder = Path(data["output"])
+    env = {**os.environ, "DSE_CACHE_DIR": str(session_cache)}
+    proc = subprocess.Popen([sys.executable, "-m", "dse", "run", str(path), "-q"], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if dse.load_study(folder).search_trials_done() >= 2:
+                break
+        except Exception:  # not started yet, or the journal mid-write
+            pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert 2 <= dse.load_study(folder).search_trials_done() < 5
+    resumed = subprocess.run([sys.executable, "-m", "dse", "resume", str(folder), "-q"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = dse.load_study(folder).trials
+    search = trials[trials["role"] == SEARCH]
+    points = trials[trials["role"] == DESIGN_POINT]
+    assert len(search) == 5 and search["proposal_index"].tolist() == list(range(5))
+    assert not points.duplicated(["parent_proposal_index", "design"]).any()
+    per_trial = points.groupby("parent_proposal_index").size()
+    for _, row in search.iterrows():
+        assert per_trial.get(row["proposal_index"], 0) == row["chain_length"] - 1
