@@ -235,6 +235,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         chain = generate_cached(generator, exact, settings, cache, progress)
     finally:
         bar.close()
+    if not args.no_fpga:
+        from circuits.catalogue import fpga_cost
+
+        for point in tqdm(chain, desc="FPGA cost (synth_xilinx)", unit="circuit"):
+            point.metrics.update(fpga_cost(point.multiplier(), settings.timeout_s, cache))
     folder = Path(args.output)
     csv = write_chain(chain, folder)
     rows = [p.row() for p in chain]
@@ -324,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--steps", type=int, default=8, help="accepted circuits per threshold (xpat)")
     gen.add_argument("--attempts", type=int, default=6, help="subgraphs tried per step (xpat)")
     gen.add_argument("--time-limit", type=float, default=600.0, help="seconds for the whole run")
+    gen.add_argument("--no-fpga", action="store_true", help="skip the FPGA cost (synth_xilinx)")
     gen.add_argument("--baselines", action="store_true",
                      help="also characterize the truncated and broken-array baselines and plot them")
     gen.set_defaults(func=cmd_generate)

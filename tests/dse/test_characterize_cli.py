@@ -95,6 +95,7 @@ def test_generate_writes_the_chain_its_designs_and_plot(tmp_path, capsys, cache)
                  "--attempts", "2", "--exact", str(exact), "--exact-zero"]) == 0
     chain = pd.read_csv(out / "chain.csv")
     assert len(chain) >= 2 and (chain["wce"] <= chain["threshold"]).all()
+    assert (chain["fpga_luts"] > 20).all() and (chain["fpga_source"] == "yosys synth_xilinx").all()
     assert (out / "chain.png").stat().st_size > 10_000
     for name in chain["name"]:
         table = np.load(out / f"{name}.npy")
