@@ -156,8 +156,11 @@ class StudyRunner:
 
     def _replay(self) -> None:
         """Tell the strategy every stored search trial and warm the evaluation cache."""
+        self._stored_points: set[tuple] = set()
         for t in self.study.store.trials():
             attrs = t.user_attrs
+            if attrs.get("role") == DESIGN_POINT:
+                self._stored_points.add((attrs["parent_proposal_index"], attrs["design"]))
             if t.values is not None:
                 self.evaluator.remember(attrs)
             if attrs.get("role") == BASELINE and t.values is not None:
@@ -169,9 +172,11 @@ class StudyRunner:
 
     def _store(self, outcome: Outcome) -> tuple[Evaluation, list[Evaluation]]:
         """Store a finished evaluation at once; a failure becomes a failed trial. A trial that
-        yielded several design points (a generator run) stores each other point as a trial of
-        role ``design_point`` linked to it by ``parent_proposal_index``; their evaluations come
-        back second (they join the front, the strategy is told only the trial)."""
+        yielded several design points (a generator run) stores each other point first, as a
+        trial of role ``design_point`` linked to it by ``parent_proposal_index``, then itself:
+        a run killed in between re-evaluates the trial on resume (from the caches) and stores
+        only the points still missing. The points' evaluations come back second (they join the
+        front; the strategy is told only the trial)."""
         proposal, role = outcome.proposal, outcome.role
         attrs = {"role": role, "strategy": self.strategy.name, "proposal_index": proposal.index,
                  "attempts": outcome.attempts, **outcome.info}
@@ -183,14 +188,18 @@ class StudyRunner:
             self.log(f"evaluation of configuration {proposal.config} failed: {outcome.error}")
             return Evaluation(None), []
         metrics = dict(outcome.metrics)
-        points = metrics.pop("design_points", [])
+        linked = {"role": DESIGN_POINT, "strategy": self.strategy.name,
+                  "parent_proposal_index": proposal.index}
+        points = []
+        for point in metrics.pop("design_points", []):
+            key = (proposal.index, point["design"])
+            if key not in self._stored_points:
+                points.append(self._add(proposal.config, {**linked, **point}, outcome.started))
+                self._stored_points.add(key)
         evaluation = self._add(proposal.config, {**attrs, **metrics}, outcome.started)
         if role == BASELINE:
             self.baseline = metrics
-        linked = {"role": DESIGN_POINT, "strategy": self.strategy.name,
-                  "parent_proposal_index": proposal.index}
-        return evaluation, [self._add(proposal.config, {**linked, **point}, outcome.started)
-                            for point in points]
+        return evaluation, points
 
     def _add(self, config: int, row: dict, started) -> Evaluation:
         """Store one measured row with its accuracy drop, constraint values and feasibility."""
@@ -284,6 +293,9 @@ class StudyRunner:
                 store.set("elapsed_s", elapsed + time.monotonic() - start)
         finally:
             bar.close()
+            # the time this run spent, up to the moment it decided to stop (so a resumed
+            # study sees a time limit as reached exactly when this run did)
+            store.set("elapsed_s", elapsed + time.monotonic() - start)
         if stop:
             self.log(stop)
         elif exhausted:

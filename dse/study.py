@@ -102,7 +102,7 @@ class Study:
         if reference is None or done.empty:
             return pd.DataFrame(columns=["evaluations", "hypervolume"])
         ref = to_minimization(np.array([[reference[k] for k in self.objectives]]), self.directions)[0]
-        # design points are stored right after their search trial and count with it
+        # a trial's design points are stored just before it and count with it
         rows = done[done["role"].isin([SEARCH, DESIGN_POINT])].reset_index(drop=True)
         ok = (rows["state"] == "COMPLETE").to_numpy().copy()
         if "feasible" in rows:
@@ -118,11 +118,8 @@ class Study:
             if ok[n]:
                 front = np.vstack([front, points[n]])
                 front = front[non_dominated(front, ["minimize"] * len(self.objectives))]
-            value = hypervolume(front, ref)
             if role == SEARCH:
-                history.append((len(history) + 1, value))
-            elif history:
-                history[-1] = (history[-1][0], value)
+                history.append((len(history) + 1, hypervolume(front, ref)))
         return pd.DataFrame(history, columns=["evaluations", "hypervolume"])
 
     def search_trials_done(self) -> int:
