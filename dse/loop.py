@@ -105,7 +105,8 @@ def build_evaluator(settings: StudySettings, log: Log):
 
         fixed = settings.space.model_dump(include={"steps", "attempts", "solver_timeout_s",
                                                    "time_limit_s"})
-        trials = XpatTrials(make_space(settings), fixed, settings.space.signed)
+        trials = XpatTrials(make_space(settings), fixed, settings.space.signed,
+                            fpga=settings.needs_fpga_synthesis)
         return build_evaluator(XpatEvaluator, **common, trials=trials)
     screen = settings.evaluation.screening
     return build_evaluator(

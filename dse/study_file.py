@@ -465,14 +465,21 @@ class StudySettings(_Section):
     def _xpat_metrics(self) -> StudySettings:
         if isinstance(self.space, XpatSpace):
             names = [o.metric for o in self.objectives] + [c.metric for c in self.parsed_constraints]
-            fpga = [m for m in names if m.startswith("fpga_") or m == "kept_luts"]
-            if fpga:
-                raise ValueError(f"{fpga[0]} is measured for AppAxO configurations only; an xpat "
-                                 "study uses area, power, delay, pdp and the error metrics")
+            model_only = [m for m in names if m in ("fpga_delay", "fpga_power", "kept_luts")]
+            if model_only:
+                raise ValueError(f"{model_only[0]} comes from the AppAxO model only; an xpat "
+                                 "study uses area, power, delay, pdp, fpga_luts, fpga_carry4 "
+                                 "(Yosys synth_xilinx) and the error metrics")
             if self.evaluation.screening is not None:
                 raise ValueError("evaluation.screening is for AppAxO spaces; an xpat trial scores "
                                  "every circuit it generates in full")
         return self
+
+    @property
+    def needs_fpga_synthesis(self) -> bool:
+        """Whether an xpat study's objectives or constraints need Yosys ``synth_xilinx``."""
+        metrics = [o.metric for o in self.objectives] + [c.metric for c in self.parsed_constraints]
+        return any(m in ("fpga_luts", "fpga_carry4") for m in metrics)
 
     @property
     def needs_asic(self) -> bool:

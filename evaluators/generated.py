@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from circuits.baselines import truncated
+from circuits.catalogue import fpga_cost
 from circuits.characterize import characterize
 from circuits.error_metrics import error_metrics
 from circuits.generation import ExactCircuit, generate_cached
@@ -39,6 +40,7 @@ class XpatTrials:
     space: ChoiceSpace
     fixed: dict
     signed: bool = True
+    fpga: bool = False  # also FPGA LUTs and CARRY4 (Yosys synth_xilinx) of every circuit
 
 
 @dataclass
@@ -82,10 +84,12 @@ class XpatEvaluator(ScoredEvaluator):
                mult: Multiplier, table: ProductTable) -> dict:
         """One circuit's row: the design, its error metrics, the study's ASIC figures (under its
         workload) and the network metrics."""
+        fpga = fpga_cost(mult, self.asic.flow.timeout_s, self.asic_cache) if self.trials.fpga \
+            else {}
         return {"design": design, "generator": generator, "step": step, "threshold": threshold,
                 "chain_seconds": seconds, "signed": table.signed, "table_sha256": table.sha256,
                 "fingerprint": self.fingerprint, **error_metrics(table),
-                **asic_metrics(mult, self.asic, self.asic_cache), **self.score(table),
+                **asic_metrics(mult, self.asic, self.asic_cache), **fpga, **self.score(table),
                 "verilog": mult.verilog}
 
     def export(self, front: pd.DataFrame, folder: Path) -> None:

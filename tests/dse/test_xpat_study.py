@@ -80,8 +80,9 @@ def test_xpat_space_errors_name_the_field(tmp_path):
     for space, message in cases.values():
         with pytest.raises(StudyFileError, match=message.replace("(", r"\(").replace(")", r"\)")):
             parse_settings({**base, "space": space}, "s.yaml")
-    with pytest.raises(StudyFileError, match="fpga_luts is measured for AppAxO configurations only"):
-        parse_settings({**base, "objectives": [{"metric": "accuracy"}, {"metric": "fpga_luts"}]})
+    with pytest.raises(StudyFileError, match="fpga_power comes from the AppAxO model only"):
+        parse_settings({**base, "objectives": [{"metric": "accuracy"}, {"metric": "fpga_power"}]})
+    assert parse_settings({**base, "constraints": ["fpga_luts <= 100"]}).needs_fpga_synthesis
     with pytest.raises(StudyFileError, match="screening is for AppAxO spaces"):
         parse_settings({**base, "evaluation": {"screening": {"images": 100}}})
 
@@ -90,9 +91,10 @@ def test_xpat_space_errors_name_the_field(tmp_path):
 def test_an_xpat_study_stores_every_generated_circuit_linked_to_its_trial(mnist_dir, tmp_path,
                                                                           session_cache, monkeypatch):
     monkeypatch.setenv("DSE_CACHE_DIR", str(session_cache))
-    settings = parse_settings(_xpat_study(mnist_dir, tmp_path))
+    settings = parse_settings(_xpat_study(mnist_dir, tmp_path, constraints=["fpga_luts <= 1000"]))
     study = run_study(settings, log=lambda s: None, progress=False)
     trials = study.trials
+    assert (trials["fpga_luts"] > 20).all() and trials["feasible"].all()  # synth_xilinx LUTs
     search = trials[trials["role"] == SEARCH]
     points = trials[trials["role"] == DESIGN_POINT]
     assert len(search) == 3 and (trials["role"] == BASELINE).sum() == 1
