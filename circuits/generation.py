@@ -28,6 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from circuits import baselines
+from circuits.activity import OperandStream
 from circuits.cache import ResultCache, key_of
 from circuits.characterize import FlowSettings, characterize, stored_table
 from circuits.liberty import load_liberty
@@ -119,12 +120,13 @@ class DesignPoint:
 
 
 def design_point(name: str, generator: str, verilog: str, signed: bool, *, threshold: float | None,
-                 step: int, started: float, flow: FlowSettings,
-                 cache: ResultCache | None = None) -> DesignPoint:
-    """Characterize a generated design (synthesis, simulated table, timing, power)."""
+                 step: int, started: float, flow: FlowSettings, cache: ResultCache | None = None,
+                 workload: OperandStream | None = None) -> DesignPoint:
+    """Characterize a generated design (synthesis, simulated table, timing, power; power under
+    ``workload`` too when one is given)."""
     seconds = time.monotonic() - started
     mult = Multiplier(name, verilog, name, signed, f"generated:{name}")
-    result = characterize(mult, flow, cache=cache)
+    result = characterize(mult, flow, workload, cache)
     return DesignPoint(name, generator, verilog, signed, threshold, step, seconds, result.table,
                        result.metrics)
 
@@ -134,15 +136,18 @@ CHAIN_FIELDS = ("name", "generator", "verilog", "signed", "threshold", "step", "
 
 
 def generate_cached(generator: Generator, exact: ExactCircuit, flow: FlowSettings,
-                    cache: ResultCache, on_point: OnPoint | None = None) -> list[DesignPoint]:
+                    cache: ResultCache, on_point: OnPoint | None = None,
+                    workload: OperandStream | None = None) -> list[DesignPoint]:
     """``generator.generate``, or the chain an identical run stored: keyed by the exact
-    circuit, the generator's name, version and parameters, the flow and the tool versions."""
+    circuit, the generator's name, version and parameters, the flow, the workload and the tool
+    versions."""
     key = key_of({
         "generator": generator.name, "version": generator.version, "params": generator.params(),
         "exact": exact.sha256,
         "flow": {k: v for k, v in asdict(flow).items() if k != "timeout_s"},
         "liberty": load_liberty(flow.liberty).sha256 if flow.liberty else None,
         "yosys": tool_version("yosys"), "sta": tool_version("sta") if flow.liberty else None,
+        "workload": workload.sha256 if workload is not None else None,
     })
     if (hit := cache.get(key)) is not None:
         points = [DesignPoint(**{k: row[k] for k in CHAIN_FIELDS},
@@ -152,7 +157,7 @@ def generate_cached(generator: Generator, exact: ExactCircuit, flow: FlowSetting
             if on_point:
                 on_point(point)
         return points
-    points = generator.generate(exact, flow, cache, on_point)
+    points = generator.generate(exact, flow, cache, on_point, workload)
     cache.put(key, {"chain": [{k: getattr(p, k) for k in CHAIN_FIELDS} for p in points]})
     return points
 
@@ -167,8 +172,10 @@ class Generator(Protocol):
         """The parameters that determine the chain (part of every cache key)."""
 
     def generate(self, exact: ExactCircuit, flow: FlowSettings, cache: ResultCache | None = None,
-                 on_point: OnPoint | None = None) -> list[DesignPoint]:
-        """The accepted design points, in the order they were accepted."""
+                 on_point: OnPoint | None = None, workload: OperandStream | None = None
+                 ) -> list[DesignPoint]:
+        """The accepted design points, in the order they were accepted, characterized under
+        ``flow`` (and ``workload``, when given, for workload power)."""
 
 
 @dataclass(frozen=True)
@@ -192,13 +199,14 @@ class BaselineGenerator:
         raise ValueError(f"baseline kind must be 'trunc' or 'bam', got {self.kind!r}")
 
     def generate(self, exact: ExactCircuit, flow: FlowSettings, cache: ResultCache | None = None,
-                 on_point: OnPoint | None = None) -> list[DesignPoint]:
+                 on_point: OnPoint | None = None, workload: OperandStream | None = None
+                 ) -> list[DesignPoint]:
         started = time.monotonic()
         p = self.params()
         array = baselines.truncated(self.k, exact.signed, self.compensate) if p["kind"] == "trunc" \
             else baselines.broken_array(self.hbl, self.vbl, exact.signed)
         point = design_point(array.name, self.name, array.verilog(), exact.signed, threshold=None,
-                             step=0, started=started, flow=flow, cache=cache)
+                             step=0, started=started, flow=flow, cache=cache, workload=workload)
         if not np.array_equal(point.table.values, array.table().values):
             raise RuntimeError(f"{array.name}: the synthesized netlist does not compute the model")
         if on_point:

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from circuits.activity import OperandStream
 from circuits.cache import ResultCache
 from circuits.characterize import FlowSettings
 from circuits.generation import DesignPoint, ExactCircuit, OnPoint, design_point, wrap_signed
@@ -472,8 +473,8 @@ def _module_name(text: str) -> str:
 
 
 def harvest_points(candidates: Iterable[Harvested], exact: ExactCircuit, generator: str,
-                   flow: FlowSettings, cache: ResultCache | None, started: float
-                   ) -> list[DesignPoint]:
+                   flow: FlowSettings, cache: ResultCache | None, started: float,
+                   workload: OperandStream | None = None) -> list[DesignPoint]:
     """Characterize harvested circuits with our flow; keep those whose measured worst-case
     error is within the threshold they were generated for (the others are rejected with a
     warning), ordered by that error (then larger area first) and numbered 1, 2, ..."""
@@ -487,7 +488,7 @@ def harvest_points(candidates: Iterable[Harvested], exact: ExactCircuit, generat
             point = design_point(name, generator, wrap_signed(core, f"{name}_core", name,
                                                               exact.signed),
                                  exact.signed, threshold=cand.threshold, step=0, started=started,
-                                 flow=flow, cache=cache)
+                                 flow=flow, cache=cache, workload=workload)
         except (ValueError, ToolError) as err:
             log.warning("%s: rejected, it cannot be characterized: %s", cand.file, err)
             failures.append(err)
@@ -530,8 +531,8 @@ class SubxpatGenerator:
                 "subxpat_revision": subxpat_revision(Path(home)) if home else None}
 
     def generate(self, exact: ExactCircuit, flow: FlowSettings,
-                 cache: ResultCache | None = None, on_point: OnPoint | None = None
-                 ) -> list[DesignPoint]:
+                 cache: ResultCache | None = None, on_point: OnPoint | None = None,
+                 workload: OperandStream | None = None) -> list[DesignPoint]:
         """Run one job per threshold, then characterize what they wrote (``on_point`` is called
         for each point once the chain is ordered)."""
         started = time.monotonic()
@@ -548,7 +549,7 @@ class SubxpatGenerator:
         candidates: list[Harvested] = []
         for threshold in sorted(set(self.config.thresholds)):
             candidates += self._job(home, python, env, benchmark, threshold)
-        points = harvest_points(candidates, exact, self.name, flow, cache, started)
+        points = harvest_points(candidates, exact, self.name, flow, cache, started, workload)
         for point in points:
             log.info("%s: threshold %d, WCE %g, area %g", point.name, point.threshold,
                      point.metrics["wce"], point.metrics["area"])

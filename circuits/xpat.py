@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from circuits.activity import OperandStream
 from circuits.cache import ResultCache
 from circuits.characterize import FlowSettings
 from circuits.generation import DesignPoint, ExactCircuit, OnPoint, design_point, wrap_signed
@@ -112,8 +113,8 @@ class XpatGenerator:
         return {**asdict(self.config), "prefix": self.prefix}
 
     def generate(self, exact: ExactCircuit, flow: FlowSettings,
-                 cache: ResultCache | None = None, on_point: OnPoint | None = None
-                 ) -> list[DesignPoint]:
+                 cache: ResultCache | None = None, on_point: OnPoint | None = None,
+                 workload: OperandStream | None = None) -> list[DesignPoint]:
         started = time.monotonic()
         deadline = started + self.config.time_limit_s
         liberty = load_liberty(flow.liberty) if flow.liberty else None
@@ -148,7 +149,7 @@ class XpatGenerator:
                 point = design_point(name, self.name, wrap_signed(current.verilog, core, name,
                                                                   exact.signed),
                                      exact.signed, threshold=threshold, step=step,
-                                     started=started, flow=flow, cache=cache)
+                                     started=started, flow=flow, cache=cache, workload=workload)
                 point.metrics["synthesis_area"] = current.area
                 log.info("%s: threshold %d, WCE %g, area %g", name, threshold,
                          point.metrics["wce"], point.metrics["area"])

@@ -153,11 +153,11 @@ class StudyRunner:
         self.strategy = make_strategy(self.settings.strategy.model_dump(), self.space,
                                       study.directions, len(self.constraints), self.settings.seed)
         self.baseline: dict | None = None
+        self._stored_points: set[tuple] = set()  # (parent_proposal_index, design) in the store
         self._replay()
 
     def _replay(self) -> None:
         """Tell the strategy every stored search trial and warm the evaluation cache."""
-        self._stored_points: set[tuple] = set()
         for t in self.study.store.trials():
             attrs = t.user_attrs
             if attrs.get("role") == DESIGN_POINT:

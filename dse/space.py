@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from circuits.appaxo import EXACT
 from circuits.appaxo import N_BITS as APPAXO_BITS
 
 
@@ -20,7 +21,7 @@ class AppAxOSubspace:
     free: int
     fixed: int
 
-    exact = (1 << APPAXO_BITS) - 1  # the configuration of the exact multiplier (all LUTs kept)
+    exact = EXACT  # the configuration of the exact multiplier (all LUTs kept)
 
     @property
     def free_bits(self) -> tuple[int, ...]:
@@ -67,7 +68,7 @@ class ChoiceSpace:
 
     choices: tuple[tuple[str, tuple], ...]
 
-    exact = (1 << APPAXO_BITS) - 1  # outside every choice space: the exact circuit
+    exact = EXACT  # outside every choice space (at most 36 bits): the exact circuit
 
     def __post_init__(self) -> None:
         for name, values in self.choices:

@@ -67,7 +67,9 @@ class XpatEvaluator(ScoredEvaluator):
         exact = ExactCircuit.multiplier(self.trials.signed)
         chain, params = [], {}
         if config != self.trials.space.exact:
-            chain = generate_cached(self.generator(config), exact, self.asic.flow, self.asic_cache)
+            # characterized under the study's workload, so asic_metrics below reads the cache
+            chain = generate_cached(self.generator(config), exact, self.asic.flow, self.asic_cache,
+                                    workload=self.asic.workload)
             params = self.trials.space.values(config)
         rows = [self._point(p.name, p.generator, p.step, p.threshold, p.seconds,
                             p.multiplier(), p.table) for p in chain]
