@@ -10,11 +10,30 @@
 
 from __future__ import annotations
 
+import re
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
 from dse.study import Study, load_study
 from dse.study_file import StudyFileError, StudySettings, load_study_file
 
-__all__ = ["Study", "StudyFileError", "StudySettings", "compare", "load_study", "load_study_file",
-           "run_study"]
+__all__ = ["Study", "StudyFileError", "StudySettings", "__version__", "compare", "load_study",
+           "load_study_file", "run_study"]
+
+
+def _version() -> str:
+    """The installed package's version; a source tree run without installing it has no
+    package metadata, so its pyproject.toml says."""
+    try:
+        return version("dse")
+    except PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        found = re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.M) \
+            if pyproject.is_file() else None
+        return found.group(1) if found else "unknown"
+
+
+__version__ = _version()
 
 
 # the implementation lives in dse.comparison: a submodule named ``compare`` would replace this

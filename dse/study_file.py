@@ -2,13 +2,18 @@
 
 Every section forbids unknown keys, so a typo is an error rather than a silently ignored
 setting. ``load_study_file`` returns validated settings or raises ``StudyFileError`` whose
-message is one line naming the file, the field and what is expected.
+message has one line per problem, each naming the file, the field and what is expected.
+
+The file itself is read defensively, since a study file may come from anyone: UTF-8 text only,
+at most ``MAX_STUDY_FILE_BYTES``, no duplicate or non-string keys, no YAML aliases (so no alias
+bombs), bounded nesting, and every number finite and in range.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -43,15 +48,24 @@ METRIC_DIRECTIONS = {
     "pdp": "minimize",
 }
 ASIC_METRICS = ("area", "power", "delay", "pdp")
+ZERO_AT_EXACT = ("mae", "mred", "wce", "error_probability")  # 0 for the exact multiplier
 KNOWN_LIBERTY = ("nangate45", "sky130hd")
+MAX_STUDY_FILE_BYTES = 1 << 20
+MAX_NESTING = 32
+# the longest duration any setting accepts (about three years): far below what timers and
+# Ray accept, so no timeout can overflow them
+MAX_SECONDS = 1e8
+
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 
 
 class StudyFileError(ValueError):
-    """A study file that cannot be used; the message is one line for the user."""
+    """A study file that cannot be used; the message is one line per problem for the user."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities would pass every bound check (and make the hypervolume 0)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DatasetSettings(_Section):
@@ -139,8 +153,8 @@ def _power_of_two_list(value: list, field: str) -> list:
 class Thresholds(_Section):
     """Worst-case error thresholds: ``count`` values log-spaced from ``low`` to ``high``."""
 
-    low: Annotated[float, Field(ge=1)] = 16
-    high: Annotated[float, Field(ge=1)] = 1024
+    low: Annotated[float, Field(ge=1, le=1 << 20)] = 16
+    high: Annotated[float, Field(ge=1, le=1 << 20)] = 1024
     count: Annotated[int, Field(ge=1, le=64)] = 8
 
     @model_validator(mode="after")
@@ -176,8 +190,8 @@ class XpatSpace(_Section):
     exact_zero: list[bool] = [False]
     steps: Annotated[int, Field(ge=1, le=1000)] = 8
     attempts: Annotated[int, Field(ge=1, le=1000)] = 6
-    solver_timeout_s: Annotated[float, Field(gt=0)] = 2.0
-    time_limit_s: Annotated[float, Field(gt=0)] = 300.0
+    solver_timeout_s: Seconds = 2.0
+    time_limit_s: Seconds = 300.0
 
     @field_validator("max_inputs", "max_outputs", "literals_per_product", "products", "shared",
                      "exact_zero")
@@ -214,7 +228,7 @@ class GridStrategy(_Section):
     (``configs`` inline, or ``file``: one per line, integer or 36-character bit string)."""
 
     type: Literal["grid"]
-    start: Annotated[int, Field(ge=0)] = 0
+    start: Annotated[int, Field(ge=0, lt=1 << APPAXO_BITS)] = 0
     configs: list[int] | None = None
     # read into ``configs`` at validation, so the frozen study records the list itself
     file: str | None = Field(default=None, exclude=True)
@@ -236,7 +250,11 @@ class GridStrategy(_Section):
             path = Path(os.path.expanduser(self.file))
             if not path.is_file():
                 raise ValueError(f"file {self.file!r} does not exist (expected one configuration per line)")
-            lines = [ln.split("#")[0].strip() for ln in path.read_text().splitlines()]
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"file {self.file!r} is not UTF-8 text") from None
+            lines = [ln.split("#")[0].strip() for ln in text.splitlines()]
             values = [v for v in lines if v]
             if not values:
                 raise ValueError(f"file {self.file!r} lists no configuration")
@@ -257,7 +275,7 @@ class NSGA2Strategy(_Section):
 
     type: Literal["nsga2"]
     population: Annotated[int, Field(ge=4, le=10000)] = 40
-    generations: Annotated[int, Field(ge=1)] | None = None
+    generations: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     crossover: Literal["two_point", "uniform"] = "two_point"
     mutation_rate: Annotated[float, Field(gt=0, le=1)] | None = None
 
@@ -286,7 +304,7 @@ CONSTRAINT_METRICS = (
 class Constraint(BaseModel):
     """``metric <= value`` or ``metric >= value`` (written as one string in the study file)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
     metric: str
     op: Literal["<=", ">="]
     bound: float
@@ -311,6 +329,8 @@ def _parse_constraint(text: Any) -> Constraint:
         value = float(bound)
     except ValueError:
         raise ValueError(f"constraint {text!r}: {bound!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"constraint {text!r}: {bound!r} is not a finite number")
     return Constraint(metric=metric, op="<=" if op in ("<=", "<") else ">=", bound=value)
 
 
@@ -331,7 +351,7 @@ class Stagnation(_Section):
     """Stop when the hypervolume grew by at most ``tolerance`` (relative) over the last
     ``window`` trials."""
 
-    window: Annotated[int, Field(ge=2)]
+    window: Annotated[int, Field(ge=2, le=1_000_000_000)]
     tolerance: Annotated[float, Field(ge=0)] = 0.0
 
 
@@ -339,8 +359,8 @@ class Budget(_Section):
     """When the study stops: total trials over the whole study (every run and resume together),
     optionally a total wall time and hypervolume stagnation."""
 
-    trials: Annotated[int, Field(ge=1)]
-    time_limit_s: Annotated[float, Field(gt=0)] | None = None
+    trials: Annotated[int, Field(ge=1, le=1_000_000_000)]
+    time_limit_s: Seconds | None = None
     stagnation: Stagnation | None = None
 
 
@@ -356,7 +376,7 @@ class HardwareSettings(_Section):
     clock_period_ns: Annotated[float, Field(gt=0, le=1e6)] = 10.0
     power: Literal["workload", "uniform", "vectorless"] = "workload"
     vectors: Annotated[int, Field(ge=64, le=1 << 20)] = 8192
-    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    timeout_s: Seconds = 120.0
 
     @field_validator("liberty")
     @classmethod
@@ -397,11 +417,11 @@ class ExecutorSettings(_Section):
     type: Literal["serial", "ray"] = "serial"
     address: str | None = None  # null: a local Ray instance; auto; ray://host:port
     workers: Annotated[int, Field(ge=1, le=4096)] = 2
-    cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
-    gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
-    max_in_flight: Annotated[int, Field(ge=1)] | None = None  # default: one per worker
+    cpus_per_worker: Annotated[float, Field(gt=0, le=1024)] = 1.0
+    gpus_per_worker: Annotated[float, Field(ge=0, le=1024)] = 0.0
+    max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] | None = None  # default: one per worker
     max_retries: Annotated[int, Field(ge=0, le=100)] = 2
-    timeout_s: Annotated[float, Field(gt=0)] | None = None
+    timeout_s: Seconds | None = None
     temp_dir: str | None = None  # Ray's session folder; default: inside the study folder
 
 
@@ -425,7 +445,7 @@ class StudySettings(_Section):
         Objective(metric="fpga_luts"),
     ]
     constraints: list[str] = []
-    reference_point: dict[str, float] | None = None
+    reference_point: dict[str, float] | None = Field(default=None, validate_default=True)
     budget: Budget
 
     @field_validator("storage")
@@ -445,6 +465,12 @@ class StudySettings(_Section):
     @classmethod
     def _reference_names_objectives(cls, value: dict | None, info) -> dict | None:
         names = [o.metric for o in info.data.get("objectives", [])]
+        zero = [n for n in names if n in ZERO_AT_EXACT]
+        if value is None and zero:
+            raise ValueError(
+                f"required when an objective is an error metric ({zero[0]}): the exact "
+                "multiplier's error is 0, so the default (10% worse than the exact multiplier) "
+                f"leaves no room for any front; give one value for each of {names}")
         if value is not None and sorted(value) != sorted(names):
             raise ValueError(f"must give one value for each objective {names}, got {sorted(value)}")
         return value
@@ -513,53 +539,153 @@ def _tags(union: Any) -> set[str]:
     return {m.model_fields["type"].annotation.__args__[0] for m in members}
 
 
-def _format_error(source: str, err: ValidationError) -> str:
-    first = err.errors()[0]
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as the user wrote it, cut short: a 400-digit number is not worth 400 columns."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def _format_issue(source: str, issue: dict[str, Any]) -> str:
+    """One pydantic error as ``FILE: dotted.field: what is expected``."""
     # a tagged union puts the tag in the path (space.xpat.max_inputs): say space.max_inputs
     tags = {"space": _tags(Space), "strategy": _tags(Strategy)}
-    parts = [p for i, p in enumerate(first["loc"])
-             if not (i and p in tags.get(first["loc"][i - 1], ()))]
-    loc = ".".join(str(p) for p in parts)
-    msg = first["msg"].removeprefix("Value error, ")
-    kind = first["type"]
+    loc = issue["loc"]
+    parts = [p for i, p in enumerate(loc) if not (i and p in tags.get(loc[i - 1], ()))]
+    field = ".".join(str(p) for p in parts)
+    msg = issue["msg"].removeprefix("Value error, ")
+    kind = issue["type"]
     if kind == "extra_forbidden":
         msg = "unknown key (check the spelling; see the study file reference in the README)"
     elif kind == "missing":
         msg = "required field is missing"
-    elif "input" in first and kind not in ("value_error",) and not isinstance(first["input"], dict):
-        msg = f"{msg} (got {first['input']!r})"
-    more = len(err.errors()) - 1
-    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {loc or '<top level>'}: {msg}{suffix}"
+    elif "input" in issue and kind != "value_error" and not isinstance(issue["input"], dict):
+        msg = f"{msg} (got {_shown(issue['input'])})"
+    return f"{source}: {field or '<top level>'}: {msg}"
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    """Every validation error, one line each (in schema order, repeats dropped)."""
+    return "\n".join(dict.fromkeys(_format_issue(source, issue) for issue in err.errors()))
 
 
 def parse_settings(data: Any, source: str = "<study>") -> StudySettings:
     """Validate already-parsed study data."""
+    if data is None:
+        raise StudyFileError(f"{source}: the study file is empty (expected a mapping of study "
+                             "settings at the top level)")
     if not isinstance(data, dict):
-        raise StudyFileError(f"{source}: expected a mapping of study settings at the top level")
+        raise StudyFileError(f"{source}: expected a mapping of study settings at the top level, "
+                             f"got {_shown(data)}")
     try:
         return StudySettings.model_validate(data)
     except ValidationError as err:
-        raise StudyFileError(_format_error(source, err)) from None
+        raise StudyFileError(_format_errors(source, err)) from None
+
+
+class _Refused(yaml.YAMLError):
+    """YAML that parses but that a study file may not contain; the message names the line."""
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses what would silently change or blow up a study: duplicate
+    keys (YAML keeps the last), non-string keys, aliases and merge keys (alias bombs), deep
+    nesting, and integers too long for Python to convert."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(f"alias *{event.anchor} at line {event.start_mark.line + 1}: anchors "
+                           "and aliases are not allowed in a study file (write the value out)")
+        if self._depth >= MAX_NESTING:
+            raise _Refused(f"nested more than {MAX_NESTING} levels deep at line "
+                           f"{event.start_mark.line + 1}")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[str, int] = {}
+        for key_node, _ in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _Refused(f"merge key '<<' at line {line} is not allowed in a study file")
+            if key_node.tag != "tag:yaml.org,2002:str":
+                label = (f"key {_shown(self.construct_object(key_node))}"
+                         if isinstance(key_node, yaml.ScalarNode) else f"a {key_node.id} key")
+                raise _Refused(f"{label} at line {line} is not a string (field names are text)")
+            if key_node.value in first_line:
+                raise _Refused(f"duplicate key {key_node.value!r} at line {line} (first given "
+                               f"at line {first_line[key_node.value]})")
+            first_line[key_node.value] = line
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # past Python's int-string conversion limit (4300 digits)
+            raise _Refused(f"integer of {len(node.value)} digits at line "
+                           f"{node.start_mark.line + 1} is out of range") from None
+
+
+_StudyLoader.add_constructor("tag:yaml.org,2002:int", _StudyLoader.construct_yaml_int)
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: UTF-8 (a BOM is allowed), at most ``MAX_STUDY_FILE_BYTES``."""
+    if path.is_dir():
+        raise StudyFileError(f"{path}: is a folder, not a study file")
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_STUDY_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise StudyFileError(f"{path}: study file not found") from None
+    except OSError as err:
+        raise StudyFileError(f"{path}: cannot read study file ({err.strerror})") from None
+    if len(raw) > MAX_STUDY_FILE_BYTES:
+        raise StudyFileError(f"{path}: larger than {MAX_STUDY_FILE_BYTES / 2**20:g} MiB; a study "
+                             "file is a short YAML text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise StudyFileError(f"{path}: not UTF-8 text (byte {err.start} is {raw[err.start]:#04x}); "
+                             "save the study file as UTF-8") from None
+    if "\0" in text:  # valid UTF-8, but what UTF-16 without a BOM and binary files look like
+        raise StudyFileError(f"{path}: not UTF-8 text (it holds NUL characters, as UTF-16 and "
+                             "binary files do); save the study file as UTF-8")
+    return text
+
+
+def _yaml_error(err: yaml.YAMLError, text: str) -> str:
+    """A YAML error as one line: where, then what."""
+    if isinstance(err, _Refused):
+        return str(err)
+    if isinstance(err, yaml.reader.ReaderError):
+        line = text.count("\n", 0, err.position) + 1
+        return f"not valid YAML at line {line}: unacceptable character {chr(err.character)!r}"
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(err, "problem", None) or "invalid YAML"
+    context = getattr(err, "context", None)
+    return f"not valid YAML{where}: {f'{context}, ' if context else ''}{problem}"
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed YAML of a study file, or a one-line ``StudyFileError``."""
+    text = _read_text(path)
+    try:
+        return yaml.load(text, Loader=_StudyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        raise StudyFileError(f"{path}: {_yaml_error(err, text)}") from None
 
 
 def load_study_file(path: str | Path) -> StudySettings:
     """Read and validate a study YAML file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise StudyFileError(f"{path}: study file not found") from None
-    except OSError as err:
-        raise StudyFileError(f"{path}: cannot read study file ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise StudyFileError(f"{path}: not valid YAML{where}: {problem}") from None
-    return parse_settings(data, str(path))
+    return parse_settings(_read_yaml(path), str(path))
 
 
 def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -3,14 +3,16 @@ nothing written."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+import dse
 from dse.cli import main
-from dse.study_file import load_study_file, settings_diff
+from dse.study_file import MAX_STUDY_FILE_BYTES, load_study_file, settings_diff
 from tests.conftest import REPO
 
 GOOD = """
@@ -115,3 +117,28 @@ def test_defaults_and_equivalent_layouts_share_a_hash(tmp_path):
 
 def test_settings_diff_names_dotted_fields():
     assert settings_diff({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 1, "c": 5}, "d": 3}) == ["a.c: 2 -> 5"]
+
+
+def test_utf8_with_a_bom_and_up_to_the_size_limit_is_read(tmp_path):
+    path, _ = write_study(tmp_path)
+    expected = load_study_file(path)
+    text = path.read_text() + "# réglages: ok\n"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert load_study_file(path) == expected
+    padding = MAX_STUDY_FILE_BYTES - len(path.read_bytes())
+    path.write_bytes(path.read_bytes() + b"#" * (padding - 1) + b"\n")
+    assert path.stat().st_size == MAX_STUDY_FILE_BYTES
+    assert load_study_file(path) == expected
+
+
+def test_version_comes_from_the_package_metadata(monkeypatch):
+    assert dse.__version__ == importlib.metadata.version("dse")
+    proc = subprocess.run([sys.executable, "-m", "dse", "--version"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"dse {dse.__version__}\n", "")
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(dse, "version", not_installed)
+    assert dse._version() == importlib.metadata.version("dse")  # read from pyproject.toml
