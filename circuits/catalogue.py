@@ -1,9 +1,9 @@
 """Libraries of multipliers: characterize every Verilog file of a folder into a catalogue.
 
-A catalogue row holds what a later study searches on: name, signedness, error metrics, area,
-delay, power (uniform, vectorless, and workload when a workload is given), FPGA LUTs/CARRY4 and
-the product-table hash. A file that fails (syntax, ports, a tool) becomes a row with its error;
-the others go on.
+A catalogue row holds what a later study searches on: name, signedness (``signed``, and
+``signedness``: signed, unsigned or ambiguous), error metrics, area, delay, power (uniform,
+vectorless, and workload when a workload is given), FPGA LUTs/CARRY4 and the product-table hash.
+A file that fails (syntax, ports, a tool) becomes a row with its error; the others go on.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from circuits.multiplier import Multiplier, MultiplierError
 from circuits.synthesis import synthesize_xilinx
 from circuits.tools import ToolError, tool_version
 
-COLUMNS = ("name", "signed", "cost_model", "mean_error", "mae", "mse", "wce", "mred",
-           "error_probability", "area", "delay", "power_uniform", "power_vectorless",
+COLUMNS = ("name", "signed", "signedness", "cost_model", "mean_error", "mae", "mse", "wce",
+           "mred", "error_probability", "area", "delay", "power_uniform", "power_vectorless",
            "power_workload", "pdp_uniform", "pdp_workload", "cells", "fpga_luts", "fpga_carry4",
            "fpga_source", "table_sha256", "source", "error")
 
@@ -57,13 +57,15 @@ def characterize_full(mult: Multiplier, settings: FlowSettings, workload: Operan
 
 def characterize_folder(folder: Path, settings: FlowSettings, workload: OperandStream | None = None,
                         cache: ResultCache | None = None, fpga: bool = True,
-                        progress: bool = True) -> pd.DataFrame:
-    """One catalogue row per ``*.v`` file of ``folder`` (sorted by name)."""
+                        progress: bool = True, signed: bool | None = None) -> pd.DataFrame:
+    """One catalogue row per ``*.v`` file of ``folder`` (sorted by name); ``signed``, when
+    given, is the signedness of every file (one whose ports declare the other is an error row)."""
     files = sorted(Path(folder).glob("*.v"))
     rows = []
     for path in tqdm(files, desc="characterizing", unit="multiplier", disable=not progress):
         try:
-            metrics = characterize_full(Multiplier.from_file(path), settings, workload, cache, fpga).metrics
+            mult = Multiplier.from_file(path, signed)
+            metrics = characterize_full(mult, settings, workload, cache, fpga).metrics
             rows.append({**metrics, "error": None})
         except (ToolError, MultiplierError) as err:
             rows.append({"name": path.stem, "source": str(path), "error": str(err)})

@@ -27,10 +27,12 @@ from circuits.sta import analyze
 from circuits.synthesis import GATE_TRANSISTORS, AsicNetlist, synthesize_asic
 from circuits.tools import tool_version
 
-FLOW_VERSION = 1
+FLOW_VERSION = 2  # 2: metrics say how the signedness was known (``signedness``)
 GATE_MODEL = "yosys-gates (transistor-count estimate, no Liberty)"
 LIBERTY_UNITS = {"area": "um2", "delay": "ns", "power": "uW"}
 GATE_UNITS = {"area": "transistors", "delay": "gate levels", "power": "transistor toggles/cycle"}
+AMBIGUOUS = "ambiguous"
+CLEAR_MARGIN = 0.5  # an inferred reading must at least halve the other reading's relative error
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,14 @@ def characterize(
 def _run(mult: Multiplier, settings: FlowSettings, liberty: Liberty | None,
          workload: OperandStream | None) -> Characterization:
     synth = synthesize_asic(mult, liberty, settings.timeout_s)
-    table, signed = simulate_table(synth, mult)
+    table, signedness = simulate_table(synth, mult)
+    signed = table.signed
     ports = (synth.ports.activation, synth.ports.weight)
     streams = {"uniform": OperandStream.uniform(signed, settings.vectors, settings.seed)}
     if workload is not None:
         streams["workload"] = workload
     metrics: dict = {
-        "name": mult.name, "source": mult.source, "signed": signed,
+        "name": mult.name, "source": mult.source, "signed": signed, "signedness": signedness,
         "cost_model": liberty.name if liberty else GATE_MODEL,
         "units": LIBERTY_UNITS if liberty else GATE_UNITS,
         "table_sha256": table.sha256, "cells": int(sum(synth.cells.values())),
@@ -122,26 +125,49 @@ def _run(mult: Multiplier, settings: FlowSettings, liberty: Liberty | None,
     return Characterization(metrics, table)
 
 
-def simulate_table(synth: AsicNetlist, mult: Multiplier) -> tuple[ProductTable, bool]:
-    """The product table of the synthesized netlist over all 65,536 operand pairs, and the
-    signedness used to read it (declared, from the ports, or the closer to exact products)."""
+def simulate_table(synth: AsicNetlist, mult: Multiplier) -> tuple[ProductTable, str]:
+    """The product table of the synthesized netlist over all 65,536 operand pairs, and its
+    signedness: from ``signed``/``unsigned`` port declarations, else as the multiplier was given,
+    else inferred from the table (``infer_signedness``), possibly ``ambiguous``."""
     index = np.arange(65536)
     ua, ub = index >> 8, index & 0xFF
     values = synth.netlist.simulate({synth.ports.activation: operand_words(ua),
                                      synth.ports.weight: operand_words(ub)})
     width = len(synth.netlist.ports[synth.ports.product].bits)
     raw = synth.netlist.read_port(values, synth.ports.product, 65536)
-    candidates = {
-        signed: ProductTable.from_bit_patterns(raw, width, signed)
-        for signed in ([mult.signed] if mult.signed is not None else
-                       [True] if synth.ports.declared_signed else [True, False])
-    }
-    signed = min(candidates, key=lambda s: error_metrics(candidates[s])["mae"])
-    table = candidates[signed]
+    declared, given = synth.ports.declared_signed, mult.signed
+    if declared is not None and given is not None and declared != given:
+        raise MultiplierError(f"{mult.source or mult.name}: its ports are declared "
+                              f"{_signedness(declared)}, but it was given as {_signedness(given)}")
+    known = declared if declared is not None else given
+    if known is None:
+        table, signedness = infer_signedness(raw, width)
+    else:
+        table, signedness = ProductTable.from_bit_patterns(raw, width, known), _signedness(known)
     if mult.appaxo_config is not None and not np.array_equal(
             table.values, appaxo.product_table(mult.appaxo_config)):
         raise MultiplierError(f"{mult.source}: the synthesized netlist does not compute the AppAxO model")
-    return table, signed
+    return table, signedness
+
+
+def infer_signedness(raw: np.ndarray, width: int) -> tuple[ProductTable, str]:
+    """Read a circuit's outputs as the signed or the unsigned multiplier they clearly are: that
+    reading's mean absolute error, relative to the mean absolute exact product (what a constant 0
+    scores), is below 1 and at most ``CLEAR_MARGIN`` times the other's. Otherwise (a constant
+    output, a circuit far from a multiplier either way) the signedness is ``ambiguous`` and the
+    table is read unsigned, as Verilog reads ports not declared signed."""
+    readings = {s: ProductTable.from_bit_patterns(raw, width, s) for s in (True, False)}
+    score = {s: error_metrics(t)["mae"] / np.abs(t.exact_products()).mean()
+             for s, t in readings.items()}
+    best = min(score, key=score.__getitem__)
+    constant = np.ptp(readings[False].values) == 0
+    if constant or score[best] >= 1 or score[best] > CLEAR_MARGIN * score[not best]:
+        return readings[False], AMBIGUOUS
+    return readings[best], _signedness(best)
+
+
+def _signedness(signed: bool) -> str:
+    return "signed" if signed else "unsigned"
 
 
 def _instance_outputs(synth: AsicNetlist) -> dict[str, int]:

@@ -1,4 +1,9 @@
-"""Liberty standard-cell libraries for the ASIC flow (plain or gzip-compressed files)."""
+"""Liberty standard-cell libraries for the ASIC flow (plain or gzip-compressed files).
+
+A library is checked (a ``library (NAME)`` group with cells) and its content copied once into
+the user cache under a name made of its hash, so what the tools read is exactly what was hashed;
+a job links it into its folder as ``cells.lib``, the only name a tool script ever writes.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import functools
 import gzip
 import hashlib
 import os
+import re
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +21,7 @@ from circuits.cache import cache_dir
 
 
 class LibertyError(ValueError):
-    """A Liberty file that cannot be found; one line saying where to put it."""
+    """A Liberty file that cannot be found or is not a cell library; one line naming it."""
 
 
 @dataclass(frozen=True)
@@ -25,10 +32,19 @@ class Liberty:
     sha256: str
     name: str
 
+    def link_into(self, folder: Path) -> str:
+        """Link the library into a job folder; return the fixed name tool scripts use for it."""
+        (folder / JOB_FILE).symlink_to(self.path)
+        return JOB_FILE
 
+
+JOB_FILE = "cells.lib"
 # Libraries known by name: the OpenSTA repository's examples folder publishes both files.
 KNOWN = {"nangate45": "nangate45_typ.lib.gz", "sky130hd": "sky130hd_tt.lib.gz"}
 SOURCE = "https://github.com/The-OpenROAD-Project/OpenSTA/tree/master/examples"
+# The opening ``library (NAME) {`` group, after blank space and comments, and one cell group.
+LIBRARY_GROUP = re.compile(rb"(?:\s|/\*.*?\*/|//[^\n]*+)*+library\s*\(\s*[^()\n]+\)\s*\{", re.S)
+CELL_GROUP = re.compile(rb"\bcell\s*\(")
 
 
 def find_liberty(spec: str) -> Path:
@@ -50,8 +66,8 @@ def find_liberty(spec: str) -> Path:
 
 
 def load_liberty(path: str | Path) -> Liberty:
-    """Resolve a Liberty file or known name; a ``.gz`` file is decompressed once into the user
-    cache. Hashing is remembered per file version, so repeated calls cost a ``stat``."""
+    """Resolve, check and cache a Liberty file or known name (a ``.gz`` file is decompressed).
+    Checking and hashing are remembered per file version, so repeated calls cost a ``stat``."""
     source = find_liberty(str(path))
     stat = source.stat()
     return _load(source.resolve(), stat.st_mtime_ns, stat.st_size, str(cache_dir()))
@@ -59,17 +75,27 @@ def load_liberty(path: str | Path) -> Liberty:
 
 @functools.lru_cache(maxsize=16)
 def _load(source: Path, _mtime_ns: int, _size: int, _cache: str) -> Liberty:
-    data = source.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+    data = _library_text(source)
     digest = hashlib.sha256(data).hexdigest()
-    if source.suffix != ".gz":
-        return Liberty(source.resolve(), digest, source.name)
-    target = cache_dir() / "liberty" / f"{digest[:16]}-{source.name.removesuffix('.gz')}"
+    name = source.name.removesuffix(".gz")
+    target = cache_dir() / "liberty" / f"{digest[:16]}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.replace(tmp, target)
-    return Liberty(target, digest, source.name.removesuffix(".gz"))
+    return Liberty(target, digest, name)
+
+
+def _library_text(source: Path) -> bytes:
+    """The (decompressed) bytes of a file that looks like a Liberty cell library."""
+    try:
+        data = source.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as err:
+        raise LibertyError(f"{source}: cannot read the Liberty file ({err})") from None
+    if LIBRARY_GROUP.match(data) is None or CELL_GROUP.search(data) is None:
+        raise LibertyError(f"{source}: not a Liberty library (expected `library (...)` with cells)")
+    return data

@@ -2,9 +2,9 @@
 
 Any module with two 8-bit inputs and one output of 16 or more bits is an 8x8 multiplier. The
 inputs named ``a`` and ``b`` are the activation and the weight operand; otherwise the first
-declared input is the activation. Signedness is declared (``signed``), taken from ``signed``
-port declarations, or inferred from the simulated table (the interpretation closer to exact
-products wins).
+declared input is the activation. Signedness comes from the port declarations (``signed`` or
+``unsigned``), else from what the caller gives (``signed``), else from the simulated table
+(``circuits.characterize.infer_signedness``), which says ``ambiguous`` rather than guess.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ class Multiplier:
 
     @property
     def file_name(self) -> str:
-        """The name the tools see, so their messages name the user's file."""
-        return re.sub(r"[^\w.-]", "_", self.name) + ".v"
+        """The name the tools see, so their messages name the user's file: letters, digits and
+        ``_ . -`` only, never leading with ``-`` (a tool script could read it as an option)."""
+        return re.sub(r"^[^A-Za-z0-9_]|[^A-Za-z0-9_.-]", "_", self.name) + ".v"
 
     @property
     def sha256(self) -> str:
@@ -56,7 +57,7 @@ class Multiplier:
     @classmethod
     def from_appaxo(cls, config: int) -> Multiplier:
         config = appaxo.check_config(config)
-        top = f"appaxo_{config:09x}"
+        top = appaxo.design_name(config)
         return cls(top, appaxo.verilog(config, top), top, True, f"appaxo:{config}", config)
 
     @classmethod

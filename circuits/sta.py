@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from circuits.liberty import Liberty
-from circuits.tools import ToolError, run_tool
+from circuits.tools import ToolError, run_tool, script_name
 
 _FLOAT = r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
 
@@ -60,26 +60,26 @@ class StaReport:
 def analyze(netlist_verilog: str, top: str, liberty: Liberty, *, clock_period_ns: float,
             input_activity: float, timeout: float, subject: str) -> StaReport:
     """Run OpenSTA once for timing, vectorless power and per-instance unit-activity power."""
-    script = f"""
-read_liberty {{{liberty.path}}}
+    top = script_name(top, "top module", subject)
+    with tempfile.TemporaryDirectory(prefix="dse-sta-") as tmp:
+        work = Path(tmp)
+        (work / "netlist.v").write_text(netlist_verilog)
+        (work / "flow.tcl").write_text(f"""
+read_liberty {liberty.link_into(work)}
 read_verilog netlist.v
-link_design {top}
-create_clock -name vclk -period {clock_period_ns}
+link_design {{{top}}}
+create_clock -name vclk -period {float(clock_period_ns)!r}
 set_input_delay 0 -clock vclk [all_inputs]
 set_output_delay 0 -clock vclk [all_outputs]
 puts "DSE-TIMING"
 report_checks -path_delay max -digits 6
-set_power_activity -input -activity {input_activity} -duty 0.5
+set_power_activity -input -activity {float(input_activity)!r} -duty 0.5
 puts "DSE-VECTORLESS"
 report_power -digits 8
 set_power_activity -global -activity 1.0 -duty 0.5
 puts "DSE-INSTANCES"
 report_power -instances [get_cells *] -digits 8
-"""
-    with tempfile.TemporaryDirectory(prefix="dse-sta-") as tmp:
-        work = Path(tmp)
-        (work / "netlist.v").write_text(netlist_verilog)
-        (work / "flow.tcl").write_text(script)
+""")
         out = run_tool("sta", ["-no_splash", "-exit", "flow.tcl"], cwd=work, timeout=timeout,
                        subject=subject)
     return _parse(out, subject)

@@ -32,7 +32,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -48,7 +47,7 @@ from circuits.generation import DesignPoint, ExactCircuit, OnPoint, design_point
 from circuits.multiplier import Multiplier
 from circuits.netlist_sim import net_names
 from circuits.synthesis import synthesize_asic
-from circuits.tools import ToolError
+from circuits.tools import ToolError, die_with_parent, kill_group
 
 GENERATOR_VERSION = "1"
 DOCUMENTED_COMMIT = "f52f0b8"
@@ -446,22 +445,20 @@ class JobResult:
 def run_job(command: list[str], workdir: Path, env: dict[str, str], time_limit_s: float
             ) -> JobResult:
     """Run a SubXPAT command in ``workdir`` (output in ``subxpat.log``); at the time limit its
-    whole process group (SubXPAT and the tools it started) is killed."""
+    whole process group (SubXPAT and the tools it started) is killed, and SubXPAT dies with us."""
     started = time.monotonic()
     log_path = workdir / "subxpat.log"
     with open(log_path, "w") as out:
         proc = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=die_with_parent())
         try:
             returncode: int | None = proc.wait(timeout=time_limit_s)
         except subprocess.TimeoutExpired:
             returncode = None
         finally:
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                kill_group(proc.pid)
                 proc.wait()
     lines = [s.strip() for s in log_path.read_text(errors="replace").splitlines() if s.strip()]
     return JobResult(returncode, time.monotonic() - started, lines[-1] if lines else "no output")

@@ -17,7 +17,7 @@ from pathlib import Path
 from circuits.liberty import Liberty
 from circuits.multiplier import Multiplier, MultiplierError
 from circuits.netlist_sim import Netlist
-from circuits.tools import run_tool
+from circuits.tools import run_tool, script_name
 
 # Transistor counts of static CMOS gates: the area unit of the Liberty-free estimate.
 GATE_TRANSISTORS = {
@@ -35,7 +35,7 @@ class Ports:
     activation: str
     weight: str
     product: str
-    declared_signed: bool
+    declared_signed: bool | None  # None: the operands are not declared signed or unsigned
 
 
 @dataclass
@@ -62,31 +62,43 @@ def find_ports(module: dict, subject: str) -> Ports:
         raise MultiplierError(
             f"{subject}: expected two 8-bit inputs and one 16- to 32-bit output, found {found}")
     a, b = ("a", "b") if set(inputs) == {"a", "b"} else inputs
-    signed = all(ports[p].get("signed", 0) for p in inputs)
+    signed = True if all(ports[p].get("signed", 0) for p in inputs) else None
     return Ports(a, b, outputs[0], signed)
+
+
+def declares_unsigned(verilog: str, top: str, names: list[str]) -> bool:
+    """Whether module ``top`` declares every port of ``names`` with the keyword ``unsigned``
+    (``input unsigned [7:0] a``, ``input wire unsigned [7:0] a, b``): Yosys does not say."""
+    module = re.search(rf"\bmodule\s+{re.escape(top)}\b(.*?)\bendmodule\b", verilog, re.S)
+    if module is None:
+        return False
+    declared = re.findall(r"\binput\s+(?:(?:wire|logic|reg|var)\s+)?unsigned\b\s*(?:\[[^\]]*\])?"
+                          r"\s*((?:\w+\s*,\s*(?!input\b|output\b|inout\b))*\w+)", module.group(1))
+    found = {n for names_list in declared for n in re.split(r"\s*,\s*", names_list)}
+    return all(n in found for n in names)
 
 
 def synthesize_asic(mult: Multiplier, liberty: Liberty | None, timeout: float) -> AsicNetlist:
     """Synthesize with Yosys to the Liberty cells (or to Yosys gates when ``liberty`` is None)."""
     subject = mult.source or mult.name
-    top = f"-top {mult.top}" if mult.top else "-auto-top"
+    top = f"-top {script_name(mult.top, 'top module', subject)}" if mult.top else "-auto-top"
     with tempfile.TemporaryDirectory(prefix="dse-yosys-") as tmp:
         work = Path(tmp)
         (work / mult.file_name).write_text(mult.verilog)
+        lib = liberty.link_into(work) if liberty else None
         script = [
             f"read_verilog -sv {mult.file_name}",
             f"hierarchy -check {top}",
             "synth -flatten",
-            f"abc -liberty {liberty.path}" if liberty else f"abc -g {ABC_GATES}",
+            f"abc -liberty {lib}" if lib else f"abc -g {ABC_GATES}",
             "opt_clean",
             "rename -enumerate",
             "tee -q -o stat.json stat -json",
         ]
-        if liberty:  # stat -json of Yosys 0.23 has no area: read the text report's total
-            script.append(f"tee -q -o stat.txt stat -liberty {liberty.path}")
-        if liberty:
-            script += ["opt_clean -purge", "write_verilog -noattr -noexpr -simple-lhs netlist.v",
-                       f"read_liberty -ignore_miss_func {liberty.path}", "flatten", "opt_clean -purge"]
+        if lib:  # stat -json of Yosys 0.23 has no area: read the text report's total
+            script += [f"tee -q -o stat.txt stat -liberty {lib}",
+                       "opt_clean -purge", "write_verilog -noattr -noexpr -simple-lhs netlist.v",
+                       f"read_liberty -ignore_miss_func {lib}", "flatten", "opt_clean -purge"]
         script.append("write_json flat.json")
         (work / "flow.ys").write_text("\n".join(script) + "\n")
         run_tool("yosys", ["-q", "-s", "flow.ys"], cwd=work, timeout=timeout, subject=subject)
@@ -102,8 +114,11 @@ def synthesize_asic(mult: Multiplier, liberty: Liberty | None, timeout: float) -
         else:
             area = float(sum(GATE_TRANSISTORS.get(t, 6) * n for t, n in cells.items()))
         netlist_v = (work / "netlist.v").read_text() if liberty else None
-        return AsicNetlist(name, find_ports(modules[name], subject), Netlist(modules[name], name),
-                           netlist_v, area, cells)
+        ports = find_ports(modules[name], subject)
+        if ports.declared_signed is None and \
+                declares_unsigned(mult.verilog, name, [ports.activation, ports.weight]):
+            ports.declared_signed = False
+        return AsicNetlist(name, ports, Netlist(modules[name], name), netlist_v, area, cells)
 
 
 def _cell_counts(stat: dict) -> dict[str, int]:
@@ -138,7 +153,7 @@ def synthesize_xilinx(mult: Multiplier, timeout: float) -> FpgaCost:
         work = Path(tmp)
         (work / mult.file_name).write_text(mult.verilog)
         # synth_xilinx reads the Xilinx primitives itself, so it also resolves the hierarchy
-        top = f"-top {mult.top}" if mult.top else ""  # without it: hierarchy -auto-top
+        top = f"-top {script_name(mult.top, 'top module', subject)}" if mult.top else ""  # or auto
         script = [f"read_verilog -sv {mult.file_name}",
                   f"synth_xilinx {top} -flatten -nodsp -noiopad", "tee -q -o stat.json stat -json"]
         (work / "flow.ys").write_text("\n".join(script) + "\n")

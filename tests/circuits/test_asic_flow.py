@@ -10,8 +10,10 @@ import pytest
 
 from circuits import appaxo
 from circuits.activity import OperandStream
+from circuits.baselines import baseline_family
 from circuits.cache import ResultCache
-from circuits.characterize import GATE_MODEL, FlowSettings, characterize
+from circuits.characterize import GATE_MODEL, FlowSettings, characterize, infer_signedness
+from circuits.error_metrics import error_metrics
 from circuits.multiplier import Multiplier, MultiplierError
 from circuits.product_table import ProductTable
 from circuits.tools import ToolError
@@ -68,9 +70,51 @@ def test_exact_signed_multiplier_lands_in_the_documented_band(tmp_path, nangate)
 def test_unsigned_ports_are_read_unsigned_and_signed_is_inferred(tmp_path, nangate):
     unsigned = characterize(Multiplier.from_file(write(tmp_path, "u", UNSIGNED_MUL)), nangate)
     assert unsigned.metrics["signed"] is False and unsigned.metrics["mae"] == 0
+    assert unsigned.metrics["signedness"] == "unsigned"
     np.testing.assert_array_equal(unsigned.table.values, ProductTable.exact(False).values)
     inferred = characterize(Multiplier.from_file(write(tmp_path, "s", SIGNED_UNDECLARED)), nangate)
     assert inferred.metrics["signed"] is True and inferred.metrics["mae"] == 0
+
+
+def test_declared_ports_decide_the_signedness_without_inference(tmp_path):
+    # a signed product behind ports declared unsigned, an unsigned one behind signed ports
+    declared_unsigned = SIGNED_UNDECLARED.replace("input [7:0]", "input wire unsigned [7:0]")
+    m = characterize(Multiplier.from_file(write(tmp_path, "du", declared_unsigned))).metrics
+    assert (m["signed"], m["signedness"]) == (False, "unsigned") and m["mae"] > 1000
+    declared_signed = "module ds (input signed [7:0] a, input signed [7:0] b, output [15:0] p);\n" \
+                      "  assign p = $unsigned(a) * $unsigned(b);\nendmodule\n"
+    m = characterize(Multiplier.from_file(write(tmp_path, "ds", declared_signed))).metrics
+    assert (m["signed"], m["signedness"]) == (True, "signed") and m["mae"] > 1000
+    with pytest.raises(MultiplierError, match=r"ds.v: its ports are declared signed, but it was "
+                                              r"given as unsigned$"):
+        characterize(Multiplier.from_file(tmp_path / "ds.v", signed=False))
+
+
+def test_a_constant_output_is_ambiguous_not_signed(tmp_path):
+    path = write(tmp_path, "zero", "module zero (input [7:0] a, input [7:0] b, output [15:0] p);\n"
+                                   "  assign p = 16'd0;\nendmodule\n")
+    guessed = characterize(Multiplier.from_file(path)).metrics
+    assert (guessed["signed"], guessed["signedness"]) == (False, "ambiguous")
+    assert guessed["mae"] == 16256.25  # the unsigned reading, as Verilog reads undeclared ports
+    given = characterize(Multiplier.from_file(path, signed=False)).metrics
+    assert given["signedness"] == "unsigned" and given["mae"] == guessed["mae"]
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_inference_recognizes_every_baseline_that_is_a_multiplier(signed):
+    """Every truncated / broken-array baseline closer to the products than a constant 0 is read
+    with its own signedness; the others are ambiguous, never the wrong signedness."""
+    for baseline in baseline_family(signed):
+        table = baseline.table()
+        flip = 0x80 if signed else 0
+        index = np.arange(65536)
+        raw = table.values[(index >> 8) ^ flip, (index & 0xFF) ^ flip].astype(np.int64) & 0xFFFF
+        inferred, signedness = infer_signedness(raw, 16)
+        relative = error_metrics(table)["mae"] / np.abs(table.exact_products()).mean()
+        expected = ("signed" if signed else "unsigned") if relative < 1 else "ambiguous"
+        assert signedness == expected, baseline.name
+        if signedness != "ambiguous":
+            assert inferred == table, baseline.name
 
 
 def test_simulated_tables_equal_the_appaxo_model(nangate):

@@ -104,3 +104,62 @@ def test_generate_writes_the_chain_its_designs_and_plot(tmp_path, capsys, cache)
     assert "wrote" in capsys.readouterr().out
     assert main(["generate", "xpat", "--output", str(out), "--thresholds", "0"]) == 2
     assert "--thresholds: expected comma-separated integers >= 1" in capsys.readouterr().err
+
+
+ZERO = "module zero (input [7:0] a, input [7:0] b, output [15:0] p);\n" \
+       "  assign p = 16'd0;\nendmodule\n"
+
+
+def snapshot(folder):
+    """Names, sizes and modification times of everything in a folder."""
+    return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def test_a_constant_output_is_catalogued_ambiguous_with_a_warning(tmp_path, capsys, cache):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "zero.v").write_text(ZERO)
+    before = snapshot(lib)
+    out = tmp_path / "out"
+    assert main(["characterize", str(lib), "--no-fpga", "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"dse: warning: {lib / 'zero.v'}: signedness is ambiguous" in err
+    row = pd.read_csv(out / "catalogue.csv").iloc[0]
+    assert row["signedness"] == "ambiguous" and not row["signed"] and row["mae"] == 16256.25
+    assert snapshot(lib) == before  # --output given: the input folder is not written
+    assert main(["characterize", str(lib), "--no-fpga", "--output", str(out),
+                 "--signedness", "unsigned"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    row = pd.read_csv(out / "catalogue.csv").iloc[0]
+    assert row["signedness"] == "unsigned" and not row["signed"] and row["mae"] == 16256.25
+
+
+def test_signed_ports_need_no_inference(tmp_path, capsys, cache):
+    (tmp_path / "exact.v").write_text(EXACT)
+    assert main(["characterize", str(tmp_path / "exact.v"), "--no-fpga", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["signed"] is True and m["signedness"] == "signed" and m["mae"] == 0
+    assert main(["characterize", str(tmp_path / "exact.v"), "--no-fpga",
+                 "--signedness", "unsigned"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"dse: error: {tmp_path / 'exact.v'}: its ports are declared signed, but it " \
+                  "was given as unsigned"
+
+
+def test_the_catalogue_goes_to_catalogues_by_default_and_never_into_the_input(
+        tmp_path, monkeypatch, capsys, cache):
+    lib = tmp_path / "my lib"
+    lib.mkdir()
+    (lib / "exact.v").write_text(EXACT)
+    before = snapshot(lib)
+    monkeypatch.chdir(tmp_path)
+    assert main(["characterize", str(lib), "--no-fpga"]) == 0
+    assert "wrote catalogues/my lib/catalogue.csv" in capsys.readouterr().out
+    assert (tmp_path / "catalogues" / "my lib" / "catalogue.parquet").is_file()
+    assert snapshot(lib) == before
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    assert main(["characterize", str(lib), "--no-fpga", "--output", str(blocked / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"dse: error: {blocked / 'out'}: cannot write the catalogue there (Not a " \
+                  "directory); choose another folder with --output"
