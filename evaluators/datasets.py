@@ -225,6 +225,23 @@ def locate(
     return folder / pair.images.name, folder / pair.labels.name
 
 
+def find_folder(dataset: str, extra: Sequence[str | Path] = ()) -> Path | None:
+    """The first searched folder holding every split of a dataset, without downloading or
+    verifying: what a study's ``dataset.path`` (or a test) can point at.
+
+    Args:
+        dataset: a key of ``DATASETS``.
+        extra: folders searched after the usual ones (``DSE_DATA_DIR``, the cache, system folders).
+
+    Returns:
+        The folder, or None when no searched folder holds all the splits.
+    """
+    ds = _dataset(dataset)
+    folders = [*_search_dirs(ds), *(Path(p).expanduser() for p in extra)]
+    return next((f for f in folders
+                 if all(_complete_pair(f, pairs) for pairs in ds.splits.values())), None)
+
+
 def load_split(
     dataset: str,
     split: str,
@@ -252,10 +269,15 @@ def load_split(
     return _read(ds, *found)
 
 
-def _lookup(dataset: str, split: str) -> tuple[Dataset, tuple[IdxPair, ...]]:
-    ds = DATASETS.get(dataset)
+def _dataset(name: str) -> Dataset:
+    ds = DATASETS.get(name)
     if ds is None:
-        raise DatasetError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
+        raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+    return ds
+
+
+def _lookup(dataset: str, split: str) -> tuple[Dataset, tuple[IdxPair, ...]]:
+    ds = _dataset(dataset)
     if split not in ds.splits:
         raise DatasetError(f"unknown {ds.title} split {split!r} (known: {', '.join(ds.splits)})")
     return ds, ds.splits[split]

@@ -2,7 +2,9 @@
 
 A trained and quantized network is keyed by everything that determines it (architecture,
 training settings, seed, the training data's checksum, calibration size, torch and onnxruntime
-versions), so a second study with the same settings reuses it instead of retraining.
+versions), so a second study with the same settings reuses it instead of retraining. Training
+shows a progress bar with rate and ETA on an interactive stderr, and one log line per epoch
+otherwise.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from circuits.cache import cache_dir
 from evaluators.classification import classification_metrics
@@ -80,8 +84,10 @@ def prepare_network(
     reuse: bool = True,
     cache: Path | None = None,
     log: Callable[[str], None] = print,
+    progress: bool | None = None,
 ) -> PreparedNetwork:
-    """Return the cached network for these settings, training and quantizing it if needed."""
+    """Return the cached network for these settings, training and quantizing it if needed.
+    ``progress``: show the training bar (None: when stderr is a terminal)."""
     key = network_key(settings, train)
     folder = (cache or cache_dir() / "networks") / f"{settings.arch}-{key}"
     if reuse and (folder / REPORT).is_file():
@@ -90,7 +96,7 @@ def prepare_network(
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
     try:
-        report = _build(settings, train, test, work, log)
+        report = _build(settings, train, test, work, log, progress)
         (work / REPORT).write_text(json.dumps(report, indent=2))
         shutil.rmtree(folder, ignore_errors=True)
         work.rename(folder)
@@ -99,7 +105,8 @@ def prepare_network(
     return PreparedNetwork(folder, key, report)
 
 
-def _build(settings: TrainingSettings, train: Split, test: Split, work: Path, log) -> dict:
+def _build(settings: TrainingSettings, train: Split, test: Split, work: Path, log,
+           progress: bool | None) -> dict:
     import torch
 
     from evaluators.lenet import to_input, train_lenet5
@@ -108,18 +115,28 @@ def _build(settings: TrainingSettings, train: Split, test: Split, work: Path, lo
     if settings.arch != "lenet5":
         raise ValueError(f"unknown network architecture {settings.arch!r}")
     log(f"training LeNet-5 on {len(train.labels)} images for {settings.epochs} epochs (CPU)")
-    model = train_lenet5(
-        train.images, train.labels,
-        epochs=settings.epochs, batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate, augment=settings.augment, seed=settings.seed,
-        progress=lambda epoch, loss: log(f"  epoch {epoch}/{settings.epochs}: loss {loss:.4f}"),
-    )
+    with tqdm(total=settings.epochs, desc="training LeNet-5", unit="epoch", file=sys.stderr,
+              disable=None if progress is None else not progress, dynamic_ncols=True) as bar:
+
+        def epoch_done(epoch: int, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if bar.disable:  # no bar to show it: a line per epoch
+                log(f"  epoch {epoch}/{settings.epochs}: loss {loss:.4f}")
+
+        model = train_lenet5(
+            train.images, train.labels,
+            epochs=settings.epochs, batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate, augment=settings.augment, seed=settings.seed,
+            progress=epoch_done,
+        )
     export_onnx(model, torch.zeros(1, 1, 28, 28), work / FLOAT_ONNX, output="logits")
     rng = np.random.default_rng(settings.seed)
     pick = rng.choice(len(train.labels), size=min(settings.calibration_size, len(train.labels)),
                       replace=False)
     log(f"quantizing to int8 (calibration on {len(pick)} training images)")
     quantize_int8(work / FLOAT_ONNX, work / INT8_ONNX, to_input(train.images[np.sort(pick)]))
+    log(f"measuring the float and int8 networks on {len(test.labels)} test images")
     x = to_input(test.images)
     report = {
         "arch": settings.arch,

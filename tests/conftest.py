@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data in ../shared/data and one trained LeNet-5 per test session."""
+"""Shared fixtures: real data found as the product finds it (with ../shared/data, or
+$DSE_TEST_DATA, as one more source) and one trained LeNet-5 per test session."""
 
 from __future__ import annotations
 
@@ -13,22 +14,61 @@ SHARED_DATA = Path(os.environ.get("DSE_TEST_DATA") or REPO.parent / "shared" / "
 
 
 def shared_path(*parts: str) -> Path:
-    """A path under the shared data folder, or skip the test saying where it was looked for."""
+    """A path under the shared data folder, or skip the test saying where it was looked for.
+    A Liberty library (``"pdk", file``) is first looked up where the product looks for it."""
+    if parts[:1] == ("pdk",) and len(parts) == 2 and (found := product_liberty(parts[1])):
+        return found
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"shared test data {path} is absent (set DSE_TEST_DATA to the data folder)")
     return path
 
 
+def product_liberty(file: str) -> Path | None:
+    """A known Liberty library's file as the product finds it ($DSE_PDK_DIR, the user cache)."""
+    from circuits.liberty import KNOWN, LibertyError, find_liberty
+
+    name = next((n for n, f in KNOWN.items() if f == file), None)
+    try:
+        return find_liberty(name) if name else None
+    except LibertyError:
+        return None
+
+
+def dataset_dir(name: str) -> Path:
+    """A folder holding every split of a dataset: where the product looks ($DSE_DATA_DIR, the
+    user cache, system folders), then the shared data folder, then a download into the user
+    cache; skips the test with the reason when none of them has it."""
+    from evaluators.datasets import DatasetError, find_folder, load_split
+
+    found = find_folder(name, [SHARED_DATA / name])
+    if found is not None:
+        return found
+    try:
+        for split in ("train", "test"):
+            load_split(name, split)
+    except DatasetError as err:
+        pytest.skip(f"{err} (or set DSE_TEST_DATA to a folder holding {name}/)")
+    return find_folder(name)
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    return shared_path("mnist")
+    return dataset_dir("mnist")
 
 
 @pytest.fixture(scope="session")
 def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dse cache folder private to this test session (trained networks land here)."""
     return tmp_path_factory.mktemp("dse-cache")
+
+
+@pytest.fixture
+def env(monkeypatch, session_cache: Path) -> dict:
+    """The session's cache for this process and the environment for children (``dse`` CLI
+    processes that must find the trained network)."""
+    monkeypatch.setenv("DSE_CACHE_DIR", str(session_cache))
+    return {**os.environ, "DSE_CACHE_DIR": str(session_cache)}
 
 
 @pytest.fixture(scope="session")

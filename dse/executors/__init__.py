@@ -1,12 +1,15 @@
-"""Executors by name: ``serial`` (in the driver) and ``ray`` (worker actors, local or a cluster)."""
+"""Executors by name: ``serial`` (in the driver) and ``ray`` (worker actors, local or a cluster).
+
+``preflight`` checks, before a study trains or writes anything, that the executor can run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from dse.executors.base import Executor, ExecutorError, Outcome, SerialExecutor
+from dse.executors.resources import preflight
 
-__all__ = ["Executor", "ExecutorError", "Outcome", "SerialExecutor", "make_executor"]
+__all__ = ["Executor", "ExecutorError", "Outcome", "SerialExecutor", "make_executor", "preflight"]
 
 
 def make_executor(settings, evaluator, folder: Path, log=print) -> Executor:

@@ -7,27 +7,29 @@ that writes to the trial store. Requested CPUs and GPUs are checked against the 
 anything is submitted (Ray itself would wait forever for an impossible request). A worker that
 dies mid-evaluation is restarted and the evaluation retried (``max_retries``), the attempt
 counted; an evaluation past ``timeout_s`` is cancelled (its worker restarted) and recorded as
-failed; an evaluation that raises is a failed trial with its message.
+failed; an evaluation that raises is a failed trial with its message. A local Ray instance the
+executor starts ends with it on every path: ``close``, an error while starting, and a driver
+killed outright (a guardian process then ends Ray's agents and workers).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
 import os
-import tempfile
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dse.executors import guardian
 from dse.executors.base import Executor, ExecutorError, Outcome, evaluate_safely
+from dse.executors.resources import check_resources, ray_temp_dir
 from dse.strategies import Proposal
 
 POLL_S = 0.2
 READY_TIMEOUT_S = 300.0
-# Ray keeps Unix sockets under its session folder; their paths must stay under 108 bytes.
-MAX_TEMP_DIR = 40
+GUARDIAN_EXIT_S = 10.0
 
 
 class EvaluationWorker:
@@ -57,18 +59,6 @@ class _Task:
     started: dt.datetime
 
 
-def ray_temp_dir(configured: str | None, folder: Path) -> str:
-    """Ray's session folder: the configured one, else ``<study>/ray`` when its path is short
-    enough for Ray's sockets, else a folder in the system temp named after the study."""
-    if configured:
-        return os.path.expanduser(configured)
-    inside = (folder / "ray").resolve()
-    if len(str(inside)) <= MAX_TEMP_DIR:
-        return str(inside)
-    tag = hashlib.sha256(str(inside).encode()).hexdigest()[:8]
-    return os.path.join(tempfile.gettempdir(), f"dse-ray-{tag}")
-
-
 class RayExecutor(Executor):
     def __init__(self, evaluator, settings, folder: Path, log=print) -> None:
         import ray
@@ -77,10 +67,26 @@ class RayExecutor(Executor):
         self.settings = settings
         self.log = log
         self._owns_ray = not ray.is_initialized()
+        self._guardian: subprocess.Popen | None = None
         started = time.monotonic()
-        if self._owns_ray:
-            self._connect(folder)
+        try:
+            if self._owns_ray:
+                self._connect(folder)
+            self._start_workers(evaluator)
+        except BaseException:  # Ray that cannot start, an impossible request, Ctrl-C
+            self.close()
+            raise
+        self.startup_s = time.monotonic() - started
+        log(f"{settings.workers} Ray workers ready after {self.startup_s:.1f} s")
+        self.slots = settings.max_in_flight or settings.workers
+        self._tasks: dict = {}
+        self._down: dict = {}  # worker index -> pending ping of a restarting worker
+        self._waiting: list[_Task] = []  # new or retried evaluations waiting for a live worker
+
+    def _start_workers(self, evaluator) -> None:
+        ray, settings = self._ray, self.settings
         self.preflight()
+        self.log(f"starting {settings.workers} Ray workers (each loads the evaluator)")
         options = {"num_cpus": settings.cpus_per_worker, "num_gpus": settings.gpus_per_worker,
                    "max_restarts": -1, "max_task_retries": 0}
         worker_class = ray.remote(EvaluationWorker).options(**options)
@@ -90,21 +96,19 @@ class RayExecutor(Executor):
         try:
             self.pids = ray.get([w.pid.remote() for w in self.workers], timeout=READY_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
-            self.close()
             raise ExecutorError(f"Ray workers did not start within {READY_TIMEOUT_S:g} s") from None
-        self.startup_s = time.monotonic() - started
-        self.slots = settings.max_in_flight or settings.workers
-        self._tasks: dict = {}
-        self._down: dict = {}  # worker index -> pending ping of a restarting worker
-        self._waiting: list[_Task] = []  # new or retried evaluations waiting for a live worker
 
     def _connect(self, folder: Path) -> None:
         ray, s = self._ray, self.settings
         quiet = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
         try:
             if s.address is None:
-                ray.init(_temp_dir=ray_temp_dir(s.temp_dir, folder), **quiet)
+                temp_dir = ray_temp_dir(s.temp_dir, folder)
+                self.log(f"starting a local Ray instance (session folder in {temp_dir})")
+                context = ray.init(_temp_dir=temp_dir, **quiet)
+                self._guardian = guardian.start(context.address_info["session_dir"])
             else:
+                self.log(f"connecting to the Ray cluster at {s.address}")
                 ray.init(address=s.address, **quiet)
         except Exception as err:  # unreachable address, refused connection, bad URL
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -112,23 +116,9 @@ class RayExecutor(Executor):
             raise ExecutorError(f"cannot start Ray ({where}): {reason}") from None
 
     def preflight(self) -> None:
-        """Fail within seconds when the cluster cannot host the requested workers."""
-        s = self.settings
-        total = self._ray.cluster_resources()
+        """Fail within seconds when the live cluster cannot host the requested workers."""
         nodes = [n["Resources"] for n in self._ray.nodes() if n.get("Alive")]
-        for kind, per_worker in (("CPU", s.cpus_per_worker), ("GPU", s.gpus_per_worker)):
-            if per_worker <= 0:
-                continue
-            need, have = s.workers * per_worker, total.get(kind, 0.0)
-            if need > have:
-                self.close()
-                raise ExecutorError(
-                    f"executor asks for {s.workers} workers x {per_worker:g} {kind} = {need:g} "
-                    f"{kind}, but the Ray cluster has {have:g}; lower workers or "
-                    f"{kind.lower()}s_per_worker, or add nodes")
-            if not any(node.get(kind, 0.0) >= per_worker for node in nodes):
-                self.close()
-                raise ExecutorError(f"no Ray node has {per_worker:g} {kind} for one worker")
+        check_resources(self.settings, self._ray.cluster_resources(), nodes, "the Ray cluster")
 
     @property
     def in_flight(self) -> int:
@@ -215,10 +205,25 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         ray = self._ray
-        for worker in getattr(self, "workers", []):
-            ray.kill(worker, no_restart=True)
-        self.workers = []
-        self._tasks = {}
-        self._waiting = []
-        if self._owns_ray and ray.is_initialized():
-            ray.shutdown()
+        try:
+            for worker in getattr(self, "workers", []):
+                ray.kill(worker, no_restart=True)
+        finally:
+            self.workers = []
+            self._tasks = {}
+            self._waiting = []
+            if self._owns_ray and ray.is_initialized():
+                ray.shutdown()
+            self._release_guardian()
+
+    def _release_guardian(self) -> None:
+        """Let the guardian end whatever of the session ``ray.shutdown`` left, and reap it."""
+        if self._guardian is None:
+            return
+        self._guardian.stdin.close()
+        try:
+            self._guardian.wait(timeout=GUARDIAN_EXIT_S)
+        except subprocess.TimeoutExpired:
+            self._guardian.kill()
+            self._guardian.wait()
+        self._guardian = None

@@ -22,6 +22,7 @@ from evaluators.datasets import (
     DatasetError,
     IdxFile,
     IdxPair,
+    find_folder,
     load_split,
     locate,
 )
@@ -108,7 +109,10 @@ def test_mnist_test_split_from_data_dir(
 def test_train_falls_back_to_train10k_and_prefers_full_set(
     mnist_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("DSE_DATA_DIR", str(mnist_dir.parent))  # found in DSE_DATA_DIR/mnist
+    if not all((mnist_dir / name).is_file() for name in TRAIN10K_FILES):
+        pytest.skip(f"{mnist_dir} holds the full training set, not the 10k subset")
+    copy_files(mnist_dir, tmp_path / "data" / "mnist", TRAIN10K_FILES + TEST_FILES)
+    monkeypatch.setenv("DSE_DATA_DIR", str(tmp_path / "data"))  # found in DSE_DATA_DIR/mnist
     train = load_split("mnist", "train", download=False)
     test = load_split("mnist", "test", download=False)
     assert train.images.shape == (10000, 28, 28) and len(train.labels) == 10000
@@ -123,6 +127,21 @@ def test_train_falls_back_to_train10k_and_prefers_full_set(
         both / "train-images-idx3-ubyte.gz",
         both / "train-labels-idx1-ubyte.gz",
     )
+
+
+def test_find_folder_needs_every_split_and_searches_extra_folders_last(
+    mnist_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    extra = copy_files(mnist_dir, tmp_path / "extra", tuple(p.name for p in mnist_dir.glob("*.gz")))
+    assert find_folder("mnist") is None
+    assert find_folder("mnist", [tmp_path / "nothing", extra]) == extra
+    data = copy_files(mnist_dir, tmp_path / "data" / "mnist", TEST_FILES)  # no training split
+    monkeypatch.setenv("DSE_DATA_DIR", str(tmp_path / "data"))
+    assert find_folder("mnist", [extra]) == extra
+    copy_files(extra, data, tuple(p.name for p in extra.iterdir()))
+    assert find_folder("mnist", [extra]) == data
+    with pytest.raises(DatasetError, match="unknown dataset 'cifar'"):
+        find_folder("cifar")
 
 
 def test_explicit_path_wins(
