@@ -12,8 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dse.indicators import coverage, hypervolume, igd_plus
+from dse.indicators import coverage, hypervolume, hypervolume_box, igd_plus, normalized
 from dse.pareto import non_dominated, to_minimization
+from dse.report import (
+    PROJECTION_NOTE,
+    label,
+    minimization_form,
+    objective_pairs,
+    point_text,
+    pyplot,
+)
 from dse.study import Study
 from dse.study_file import StudyFileError
 
@@ -43,69 +51,86 @@ def common_reference(studies: list[Study]) -> np.ndarray:
 
 
 def compare(studies: list[Study], plot: Path | None = None) -> pd.DataFrame:
-    """One row per study: evaluations, front size, hypervolume against the common reference,
-    IGD+ against the union front, and coverage of the other studies' fronts; optionally a plot
-    of the fronts overlaid with the hypervolume over evaluations."""
+    """One row per study: evaluations, front size, hypervolume against the common reference
+    (raw, and as a fraction of the box between the common ideal and reference points), IGD+
+    against the union front, and coverage of the other studies' fronts; optionally a plot of
+    the fronts overlaid with the normalized hypervolume over evaluations."""
     _check_compatible(studies)
     first = studies[0]
     reference = common_reference(studies)
-    fronts = []
-    for study in studies:
-        done = study.pareto()
-        fronts.append(to_minimization(done[first.objectives].to_numpy(dtype=float), first.directions)
-                      if not done.empty else np.empty((0, len(first.objectives))))
+    fronts = [minimization_form(first, study.pareto()) for study in studies]
     union = np.vstack(fronts)
     union = union[non_dominated(union, ["minimize"] * len(first.objectives))]
+    ideal, box = hypervolume_box(union, reference)
     rows = []
     for i, (study, front) in enumerate(zip(studies, fronts)):
         others = [f for j, f in enumerate(fronts) if j != i]
+        raw = hypervolume(front, reference)
         rows.append({
             "study": study.name,
             "folder": str(study.folder),
             "strategy": study.settings.strategy.type,
             "evaluations": study.search_trials_done(),
             "front_size": len(front),
-            "hypervolume": hypervolume(front, reference),
+            "hypervolume": raw,
+            "hypervolume_normalized": normalized(raw, box),
             "igd_plus": igd_plus(front, union),
             "coverage": coverage(front, np.vstack(others)),
         })
     table = pd.DataFrame(rows)
     if plot is not None:
-        plot_comparison(studies, reference, Path(plot))
+        plot_comparison(studies, reference, ideal, box, Path(plot))
     return table
 
 
-def plot_comparison(studies: list[Study], reference: np.ndarray, path: Path) -> None:
-    """Fronts overlaid (first objective against each other one) and hypervolume over
-    evaluations, one colour per study."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_comparison(studies: list[Study], reference: np.ndarray, ideal: np.ndarray, box: float,
+                    path: Path) -> None:
+    """Fronts overlaid in every pair of objectives (staircases only for two objectives) and
+    the hypervolume over evaluations as a fraction of the common ideal-reference box, one
+    colour per study; reference and ideal points (minimization form) stated below."""
+    plt = pyplot()
     first = studies[0]
-    y_key, others = first.objectives[0], first.objectives[1:]
-    fig, axes = plt.subplots(1, len(others) + 1, figsize=(6 * (len(others) + 1), 4.5), dpi=110,
+    k = len(first.objectives)
+    pairs = objective_pairs(first.objectives)
+    cols = 2 if len(pairs) < 4 else 4
+    rows = -(-(len(pairs) + 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.4 * rows + 0.9), dpi=130,
                              squeeze=False)
-    ref_row = to_minimization(reference[None, :], first.directions)[0]  # back to study units
-    ref = dict(zip(first.objectives, ref_row))
+    panels, hv_ax = axes.flat[:len(pairs)], axes.flat[len(pairs)]
+    ref = dict(zip(first.objectives, to_minimization(reference[None, :], first.directions)[0]))
     for study, colour in zip(studies, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
         front = study.pareto()
-        for ax, x_key in zip(axes[0], others):
-            if not front.empty:
+        name = f"{study.name} ({study.settings.strategy.type})"
+        for ax, (x_key, y_key) in zip(panels, pairs):
+            if k == 2 and not front.empty:
+                minimize_x = first.directions[first.objectives.index(x_key)] == "minimize"
                 stair = front.sort_values(x_key)
-                ax.step(stair[x_key], stair[y_key], where="post", color=colour, alpha=0.8)
-                ax.scatter(stair[x_key], stair[y_key], s=18, color=colour, label=study.name)
+                ax.step(stair[x_key], stair[y_key], where="post" if minimize_x else "pre",
+                        color=colour, alpha=0.8, lw=1)
+            ax.scatter(front[x_key], front[y_key], s=18, color=colour, edgecolors="k",
+                       linewidths=0.3, label=name)
         history = study.hypervolume_history(ref)
-        axes[0][-1].plot(history["evaluations"], history["hypervolume"], color=colour, label=study.name)
-    for ax, x_key in zip(axes[0], others):
-        ax.set_xlabel(x_key)
-        ax.set_ylabel(y_key)
+        hv_ax.plot(history["evaluations"], history["hypervolume"].map(lambda v: normalized(v, box)),
+                   color=colour, label=name)
+    for ax, (x_key, y_key) in zip(panels, pairs):
+        ax.set_xlabel(label(first, x_key), fontsize=9)
+        ax.set_ylabel(label(first, y_key), fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0][-1].set_xlabel("evaluations")
-    axes[0][-1].set_ylabel("hypervolume (common reference)")
-    axes[0][-1].grid(alpha=0.3)
-    fig.tight_layout()
+    hv_ax.set_xlabel("search evaluations [count]", fontsize=9)
+    hv_ax.set_ylabel("hypervolume [fraction of the ideal–reference box]", fontsize=9)
+    hv_ax.set_ylim(0, 1.02)
+    hv_ax.grid(alpha=0.3)
+    for ax in axes.flat[len(pairs) + 1:]:
+        ax.set_axis_off()
+    hv_ax.legend(loc="lower right", fontsize=9, title="study (strategy)", title_fontsize=9)
+    fig.suptitle(f"Pareto fronts of {len(studies)} studies"
+                 f"{' (pairwise projections)' if k > 2 else ''} and their hypervolume", fontsize=12)
+    note = (f"Common reference point (the worst of the studies' reference points): "
+            f"{point_text(first, reference)}.\nCommon ideal point (best feasible values of the "
+            f"union of the fronts inside the reference box): {point_text(first, ideal)}.")
+    if k > 2:
+        note += "\n" + PROJECTION_NOTE.format(k=k)
+    fig.text(0.01, 0.01, note, fontsize=8, va="bottom")
+    fig.tight_layout(rect=(0, 0.7 / fig.get_figheight(), 1, 0.97))
     fig.savefig(path)
     plt.close(fig)

@@ -1,4 +1,11 @@
-"""Tables of a study's trials: CSV, Parquet, and the EMGAxO-style CSV."""
+"""Tables of a study's trials: CSV, Parquet, and the EMGAxO-style CSV.
+
+Every CSV reads back unchanged with ``pandas.read_csv`` defaults: configuration bit strings
+(``config_bits``, EMGAxO's ``Config``) are written as Python binary literals (``0b0011...``,
+all 36 digits; ``int(s, 0)`` or ``int(s, 2)`` reads the integer back) so that no reader takes
+them for numbers and drops their leading zeros, with the integer (``config``, ``Config_int``)
+alongside; lists and dicts are JSON text; timestamps are ISO 8601 with their UTC offset.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ EMGAXO_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "me
                   "mse", "wce", "mred", "error_probability", "fpga_luts", "fpga_carry4",
                   "fpga_delay", "fpga_power", "area", "delay", "power", "power_uniform",
                   "power_workload", "pdp")
+BIT_COLUMNS = ("config_bits", "Config")
+BITS_PREFIX = "0b"
 
 
 def plain(frame: pd.DataFrame) -> pd.DataFrame:
@@ -27,8 +36,26 @@ def plain(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """A table as CSV that ``pandas.read_csv`` reads back without mangling a column."""
+    out = plain(frame)
+    for column in BIT_COLUMNS:
+        if column in out:
+            out[column] = out[column].map(lambda b: BITS_PREFIX + b if isinstance(b, str) else b)
+    out.to_csv(path, index=False)
+
+
+def trials_table(study: Study, front: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every trial with ``on_front``: whether it is on the Pareto front, so has design files
+    named by its ``design`` in the study's ``pareto/`` folder."""
+    trials = study.trials.copy()
+    front = study.pareto() if front is None else front
+    trials["on_front"] = trials["trial"].isin(front["trial"]) if not front.empty else False
+    return trials
+
+
 def emgaxo_table(study: Study) -> pd.DataFrame:
-    """Completed trials as EMGAxO lays them out: Config (36-character, MSB first), Config_int,
+    """Completed trials as EMGAxO lays them out: Config (36 bits, MSB first), Config_int,
     Disabled_LUTs (removed LUTs out of 36), then every metric the study has."""
     if study.settings.space.type != "appaxo36":
         raise StudyFileError(f"{study.folder}: the emgaxo format lists AppAxO configurations; "
@@ -51,9 +78,9 @@ def export(study: Study, fmt: str, path: Path | None = None) -> Path:
     default = {"csv": "trials.csv", "parquet": "trials.parquet", "emgaxo": "emgaxo.csv"}[fmt]
     path = path or study.folder / default
     if fmt == "emgaxo":
-        emgaxo_table(study).to_csv(path, index=False)
+        write_csv(emgaxo_table(study), path)
     elif fmt == "parquet":
-        plain(study.trials).to_parquet(path, index=False)
+        plain(trials_table(study)).to_parquet(path, index=False)
     else:
-        study.trials.to_csv(path, index=False)
+        write_csv(trials_table(study), path)
     return path

@@ -21,6 +21,22 @@ def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
     return float(HV(ref_point=np.asarray(reference, dtype=float))(inside))
 
 
+def hypervolume_box(points: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, float]:
+    """The ideal point of the points inside the reference box (minimization form) and the
+    volume of the box between it and the reference point, the most any front of those points
+    can dominate; (reference, 0.0) when no point is inside."""
+    inside = points[np.all(points < reference, axis=1)]
+    if len(inside) == 0:
+        return reference.copy(), 0.0
+    ideal = inside.min(axis=0)
+    return ideal, float(np.prod(reference - ideal))
+
+
+def normalized(hypervolume: float, box: float) -> float:
+    """The hypervolume as a fraction of its box (0 for an empty box)."""
+    return hypervolume / box if box > 0 else 0.0
+
+
 def igd_plus(points: np.ndarray, reference_front: np.ndarray) -> float:
     """IGD+ of ``points`` against a reference front (0 when it covers the reference front)."""
     from pymoo.indicators.igd_plus import IGDPlus

@@ -105,12 +105,13 @@ class AppAxOEvaluator(ScoredEvaluator):
     screening: Screening | None = None
 
     def export(self, front: pd.DataFrame, folder: Path) -> None:
-        """Design files of the Pareto-optimal configurations: Verilog for ASIC flows, the
-        Xilinx LUT6_2/CARRY4 form, and the product table (``.npy``). Replaces the folder."""
+        """Design files of the Pareto-optimal configurations, named by ``appaxo.design_name``:
+        Verilog for ASIC flows, the Xilinx LUT6_2/CARRY4 form, and the product table
+        (``.npy``). Replaces the folder."""
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         for config in (int(c) for c in front.get("config", ())):
-            name = f"appaxo_{config:09x}"
+            name = appaxo.design_name(config)
             (folder / f"{name}.v").write_text(appaxo.verilog(config, name))
             (folder / f"{name}_xc7.v").write_text(structural_verilog(config, f"{name}_xc7"))
             np.save(folder / f"{name}.npy", appaxo.product_table(config))
@@ -124,6 +125,7 @@ class AppAxOEvaluator(ScoredEvaluator):
         metrics = {
             "config": int(config),
             "config_bits": appaxo.to_bitstring(config),
+            "design": appaxo.design_name(config),
             "table_sha256": table.sha256,
             "kept_luts": appaxo.kept_luts(config),
             **appaxo_fpga(config),
@@ -174,6 +176,7 @@ def build_evaluator(
     asic: tuple[FlowSettings, str] | None = None,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    progress: bool | None = None,
     **options,
 ) -> E:
     """Load the data, train or reuse the network, and keep it resident for many evaluations.
@@ -183,10 +186,13 @@ def build_evaluator(
         require("yosys")
         if asic[0].liberty:
             require("sta")
+            log(f"reading the Liberty library {asic[0].liberty}")
             load_liberty(asic[0].liberty)
+    log(f"loading the {dataset} training and test images")
     train = load_split(dataset, "train", dataset_path, download=download)
     test = load_split(dataset, "test", dataset_path, download=download)
-    prepared = prepare_network(training, train, test, reuse=reuse_network, log=log)
+    prepared = prepare_network(training, train, test, reuse=reuse_network, log=log,
+                               progress=progress)
     for kind in ("float", "int8"):
         m = prepared.report[kind]
         log(f"{kind} network on {prepared.report['test_images']} test images: accuracy "
@@ -201,6 +207,8 @@ def build_evaluator(
     objectives = None
     if asic is not None:
         flow, power = asic
+        log(f"sampling the power workload: {flow.vectors} operand pairs from the exact "
+            "network's multiplications")
         workload = sample_workload(QGraph.from_onnx(prepared.int8_onnx), inputs, flow.vectors,
                                    seed=seed)
         objectives = AsicObjectives(flow, power, workload)

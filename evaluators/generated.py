@@ -95,7 +95,9 @@ class XpatEvaluator(ScoredEvaluator):
                 "verilog": mult.verilog}
 
     def export(self, front: pd.DataFrame, folder: Path) -> None:
-        """Verilog and product table (``.npy``) of every design on the front. Replaces the folder."""
+        """Verilog and product table (``.npy``) of every design on the front, named by its
+        ``design`` (the generator's circuit name, also the tables' ``design`` column).
+        Replaces the folder."""
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         for _, row in front.iterrows():

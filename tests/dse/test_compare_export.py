@@ -71,6 +71,7 @@ def test_compare_table_and_plot(studies, tmp_path, capsys):
     table = dse.compare([studies["rnd"], studies["ga"]], plot=tmp_path / "cmp.png")
     assert list(table["study"]) == ["rnd", "ga"] and list(table["evaluations"]) == [18, 18]
     assert (table["hypervolume"] > 0).all() and (table["front_size"] >= 1).all()
+    assert ((table["hypervolume_normalized"] > 0) & (table["hypervolume_normalized"] <= 1)).all()
     assert (table["igd_plus"] >= 0).all() and table["igd_plus"].min() < table["igd_plus"].max() + 1e-12
     assert ((table["coverage"] >= 0) & (table["coverage"] <= 1)).all()
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
@@ -82,15 +83,17 @@ def test_compare_table_and_plot(studies, tmp_path, capsys):
 
 
 def test_compare_takes_the_same_objectives_in_any_order(studies, mnist_dir, tmp_path):
-    def study(name, objectives):
+    def study(name, objectives, **changes):
         data = mini_study(mnist_dir, name=name, output=str(tmp_path / name), seed=2,
-                          dataset={"test_size": 300}, objectives=objectives, budget={"trials": 6})
+                          dataset={"test_size": 300}, objectives=objectives, budget={"trials": 6},
+                          **changes)
         return run_study(parse_settings(data), log=quiet, progress=False)
 
     swapped = study("swapped", [{"metric": "fpga_luts"}, {"metric": "accuracy"}])
     table = dse.compare([studies["rnd"], swapped])
     assert (table["hypervolume"] > 0).all()
-    other = study("other", [{"metric": "accuracy"}, {"metric": "mae"}])
+    other = study("other", [{"metric": "accuracy"}, {"metric": "mae"}],
+                  reference_point={"accuracy": 0.5, "mae": 2000})
     with pytest.raises(dse.StudyFileError, match="comparable only on the same objectives"):
         dse.compare([studies["rnd"], other])
 
@@ -101,10 +104,11 @@ def test_exports(studies, tmp_path, capsys):
         assert main(["export", str(study.folder), "--format", fmt, "--output", str(tmp_path / fmt)]) == 0
     assert len(pd.read_csv(tmp_path / "csv")) == 19
     assert len(pd.read_parquet(tmp_path / "parquet")) == 19
-    emgaxo = pd.read_csv(tmp_path / "emgaxo", dtype={"Config": str})
+    emgaxo = pd.read_csv(tmp_path / "emgaxo")  # pandas defaults keep the binary literal text
     assert list(emgaxo.columns[:3]) == ["Config", "Config_int", "Disabled_LUTs"]
     row = emgaxo.iloc[1]
-    assert int(row["Config"], 2) == row["Config_int"] and row["Disabled_LUTs"] == row["Config"].count("0")
+    assert row["Config"].startswith("0b") and len(row["Config"]) == 2 + 36
+    assert int(row["Config"], 2) == row["Config_int"] and row["Disabled_LUTs"] == row["Config"][2:].count("0")
 
 
 def test_reports_include_the_interactive_page_and_the_hypervolume_curve(studies, capsys):
