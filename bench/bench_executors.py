@@ -52,14 +52,15 @@ def main() -> None:
             started = time.perf_counter()
             executor = make_executor(settings.executor, evaluator, settings.output_dir)
             startup = time.perf_counter() - started
-            runner = StudyRunner(Study(settings.output_dir, settings), evaluator, lambda m: None,
-                                 False, executor)
+            study = Study(settings.output_dir, settings, driver=True)
+            runner = StudyRunner(study, evaluator, lambda m: None, False, executor)
             try:
                 start = time.perf_counter()
                 runner.run()
                 seconds = time.perf_counter() - start
             finally:
                 executor.close()
+                study.close()
             rows.append((name, args.evaluations + 1, seconds, startup))
             print(f"{name}: {seconds:.1f} s", file=sys.stderr)
     print(f"\nLeNet-5 / MNIST, {args.test_size} test images per evaluation, {os.cpu_count()} CPU cores")

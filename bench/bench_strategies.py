@@ -56,9 +56,9 @@ def main() -> None:
                         "output": str(Path(tmp) / f"{name}-{seed}"), "strategy": STRATEGIES[name]}
                 settings = parse_settings(data)
                 freeze(settings, settings.output_dir)
-                study = Study(settings.output_dir, settings)
                 start = time.perf_counter()
-                StudyRunner(study, evaluator, lambda m: None, progress=False).run()
+                with Study(settings.output_dir, settings, driver=True) as study:
+                    StudyRunner(study, evaluator, lambda m: None, progress=False).run()
                 studies.setdefault(name, []).append((study, time.perf_counter() - start))
                 unique = study.trials["config"].nunique() - 1
                 print(f"{name} seed {seed}: {time.perf_counter() - start:.0f} s, hypervolume "

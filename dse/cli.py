@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 from dse.study_file import StudyFileError
@@ -56,28 +59,48 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from dse.report import write_reports
+    """Reads only: works on an archived (read-only) folder and while a driver runs."""
+    from dse.lock import holder
     from dse.study import load_study
 
     study = load_study(args.folder)
-    paths = write_reports(study)
     summary = _summary(study)
+    summary["driver"] = holder(study.folder)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
         _print_summary(study, summary)
-        print(f"wrote {paths['pareto']} and {paths['plot']}")
+        if summary["driver"]:
+            print(f"running: a driver holds the study ({summary['driver']})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dse.report import write_reports
+    from dse.study import load_study
+
+    paths = write_reports(load_study(args.folder))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
 def cmd_characterize(args: argparse.Namespace) -> int:
+    import tempfile
+
     from circuits.activity import OperandStream
     from circuits.cache import ResultCache
     from circuits.catalogue import characterize_folder, characterize_full, write_catalogue
-    from circuits.characterize import FlowSettings
+    from circuits.characterize import AMBIGUOUS, FlowSettings
     from circuits.multiplier import Multiplier
 
+    def warn_if_ambiguous(metrics: dict) -> None:
+        if metrics.get("signedness") == AMBIGUOUS:
+            _log(f"dse: warning: {metrics['source']}: signedness is ambiguous (the table reads as "
+                 "neither a signed nor an unsigned multiplier), reported unsigned as Verilog reads "
+                 "its ports; declare the ports signed/unsigned or pass --signedness")
+
     settings = FlowSettings(liberty=args.liberty, clock_period_ns=args.clock_ns)
+    signed = {"signed": True, "unsigned": False}.get(args.signedness)
     workload = None
     if args.workload:
         if not Path(args.workload).is_file():
@@ -86,22 +109,32 @@ def cmd_characterize(args: argparse.Namespace) -> int:
     cache = ResultCache()
     target = Path(args.target)
     if target.is_dir():
+        output = Path(args.output) if args.output else Path("catalogues") / target.resolve().name
+        try:  # a folder the catalogue cannot be written to fails now, not after the work
+            output.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=output).close()
+        except OSError as err:
+            raise StudyFileError(f"{output}: cannot write the catalogue there "
+                                 f"({err.strerror}); choose another folder with --output") from None
         frame = characterize_folder(target, settings, workload, cache, fpga=not args.no_fpga,
-                                    progress=not args.json)
-        csv, parquet = write_catalogue(frame, Path(args.output) if args.output else target)
+                                    progress=not args.json, signed=signed)
+        for metrics in frame.to_dict("records"):
+            warn_if_ambiguous(metrics)
+        csv, parquet = write_catalogue(frame, output)
         if args.json:
             print(frame.to_json(orient="records", indent=2))
         else:
-            shown = ["name", "signed", "mae", "area", "delay", "power_uniform", "fpga_luts", "error"]
+            shown = ["name", "signedness", "mae", "area", "delay", "power_uniform", "fpga_luts",
+                     "error"]
             print(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
             print(f"wrote {csv} and {parquet}")
         return 0
     if not args.target.startswith(("appaxo:", "baseline:")) and not target.is_file():
         raise StudyFileError(f"{target}: no such file or folder "
                              "(expected FILE.v, a folder, appaxo:CONFIG or baseline:NAME)")
-    signed = {"signed": True, "unsigned": False}.get(args.signedness)
     mult = Multiplier.parse(args.target, signed)
     metrics = characterize_full(mult, settings, workload, cache, fpga=not args.no_fpga).metrics
+    warn_if_ambiguous(metrics)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -136,6 +169,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _summary(study) -> dict:
+    from dse.indicators import normalized
+    from dse.report import study_box
+
     trials = study.trials
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
     front = study.pareto()
@@ -150,6 +186,8 @@ def _summary(study) -> dict:
         "exact": baseline[study.objectives].iloc[0].to_dict() if not baseline.empty else None,
         "reference_point": study.reference_point,
         "hypervolume": study.hypervolume(),
+        "hypervolume_normalized": normalized(study.hypervolume(), study_box(study)[2])
+        if study.reference_point else None,
         "constraints": study.settings.constraints,
         "feasible_trials": len(study.feasible()),
         "pareto_front": front[[c for c in cols if c in front]].to_dict(orient="records"),
@@ -164,7 +202,8 @@ def _print_summary(study, summary: dict | None = None) -> None:
         print("exact multiplier: " + ", ".join(f"{k} {v:g}" for k, v in summary["exact"].items()))
     if summary["reference_point"]:
         ref = ", ".join(f"{k} {v:g}" for k, v in summary["reference_point"].items())
-        print(f"hypervolume {summary['hypervolume']:.6g} (reference point: {ref})")
+        print(f"hypervolume {summary['hypervolume']:.6g}, {summary['hypervolume_normalized']:.4f} "
+              f"of the box between the ideal and the reference point ({ref})")
     if summary["constraints"]:
         print(f"constraints {'; '.join(summary['constraints'])}: "
               f"{summary['feasible_trials']} feasible completed trials")
@@ -263,10 +302,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dse import __version__
+
     parser = argparse.ArgumentParser(
         prog="dse",
         description="Design-space exploration of approximate multipliers in quantized neural networks.",
     )
+    parser.add_argument("--version", action="version", version=f"dse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start or continue the study a study file describes")
     run.add_argument("study", help="study YAML file")
@@ -281,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("folder")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+    report = sub.add_parser("report", help="write a study's tables and plots again (trials.csv, "
+                            "pareto.csv, pareto.png, pareto.html, hypervolume.png)")
+    report.add_argument("folder")
+    report.set_defaults(func=cmd_report)
     cmp = sub.add_parser("compare", help="compare the Pareto fronts of finished studies")
     cmp.add_argument("folders", nargs="+", help="two or more study folders")
     cmp.add_argument("--plot", help="write the overlaid fronts and hypervolume curves (PNG)")
@@ -302,9 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
                                         "default: the Liberty-free Yosys-gate estimate")
     char.add_argument("--clock-ns", type=float, default=10.0, help="clock period for power (ns)")
     char.add_argument("--workload", help="a study's workload.npz: adds workload-driven power")
-    char.add_argument("--signedness", choices=["signed", "unsigned", "infer"], default="infer")
+    char.add_argument("--signedness", choices=["signed", "unsigned", "infer"], default="infer",
+                      help="for ports declared neither signed nor unsigned (default: infer from "
+                           "the table; a row it cannot tell is marked ambiguous, with a warning)")
     char.add_argument("--no-fpga", action="store_true", help="skip the FPGA cost (synth_xilinx)")
-    char.add_argument("--output", help="folder for the catalogue (default: the input folder)")
+    char.add_argument("--output", help="folder for the catalogue of a folder target (default: "
+                                       "catalogues/<folder name> where you run; the input folder "
+                                       "is never written)")
     char.add_argument("--json", action="store_true", help="machine-readable output")
     char.set_defaults(func=cmd_characterize)
     gen = sub.add_parser("generate", help="generate approximate multipliers under worst-case "
@@ -336,12 +386,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"dse: warning: {message}", file=sys.stderr)
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops a driver as Ctrl-C does: children and Ray shut down
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except _user_errors() as err:
-        print(f"dse: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines():  # a study file with several errors: one line each
+            print(f"dse: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         target = getattr(args, "folder", None) or "the study folder"

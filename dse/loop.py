@@ -8,6 +8,7 @@ anything or exceeding the budget.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +19,11 @@ from tqdm import tqdm
 
 from dse.executors import Executor, Outcome, SerialExecutor, make_executor
 from dse.indicators import hypervolume
+from dse.journal import scan
+from dse.lock import holder as lock_holder
 from dse.pareto import non_dominated, to_minimization
 from dse.space import AppAxOSubspace, ChoiceSpace, Space
-from dse.storage import constraint_dict
+from dse.storage import JOURNAL, StorageError, check_storage, constraint_dict
 from dse.strategies import Evaluation, Proposal, make_strategy
 from dse.study import (
     BASELINE,
@@ -39,8 +42,8 @@ Log = Callable[[str], None]
 
 
 def check_folder(settings: StudySettings, folder: Path) -> bool:
-    """Whether ``folder`` already holds this study; refuses a changed study file or a foreign
-    folder. Writes nothing."""
+    """Whether ``folder`` already holds this study; refuses a changed study file, a damaged
+    frozen one, a missing trial store or a foreign folder. Writes nothing."""
     if (folder / FROZEN).is_file():
         old = read_frozen(folder)
         if old.sha256() != settings.sha256():
@@ -49,22 +52,49 @@ def check_folder(settings: StudySettings, folder: Path) -> bool:
                 f"{folder}: the study file changed since this study started ({changes}); "
                 "restore it, or give the study a new name or output folder"
             )
+        if settings.storage is None and not (folder / JOURNAL).is_file():
+            raise StorageError(
+                f"{folder / JOURNAL}: the trial store is missing next to {FROZEN}; restore it "
+                "from a backup, or delete the folder to start the study over")
         return True
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise StudyFileError(f"{folder}: exists and is not a study folder; choose another output")
     return False
 
 
+def preflight(settings: StudySettings, folder: Path) -> None:
+    """Everything a run needs from outside, checked in seconds before anything is loaded,
+    trained or written: the folder, the trial store, the lock, the executor's resources."""
+    from dse.executors import preflight as executor_preflight
+
+    existing = check_folder(settings, folder)
+    target = folder if existing else next(p for p in [folder, *folder.parents] if p.exists())
+    if not os.access(target, os.W_OK):
+        raise StorageError(f"{target}: not writable (a driver writes the study there)")
+    if settings.storage:
+        check_storage(settings.storage)
+    elif existing:
+        scan(folder / JOURNAL)  # damage is reported now, not after training
+    who = lock_holder(folder) if existing else None
+    if who:
+        raise StorageError(f"{folder}: another driver is running this study ({who}); wait for it "
+                           "to finish or stop it, then resume")
+    executor_preflight(settings.executor, folder)
+
+
 def freeze(settings: StudySettings, folder: Path) -> None:
-    """Create the study folder with the frozen settings (nothing to do if it exists)."""
+    """Create the study folder with the frozen settings (nothing to do if it exists). The
+    trial store exists before ``study.yaml`` does, so a folder with ``study.yaml`` and no
+    journal has lost its journal."""
     if check_folder(settings, folder):
         return
     folder.mkdir(parents=True, exist_ok=True)
-    frozen = folder / FROZEN
+    if settings.storage is None:
+        (folder / JOURNAL).touch()
+    (folder / FROZEN_HASH).write_text(settings.sha256() + "\n")
     tmp = folder / (FROZEN + ".tmp")
     tmp.write_text(yaml.safe_dump(settings.canonical(), sort_keys=False))
-    tmp.rename(frozen)
-    (folder / FROZEN_HASH).write_text(settings.sha256() + "\n")
+    tmp.rename(folder / FROZEN)
 
 
 def make_space(settings: StudySettings) -> Space:
@@ -75,9 +105,9 @@ def make_space(settings: StudySettings) -> Space:
     return AppAxOSubspace(space.free, space.fixed)
 
 
-def build_evaluator(settings: StudySettings, log: Log):
+def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = None):
     """The candidate evaluator described by the study settings: AppAxO configurations, or
-    generator runs for an ``xpat`` space."""
+    generator runs for an ``xpat`` space. ``progress``: the training bar (None: on a terminal)."""
     from circuits.characterize import FlowSettings
     from evaluators.candidate import AppAxOEvaluator, build_evaluator
     from evaluators.network import TrainingSettings
@@ -99,7 +129,7 @@ def build_evaluator(settings: StudySettings, log: Log):
     common = dict(dataset=d.name, dataset_path=d.path, download=d.download, test_size=d.test_size,
                   training=training, reuse_network=m.reuse_checkpoint,
                   kernel=settings.evaluation.kernel, device=settings.evaluation.device,
-                  asic=asic, seed=settings.seed, log=log)
+                  asic=asic, seed=settings.seed, log=log, progress=progress)
     if xpat:
         from evaluators.generated import XpatEvaluator, XpatTrials
 
@@ -142,6 +172,8 @@ class StudyRunner:
 
     def __init__(self, study: Study, evaluator, log: Log = print, progress: bool = True,
                  executor: Executor | None = None) -> None:
+        if not study.store.writable:
+            raise ValueError("StudyRunner needs the study opened as its driver (Study(..., driver=True))")
         self.study = study
         self.settings = study.settings
         self.evaluator = evaluator
@@ -185,7 +217,8 @@ class StudyRunner:
             attrs["generation"] = proposal.generation
         if outcome.metrics is None:
             attrs.update(error=outcome.error, traceback=outcome.traceback)
-            self.study.store.add(proposal.config, None, attrs, outcome.started)
+            self.study.store.add(proposal.config, None, attrs, outcome.started,
+                                 params=self.space.params(proposal.config))
             self.log(f"evaluation of configuration {proposal.config} failed: {outcome.error}")
             return Evaluation(None), []
         metrics = dict(outcome.metrics)
@@ -211,7 +244,8 @@ class StudyRunner:
         row["constraint_values"] = list(violations)
         row["feasible"] = all(v <= 0 for v in violations)
         values = tuple(float(row[k]) for k in self.study.objectives)
-        self.study.store.add(config, values, row, started, constraints=constraint_dict(violations))
+        self.study.store.add(config, values, row, started, constraint_dict(violations),
+                             self.space.params(config))
         return Evaluation(values, violations)
 
     def _reference_point(self) -> dict[str, float]:
@@ -256,6 +290,7 @@ class StudyRunner:
         store = self.study.store
         executor = self.executor
         if self.baseline is None:
+            self.log("evaluating the exact multiplier (the first evaluation also compiles the kernels)")
             executor.submit(Proposal(self.space.exact, -1), BASELINE)
             self._store(executor.next_outcome())
             if self.baseline is None:
@@ -307,23 +342,24 @@ class StudyRunner:
 def run_study(
     settings: StudySettings, folder: Path | None = None, *, log: Log = print, progress: bool = True
 ) -> Study:
-    """Start or continue the study a study file describes; write its reports at the end."""
+    """Start or continue the study a study file describes, as its only driver; write its
+    reports at the end."""
     from dse.report import write_reports
 
     folder = Path(folder) if folder is not None else settings.output_dir
-    check_folder(settings, folder)
-    evaluator = build_evaluator(settings, log)  # bad data fails here, before anything is written
+    preflight(settings, folder)
+    evaluator = build_evaluator(settings, log, None if progress else False)  # bad data fails
+    # here, before anything is written
     freeze(settings, folder)
-    evaluator.save_artifacts(folder)
-    study = Study(folder, settings)
-    executor = make_executor(settings.executor, evaluator, folder, log)
-    try:
-        StudyRunner(study, evaluator, log, progress, executor).run()
-    finally:
-        executor.close()
-        write_reports(study)
-        front = study.pareto()
-        evaluator.export(front, folder / "pareto")
+    with Study(folder, settings, driver=True, log=log) as study:
+        evaluator.save_artifacts(folder)
+        executor = make_executor(settings.executor, evaluator, folder, log)
+        try:
+            StudyRunner(study, evaluator, log, progress, executor).run()
+        finally:
+            executor.close()
+            write_reports(study)
+            evaluator.export(study.pareto(), folder / "pareto")
     return study
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
 from circuits.appaxo import EXACT
 from circuits.appaxo import N_BITS as APPAXO_BITS
@@ -55,6 +56,15 @@ class AppAxOSubspace:
     def __contains__(self, config: int) -> bool:
         return config & ~self.free == self.fixed & ~self.free
 
+    def params(self, config: int) -> dict[str, tuple[int, BaseDistribution]]:
+        """The searched LUTs of a configuration as named 0/1 parameters (``lut_r<row>_j<lut>``:
+        1 keeps the LUT), for Optuna clients' importance, slice and contour views."""
+        out = {}
+        for bit in self.free_bits:
+            r, j = divmod(APPAXO_BITS - 1 - bit, 9)
+            out[f"lut_r{r}_j{j}"] = ((config >> bit) & 1, IntDistribution(0, 1))
+        return out
+
 
 @dataclass(frozen=True)
 class ChoiceSpace:
@@ -102,6 +112,14 @@ class ChoiceSpace:
 
     def __contains__(self, config: int) -> bool:
         return 0 <= config < self.size
+
+    def params(self, config: int) -> dict[str, tuple[object, BaseDistribution]]:
+        """The parameter values of a configuration with their choices, for Optuna clients (none
+        for a configuration outside the space, such as the exact circuit)."""
+        if config not in self:
+            return {}
+        return {name: (value, CategoricalDistribution(values))
+                for (name, values), value in zip(self.choices, self.values(config).values())}
 
     def values(self, config: int) -> dict:
         """The parameter values a configuration stands for."""

@@ -1,29 +1,43 @@
-"""The trial store: an Optuna storage inside the study folder.
+"""The trial store: an Optuna storage inside the study folder, or an RDB shared by machines.
 
 Every finished evaluation becomes one Optuna trial, added atomically once it is finished (an
 evaluation interrupted by Ctrl-C or ``kill -9`` leaves nothing behind and is simply proposed
-again on resume). The default backend is Optuna's append-only journal file, which survives a
-killed process; the study is readable by ``optuna.load_study`` and optuna-dashboard.
+again on resume). The default backend is Optuna's append-only journal file; the study is
+readable by ``optuna.load_study`` and optuna-dashboard, with the objectives' metric names, the
+configuration as per-parameter values (AppAxO LUTs, generator parameters) and real start and
+completion times.
+
+Only a driver writes, and only while it holds the study lock (``dse.lock``); it repairs a torn
+journal tail before writing. Readers (``status``, ``export``, ``compare``, ``dse.load_study``)
+open the store read-only and never write to it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import IntDistribution
+from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 from optuna.trial import FrozenTrial, TrialState
 
 from circuits.appaxo import EXACT
+from dse.journal import ReadOnlyJournal, StorageError, StoreWarning, repair
+from dse.lock import StudyLock, holder
+
+__all__ = ["JOURNAL", "StorageError", "StoreWarning", "TrialStore", "check_storage",
+           "constraint_dict", "journal_storage", "redact"]
 
 JOURNAL = "trials.journal"
 CONFIG_DISTRIBUTION = IntDistribution(0, EXACT)
+CONNECT_TIMEOUT_S = 5
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -34,18 +48,9 @@ def constraint_dict(values: Sequence[float]) -> dict[str, float]:
 
 
 def journal_storage(folder: Path) -> JournalStorage:
-    """The journal-file storage of a study folder."""
+    """The journal-file storage of a study folder, as Optuna itself opens it (for optuna clients;
+    dse reads through ``TrialStore``)."""
     return JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
-
-
-def rdb_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage (PostgreSQL, MySQL, SQLite): several drivers, machines or studies can
-    share it; each study is one Optuna study named after it."""
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    except Exception as err:  # connection refused, unknown database, missing driver ...
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise StorageError(f"storage {redact(url)}: {reason}") from None
 
 
 def redact(url: str) -> str:
@@ -53,21 +58,115 @@ def redact(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
-class StorageError(RuntimeError):
-    """The trial store cannot be opened; one line naming it."""
+def _reason(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("postgresql"):
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    if url.startswith("mysql"):
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    return {"pool_pre_ping": True}
+
+
+def check_storage(url: str) -> None:
+    """Fail in seconds, writing nothing, when an RDB URL cannot be used: a missing driver, a
+    SQLite file in a folder that does not exist or is read-only, an unreachable server."""
+    import os
+
+    import sqlalchemy
+
+    where = f"storage {redact(url)}"
+    try:
+        engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+    except ModuleNotFoundError as err:
+        raise StorageError(f"{where}: the database driver {err.name!r} is not installed "
+                           "(pip install it, e.g. 'dse[postgresql]' for PostgreSQL)") from None
+    except Exception as err:  # a malformed URL, an unknown dialect
+        raise StorageError(f"{where}: {_reason(err)}") from None
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if database and database != ":memory:":
+            parent = Path(database).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise StorageError(f"{where}: the folder {parent} does not exist")
+            if not os.access(parent, os.W_OK):
+                raise StorageError(f"{where}: the folder {parent} is not writable")
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    except Exception as err:  # connection refused, unknown database, authentication
+        raise StorageError(f"{where}: {_reason(err)}") from None
+    finally:
+        engine.dispose()
+
+
+def _rdb(url: str, writable: bool) -> optuna.storages.RDBStorage:
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url),
+                                          skip_table_creation=not writable)
+    except Exception as err:  # connection refused, unknown database, missing driver ...
+        raise StorageError(f"storage {redact(url)}: {_reason(err)}") from None
 
 
 class TrialStore:
-    """Append finished trials and read them back: a journal file in the study folder, or an
-    RDB URL shared by several drivers."""
+    """The trials of one study: appended by its driver, read by everyone else.
+
+    ``writable=True`` takes the study lock first (refused with a one-line error naming the
+    holder while another driver runs), repairs a torn journal tail, and creates the Optuna
+    study if needed. Without it nothing is written: the store must exist.
+    """
 
     def __init__(self, folder: Path, study_name: str, directions: Sequence[str],
-                 url: str | None = None) -> None:
-        storage = rdb_storage(url) if url else journal_storage(folder)
-        self.study = optuna.create_study(
-            storage=storage, study_name=study_name, directions=list(directions),
-            load_if_exists=True,
-        )
+                 url: str | None = None, *, writable: bool = False,
+                 metric_names: Sequence[str] | None = None, log=print) -> None:
+        self.folder = folder
+        self.writable = writable
+        self.lock: StudyLock | None = None
+        where = redact(url) if url else str(folder / JOURNAL)
+        if url:
+            storage = _rdb(url, writable)
+        elif writable:
+            storage = None
+        else:
+            storage = JournalStorage(ReadOnlyJournal(folder / JOURNAL,
+                                                     lambda: holder(folder) is not None))
+        if not writable:
+            try:
+                self.study = optuna.load_study(study_name=study_name, storage=storage)
+            except KeyError:
+                raise StorageError(f"{where}: holds no study {study_name!r} yet "
+                                   "(the study has not stored anything)") from None
+            return
+        engine = storage.engine if url else None
+        self.lock = StudyLock(folder, study_name, engine)
+        try:
+            if not url:
+                message = repair(folder / JOURNAL)
+                if message:
+                    log(f"warning: {message}")
+                # Optuna's per-write lock left by a writer killed mid-write: stale, since only
+                # the lock holder writes (Optuna would wait 30 s before breaking it)
+                Path(f"{folder / JOURNAL}.lock").unlink(missing_ok=True)
+                storage = JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
+            self.study = optuna.create_study(storage=storage, study_name=study_name,
+                                             directions=list(directions), load_if_exists=True)
+            if metric_names and self.study.metric_names is None:
+                with warnings.catch_warnings():  # experimental in optuna, and what clients read
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self.study.set_metric_names(list(metric_names))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the study lock (a reader holds none); the store stays open for reading."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        self.writable = False
 
     def add(
         self,
@@ -76,15 +175,21 @@ class TrialStore:
         attrs: dict[str, Any],
         started: dt.datetime,
         constraints: dict[str, float] | None = None,
+        params: dict[str, tuple[Any, BaseDistribution]] | None = None,
     ) -> None:
-        """Store one finished evaluation: COMPLETE with objective values, or FAIL without."""
-        trial = optuna.trial.create_trial(
+        """Store one finished evaluation: COMPLETE with objective values, or FAIL without;
+        ``params`` are the configuration's readable parameters (name -> value, distribution)."""
+        params = {"config": (int(config), CONFIG_DISTRIBUTION), **(params or {})}
+        trial = FrozenTrial(
+            number=-1, trial_id=-1,
             state=TrialState.COMPLETE if values is not None else TrialState.FAIL,
-            values=list(values) if values is not None else None,
-            params={"config": int(config)},
-            distributions={"config": CONFIG_DISTRIBUTION},
-            user_attrs={**attrs, "started_at": started.isoformat()},
-            constraints=constraints or None,
+            value=None, values=list(values) if values is not None else None,
+            datetime_start=started, datetime_complete=dt.datetime.now(),
+            params={k: v for k, (v, _) in params.items()},
+            distributions={k: d for k, (_, d) in params.items()},
+            user_attrs=attrs,
+            system_attrs={_CONSTRAINTS_KEY: list(constraints.values())} if constraints else {},
+            intermediate_values={},
         )
         self.study.add_trial(trial)
 

@@ -8,16 +8,16 @@ float and int8 ONNX models it was scored with), ``workload.npz`` (when power is 
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from dse.indicators import hypervolume
 from dse.pareto import non_dominated, to_minimization
-from dse.storage import JOURNAL, TrialStore
-from dse.study_file import StudyFileError, StudySettings, parse_settings
+from dse.storage import JOURNAL, StorageError, TrialStore
+from dse.study_file import StudyFileError, StudySettings, load_study_file
 
 FROZEN = "study.yaml"
 FROZEN_HASH = "study.sha256"
@@ -28,22 +28,52 @@ REFERENCE_POINT = "reference_point"
 
 
 def read_frozen(folder: Path) -> StudySettings:
-    """The settings frozen into a study folder."""
+    """The settings frozen into a study folder, checked against ``study.sha256``: a frozen file
+    edited, damaged or missing its hash is refused (its trials were measured under the
+    settings the hash names)."""
     path = folder / FROZEN
     if not path.is_file():
         raise StudyFileError(f"{folder}: not a study folder (no {FROZEN}); start one with `dse run STUDY.yaml`")
-    return parse_settings(yaml.safe_load(path.read_text()), str(path))
+    settings = load_study_file(path)
+    try:
+        recorded = (folder / FROZEN_HASH).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        raise StudyFileError(f"{folder / FROZEN_HASH}: missing or unreadable; it holds the hash of "
+                             f"{FROZEN} that the study's trials were measured under") from None
+    if recorded != settings.sha256():
+        raise StudyFileError(f"{path}: edited after the study started (its settings no longer match "
+                             f"{FROZEN_HASH}); restore it, or start a new study with the new settings")
+    return settings
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    """ISO 8601 with the UTC offset (Optuna keeps naive local times)."""
+    return moment.astimezone().isoformat() if moment is not None else None
 
 
 class Study:
     """A study as stored: ``trials`` (one row per evaluation) and its Pareto front."""
 
-    def __init__(self, folder: Path, settings: StudySettings) -> None:
+    def __init__(self, folder: Path, settings: StudySettings, *, driver: bool = False,
+                 log=print) -> None:
+        """Open the study's store read-only, or as its ``driver``: holding the study lock (one
+        driver per study) until ``close``."""
         self.folder = folder
         self.settings = settings
         self.objectives = [o.metric for o in settings.objectives]
         self.directions = [o.direction for o in settings.objectives]
-        self.store = TrialStore(folder, settings.name, self.directions, settings.storage)
+        self.store = TrialStore(folder, settings.name, self.directions, settings.storage,
+                                writable=driver, metric_names=self.objectives, log=log)
+
+    def close(self) -> None:
+        """Release the study lock if this is the driver."""
+        self.store.close()
+
+    def __enter__(self) -> Study:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def name(self) -> str:
@@ -57,7 +87,8 @@ class Study:
             row = {"trial": t.number, "state": t.state.name}
             row.update(t.user_attrs)
             row["config"] = t.params.get("config", row.get("config"))
-            row["completed_at"] = t.datetime_complete
+            row["started_at"] = _iso(t.datetime_start)
+            row["completed_at"] = _iso(t.datetime_complete)
             rows.append(row)
         frame = pd.DataFrame(rows)
         if frame.empty:
@@ -137,9 +168,10 @@ class Study:
 
 
 def load_study(path: str | Path) -> Study:
-    """Open a study folder for reading (``runs/<name>``)."""
+    """Open a study folder for reading (``runs/<name>``); writes nothing, takes no lock."""
     folder = Path(path)
     settings = read_frozen(folder)
     if settings.storage is None and not (folder / JOURNAL).is_file():
-        raise StudyFileError(f"{folder}: no trial store ({JOURNAL}); the study has not started")
+        raise StorageError(f"{folder / JOURNAL}: the trial store is missing next to {FROZEN}; "
+                           "restore it from a backup (or delete the folder to start over)")
     return Study(folder, settings)

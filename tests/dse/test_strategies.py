@@ -87,7 +87,6 @@ def run_study_with(folder, data, evaluator, *, stop_after=None, fail_every=None)
     ``fail_every`` k makes every k-th evaluation raise (a candidate that cannot be built)."""
     settings = parse_settings({**data, "output": str(folder)})
     freeze(settings, folder)
-    study = Study(folder, settings)
     real, calls = evaluator.evaluate, [0]
 
     def evaluate(config, *context):
@@ -99,12 +98,13 @@ def run_study_with(folder, data, evaluator, *, stop_after=None, fail_every=None)
         return real(config, *context)
 
     evaluator.evaluate = evaluate
-    try:
-        StudyRunner(study, evaluator, lambda m: None, progress=False).run()
-    except Interrupt:
-        pass
-    finally:
-        evaluator.evaluate = real
+    with Study(folder, settings, driver=True) as study:
+        try:
+            StudyRunner(study, evaluator, lambda m: None, progress=False).run()
+        except Interrupt:
+            pass
+        finally:
+            evaluator.evaluate = real
     return study
 
 

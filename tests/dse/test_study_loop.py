@@ -4,7 +4,6 @@ changed study file, the budget and the time limit."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -26,17 +25,11 @@ from dse.loop import StudyRunner, build_evaluator, run_study
 from dse.study import Study
 from dse.study_file import StudyFileError, parse_settings
 from evaluators.lenet import to_input
-from tests.conftest import REPO, interruptible, mini_study, shared_path
+from tests.conftest import MINI_FREE, REPO, interruptible, mini_study, shared_path
 
 
 def study_data(folder, mnist_dir, **changes) -> dict:
     return mini_study(mnist_dir, output=str(folder), **changes)
-
-
-@pytest.fixture
-def env(monkeypatch, session_cache):
-    monkeypatch.setenv("DSE_CACHE_DIR", str(session_cache))
-    return {**os.environ, "DSE_CACHE_DIR": str(session_cache)}
 
 
 def quiet(_message: str) -> None:
@@ -45,6 +38,13 @@ def quiet(_message: str) -> None:
 
 def run(data: dict, **kwargs) -> Study:
     return run_study(parse_settings(data), log=quiet, progress=False, **kwargs)
+
+
+def error_line(stderr: str) -> str:
+    """The one error line of a refused command (progress lines may precede it), no traceback."""
+    errors = [line for line in stderr.splitlines() if line.startswith("dse: error: ")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    return errors[0]
 
 
 def search_rows(study: Study):
@@ -75,7 +75,7 @@ def test_a_study_stores_every_trial_and_writes_its_front(tmp_path, mnist_dir, mn
     assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (folder / "trials.csv").is_file() and (folder / "study.sha256").is_file()
     for config in front["config"]:  # design files of every Pareto-optimal multiplier
-        name = f"appaxo_{int(config):09x}"
+        name = appaxo.design_name(int(config))
         assert (folder / "pareto" / f"{name}.v").read_text().startswith("// AppAxO")
         assert "LUT6_2" in (folder / "pareto" / f"{name}_xc7.v").read_text()
         np.testing.assert_array_equal(np.load(folder / "pareto" / f"{name}.npy"),
@@ -84,6 +84,13 @@ def test_a_study_stores_every_trial_and_writes_its_front(tmp_path, mnist_dir, mn
     # the store is a real Optuna study
     loaded = optuna.load_study(study_name="mini", storage=dse.storage.journal_storage(folder))
     assert len(loaded.trials) == 7 and loaded.directions[0].name == "MAXIMIZE"
+    assert loaded.metric_names == ["accuracy", "fpga_luts"]  # what optuna-dashboard labels
+    for trial in loaded.trials:  # the searched LUTs as parameters, real durations
+        luts = {k: v for k, v in trial.params.items() if k.startswith("lut_")}
+        assert len(luts) == MINI_FREE.count("1") and set(luts.values()) <= {0, 1}
+        bits = format(trial.params["config"], "036b")
+        assert all(bits[int(k[5]) * 9 + int(k[8])] == str(v) for k, v in luts.items())
+        assert trial.datetime_complete > trial.datetime_start
     # the Python API reads the same thing back
     again = dse.load_study(folder)
     assert again.trials["config"].tolist() == trials["config"].tolist()
@@ -95,8 +102,9 @@ def test_running_a_finished_study_again_evaluates_nothing(tmp_path, mnist_dir, e
     stored = dse.load_study(folder).trials
     study = run(study_data(folder, mnist_dir))
     assert study.trials["trial"].tolist() == stored["trial"].tolist()
-    runner = StudyRunner(study, build_evaluator(study.settings, quiet), quiet, False)
-    assert runner.run() == 0
+    with Study(folder, study.settings, driver=True) as again:
+        runner = StudyRunner(again, build_evaluator(study.settings, quiet), quiet, False)
+        assert runner.run() == 0
     assert len(runner.evaluator.network_cache) == stored["table_sha256"].nunique()
 
 
@@ -129,7 +137,7 @@ def test_a_failing_evaluation_becomes_a_failed_trial(tmp_path, mnist_dir, env):
     from dse.loop import freeze
 
     freeze(settings, folder)
-    study = Study(folder, settings)
+    study = Study(folder, settings, driver=True)
     evaluator = build_evaluator(settings, quiet)
     calls = []
     real = evaluator.evaluate
@@ -204,7 +212,10 @@ def test_status_prints_the_front_and_json(tmp_path, mnist_dir, env, capsys):
     (folder / "pareto.png").unlink()
     assert main(["status", str(folder)]) == 0
     out = capsys.readouterr().out
-    assert "6/6 search trials" in out and "Pareto front" in out and (folder / "pareto.png").is_file()
+    assert "6/6 search trials" in out and "Pareto front" in out
+    assert not (folder / "pareto.png").exists()  # status only reads; report redraws
+    assert main(["report", str(folder)]) == 0
+    assert (folder / "pareto.png").is_file() and "pareto.html" in capsys.readouterr().out
     assert main(["status", str(folder), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["search_trials"] == 6 and 55 < summary["exact"]["fpga_luts"] < 65
@@ -220,8 +231,7 @@ def test_missing_data_is_a_one_line_error_and_writes_nothing(tmp_path, monkeypat
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(data))
     assert main(["run", str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
+    err = error_line(capsys.readouterr().err)
     assert "train-images-idx3-ubyte.gz" in err and "DSE_DATA_DIR" in err
     assert not folder.exists()
 
@@ -235,8 +245,8 @@ def test_a_missing_liberty_file_fails_before_any_work(tmp_path, mnist_dir, monke
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(data))
     assert main(["run", str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "put nangate45_typ.lib.gz" in err and "DSE_PDK_DIR" in err
+    err = error_line(capsys.readouterr().err)
+    assert "put nangate45_typ.lib.gz" in err and "DSE_PDK_DIR" in err
     assert not folder.exists() and not (tmp_path / "empty-cache" / "networks").exists()
 
 

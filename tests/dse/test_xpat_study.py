@@ -50,6 +50,11 @@ def test_choice_space_packs_parameters_into_bits():
         ChoiceSpace((("max_inputs", (4, 6, 8)),))
     with pytest.raises(ValueError, match="outside the space"):
         space.values(8)
+    # what optuna clients see: each parameter with its choices (nothing for the exact circuit)
+    params = space.params(6)
+    assert {k: v for k, (v, _) in params.items()} == space.values(6)
+    assert params["threshold"][1].choices == (16, 64, 256, 1024)
+    assert space.params(space.exact) == {}
 
 
 @pytest.mark.parametrize("strategy", [{"type": "nsga2", "population": 4}, {"type": "bayes"},

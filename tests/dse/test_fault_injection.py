@@ -1,0 +1,199 @@
+"""Fault injection on real studies through the real CLI: kill -9 at many points (serial and Ray)
+with resume-equivalence checks, torn journal tails, two drivers, a lost journal, an edited or
+damaged frozen study file, unusable storage URLs, read-only study folders."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import dse
+from dse.cli import main
+from tests.conftest import REPO, interruptible
+from tests.dse.test_store_faults import without_write_permission
+from tests.dse.test_study_loop import run, search_rows, study_data, wait_for_trials
+
+
+def dse_cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dse", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start(path: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dse", "run", str(path), "-q"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dse: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def warm(tmp_path, mnist_dir, env):
+    """The test network trained once into the session cache (so children start in seconds)."""
+    run(study_data(tmp_path / "warm", mnist_dir, budget={"trials": 1}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", [{"type": "serial"}, {"type": "ray", "workers": 2}],
+                         ids=["serial", "ray"])
+def test_killed_at_many_points_the_study_resumes_to_the_straight_result(
+        tmp_path, mnist_dir, env, warm, executor):
+    """kill -9 during start-up, after the baseline and at several trial counts, resuming in
+    between: the same trials as an uninterrupted run, nothing lost, nothing evaluated twice."""
+    budget = 16
+    data = study_data(tmp_path / "mini", mnist_dir, budget={"trials": budget}, executor=executor)
+    path = write(tmp_path / "study.yaml", data)
+    folder = tmp_path / "mini"
+    kept = None
+    for kill_at in (None, 0, 3, 7, 11):  # None: during start-up; 0: around the baseline
+        proc = start(path, env)
+        if kill_at is None:
+            time.sleep(1.5)
+        else:
+            wait_for_trials(folder, kill_at, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if (folder / "trials.journal").is_file() and (folder / "study.yaml").is_file():
+            study = dse.load_study(folder)
+            if kill_at:
+                rows = search_rows(study)
+                if kept is not None:  # finished trials are kept as they were
+                    again = rows.set_index("trial").loc[kept["trial"]]
+                    assert again["config"].tolist() == kept["config"].tolist()
+                kept = rows
+    resumed = dse_cli("resume", str(folder), "-q", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    after = search_rows(dse.load_study(folder))
+    assert after["proposal_index"].tolist() == list(range(budget)) and after["config"].is_unique
+    straight = search_rows(run(study_data(tmp_path / "straight", mnist_dir, budget={"trials": budget})))
+    assert after["config"].tolist() == straight["config"].tolist()
+    np.testing.assert_array_equal(after["accuracy"], straight["accuracy"])
+
+
+@pytest.mark.slow
+def test_a_second_driver_is_refused_naming_the_first(tmp_path, mnist_dir, env, warm):
+    folder = tmp_path / "mini"
+    path = write(tmp_path / "study.yaml", study_data(folder, mnist_dir, budget={"trials": 40}))
+    first = start(path, env)
+    try:
+        wait_for_trials(folder, 2, first)
+        for args in (("resume", str(folder)), ("run", str(path))):
+            refused = dse_cli(*args, env=env, timeout=60)
+            assert refused.returncode == 2
+            line = one_error_line(refused.stderr)
+            assert f"another driver is running this study (pid {first.pid} on " in line
+        status = dse_cli("status", str(folder), env=env, timeout=60)  # readers need no lock
+        assert status.returncode == 0 and f"a driver holds the study (pid {first.pid}" in status.stdout
+    finally:
+        out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    rows = search_rows(dse.load_study(folder))
+    assert rows["proposal_index"].tolist() == list(range(40)) and rows["config"].is_unique
+
+
+def test_a_torn_tail_is_survived_by_readers_and_repaired_by_the_driver(tmp_path, mnist_dir, env,
+                                                                       capsys):
+    folder = tmp_path / "mini"
+    run(study_data(folder, mnist_dir, budget={"trials": 4}))
+    journal = folder / "trials.journal"
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-40])  # the power went out mid-write
+    assert main(["status", str(folder)]) == 0
+    captured = capsys.readouterr()
+    assert "dse: warning: " in captured.err and "cut short by an interrupted write" in captured.err
+    assert journal.read_bytes() == whole[:-40]  # reading does not write
+    run(study_data(folder, mnist_dir, budget={"trials": 4}))  # the lost trial is evaluated again
+    study = dse.load_study(folder)
+    assert search_rows(study)["proposal_index"].tolist() == list(range(4))
+    assert (folder / "trials.journal.torn").is_file()
+
+
+def test_a_lost_journal_is_an_error_not_a_fresh_start(tmp_path, mnist_dir, env, capsys):
+    folder = tmp_path / "mini"
+    path = write(tmp_path / "study.yaml", study_data(folder, mnist_dir, budget={"trials": 2}))
+    assert main(["run", str(path), "-q"]) == 0
+    (folder / "trials.journal").unlink()
+    capsys.readouterr()
+    for args in (["resume", str(folder)], ["run", str(path)], ["status", str(folder)]):
+        assert main(args) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert "trials.journal: the trial store is missing" in line
+    assert not (folder / "trials.journal").exists()
+
+
+def test_damage_in_the_middle_is_one_line_and_nothing_is_touched(tmp_path, mnist_dir, env, capsys):
+    folder = tmp_path / "mini"
+    run(study_data(folder, mnist_dir, budget={"trials": 2}))
+    journal = folder / "trials.journal"
+    lines = journal.read_bytes().split(b"\n")
+    journal.write_bytes(lines[0] + b"\n\x00\x01garbage\n" + b"\n".join(lines[1:]))
+    damaged = journal.read_bytes()
+    for args in (["resume", str(folder)], ["status", str(folder)], ["export", str(folder)]):
+        assert main(args) == 2
+        assert f"damaged record at byte {len(lines[0]) + 1}" in one_error_line(capsys.readouterr().err)
+    assert journal.read_bytes() == damaged
+
+
+def test_an_edited_or_broken_frozen_study_file_is_refused(tmp_path, mnist_dir, env, capsys):
+    folder = tmp_path / "mini"
+    run(study_data(folder, mnist_dir, budget={"trials": 2}))
+    frozen = folder / "study.yaml"
+    original = frozen.read_text()
+    frozen.write_text(original.replace("trials: 2", "trials: 9"))
+    for args in (["resume", str(folder)], ["status", str(folder)]):
+        assert main(args) == 2
+        assert "edited after the study started" in one_error_line(capsys.readouterr().err)
+    frozen.write_text(original + "\n  - [unclosed\n")
+    assert main(["resume", str(folder)]) == 2
+    assert "study.yaml: not valid YAML" in one_error_line(capsys.readouterr().err)
+    frozen.write_text(original)
+    (folder / "study.sha256").unlink()
+    assert main(["status", str(folder)]) == 2
+    assert "study.sha256: missing or unreadable" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("sqlite:///{tmp}/no/such/folder/s.db", "does not exist"),
+    ("mysql://dse@127.0.0.1:1/studies", "is not installed"),
+    ("postgresql+psycopg://dse@127.0.0.1:1/studies", "storage postgresql+psycopg://dse@127.0.0.1:1/studies: "),
+], ids=["sqlite-missing-folder", "mysql-without-driver", "postgresql-unreachable"])
+def test_an_unusable_storage_url_fails_at_once_and_can_be_fixed(tmp_path, mnist_dir, env, capsys,
+                                                               url, expected):
+    folder = tmp_path / "mini"
+    data = study_data(folder, mnist_dir, budget={"trials": 1}, storage=url.format(tmp=tmp_path))
+    path = write(tmp_path / "study.yaml", data)
+    begin = time.monotonic()
+    assert main(["run", str(path), "-q"]) == 2
+    assert time.monotonic() - begin < 10
+    assert expected in one_error_line(capsys.readouterr().err)
+    assert not folder.exists()  # nothing frozen: the corrected file is a new study
+    write(path, {**data, "storage": f"sqlite:///{tmp_path}/s.db"})
+    assert main(["run", str(path), "-q"]) == 0
+
+
+def test_a_read_only_study_folder_is_read_by_every_read_command(tmp_path, mnist_dir, env):
+    folder = tmp_path / "mini"
+    run(study_data(folder, mnist_dir, budget={"trials": 2}))
+    code = ("import sys; from dse.cli import main; "
+            f"sys.exit(main(['status', {str(folder)!r}]) or main(['status', {str(folder)!r}, '--json'])"
+            f" or main(['compare', {str(folder)!r}, {str(folder)!r}])"
+            f" or len(__import__('dse').load_study({str(folder)!r}).trials) != 3)")
+    out = without_write_permission(folder, code)
+    assert out.returncode == 0, out.stderr
+    assert "2/2 search trials" in out.stdout and "Traceback" not in out.stderr
