@@ -94,3 +94,14 @@ def test_an_unreachable_server_is_a_one_line_error(tmp_path, mnist_dir):
     url = f"postgresql+psycopg://dse@127.0.0.1:{_free_port()}/nothing"
     with pytest.raises(StorageError, match=r"storage postgresql\+psycopg://dse@127.0.0.1:\d+/nothing: "):
         TrialStore(tmp_path, "x", ["maximize", "minimize"], url)
+
+
+def test_two_drivers_on_machines_sharing_the_database_one_refused(tmp_path, postgres_url):
+    """Drivers on two machines have two study folders: the database's advisory lock is what
+    keeps the second out, and it is released when the first lets go."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first = TrialStore(tmp_path / "a", "shared", ["maximize", "minimize"], postgres_url, writable=True)
+    with pytest.raises(StorageError, match=r"another driver is running this study"):
+        TrialStore(tmp_path / "b", "shared", ["maximize", "minimize"], postgres_url, writable=True)
+    first.close()
+    TrialStore(tmp_path / "b", "shared", ["maximize", "minimize"], postgres_url, writable=True).close()

@@ -162,3 +162,13 @@ def test_a_read_only_store_is_read(tmp_path):
     out = without_write_permission(tmp_path, code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "2"
+
+
+def test_two_drivers_sharing_a_sqlite_store_one_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first = TrialStore(tmp_path / "a", "s", DIRECTIONS, url, writable=True)
+    with pytest.raises(StorageError, match=r"another driver is running this study"):
+        TrialStore(tmp_path / "b", "s", DIRECTIONS, url, writable=True)
+    first.close()
+    TrialStore(tmp_path / "b", "s", DIRECTIONS, url, writable=True).close()
