@@ -96,11 +96,42 @@ def check_storage(url: str) -> None:
                 raise StorageError(f"{where}: the folder {parent} is not writable")
     try:
         with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT 1"))
+            refusal = _write_refusal(connection, engine.dialect.name)
     except Exception as err:  # connection refused, unknown database, authentication
         raise StorageError(f"{where}: {_reason(err)}") from None
     finally:
         engine.dispose()
+    if refusal:
+        raise StorageError(f"{where}: {refusal}")
+
+
+# PostgreSQL: the tables Optuna writes when they exist, else the right to create them
+_PG_WRITABLE = """
+SELECT current_setting('transaction_read_only') = 'off' AS writable_server,
+       CASE WHEN to_regclass('trials') IS NOT NULL
+            THEN has_table_privilege('trials', 'INSERT') AND has_table_privilege('studies', 'INSERT')
+            ELSE has_schema_privilege(current_schema(), 'CREATE') END AS may_write
+"""
+
+
+def _write_refusal(connection, dialect: str) -> str | None:
+    """Why the connected database would refuse the driver's writes, or None (checked without
+    writing: a read-only server or replica, no privilege on Optuna's tables or to create them)."""
+    import sqlalchemy
+
+    if dialect == "postgresql":
+        server, may_write = connection.execute(sqlalchemy.text(_PG_WRITABLE)).one()
+        if not server:
+            return "the database is read-only (a standby, or read-only by default); a driver must write its trials"
+        if not may_write:
+            return ("this user may not write Optuna's tables (or create them); grant INSERT "
+                    "on them, or CREATE on the schema")
+    elif dialect == "mysql":
+        if connection.execute(sqlalchemy.text("SELECT @@read_only")).scalar():
+            return "the server is read-only; a driver must write its trials"
+    else:
+        connection.execute(sqlalchemy.text("SELECT 1"))
+    return None
 
 
 def _rdb(url: str, writable: bool) -> optuna.storages.RDBStorage:

@@ -15,7 +15,7 @@ import pytest
 
 import dse
 from dse.loop import build_evaluator, run_study
-from dse.storage import StorageError, TrialStore
+from dse.storage import StorageError, TrialStore, check_storage
 from dse.study_file import parse_settings
 from tests.conftest import mini_study
 
@@ -105,3 +105,21 @@ def test_two_drivers_on_machines_sharing_the_database_one_refused(tmp_path, post
         TrialStore(tmp_path / "b", "shared", ["maximize", "minimize"], postgres_url, writable=True)
     first.close()
     TrialStore(tmp_path / "b", "shared", ["maximize", "minimize"], postgres_url, writable=True).close()
+
+
+def test_a_database_the_driver_cannot_write_is_refused_before_any_work(postgres_url):
+    """A read-only user, or a database read-only by default: refused by the preflight, which
+    itself writes nothing."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text("CREATE ROLE reader LOGIN"))
+        connection.execute(sqlalchemy.text("CREATE DATABASE archive"))
+        connection.execute(sqlalchemy.text("ALTER DATABASE archive SET default_transaction_read_only = on"))
+    engine.dispose()
+    check_storage(postgres_url)
+    with pytest.raises(StorageError, match=r"reader@.*: this user may not write Optuna's tables"):
+        check_storage(postgres_url.replace("//dse@", "//reader@"))
+    with pytest.raises(StorageError, match=r"/archive: the database is read-only"):
+        check_storage(postgres_url.rsplit("/", 1)[0] + "/archive")
