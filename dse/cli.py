@@ -7,6 +7,7 @@ with code 2; nothing already stored is touched.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -79,9 +80,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dse.report import write_reports
     from dse.study import load_study
 
-    paths = write_reports(load_study(args.folder))
+    study = load_study(args.folder)
+    with _writing(study.folder, "write the reports there"):
+        paths = write_reports(study)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+@contextlib.contextmanager
+def _writing(where: Path, remedy: str):
+    """A file that cannot be written (a read-only, archived study) as a one-line error."""
+    try:
+        yield
+    except OSError as err:
+        raise StudyFileError(f"{err.filename or where}: cannot write ({err.strerror}); "
+                             f"{remedy}") from None
 
 
 def cmd_characterize(args: argparse.Namespace) -> int:
@@ -163,7 +176,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from dse.export import export
     from dse.study import load_study
 
-    path = export(load_study(args.folder), args.format, Path(args.output) if args.output else None)
+    study = load_study(args.folder)
+    with _writing(study.folder, "choose a writable file with --output"):
+        path = export(study, args.format, Path(args.output) if args.output else None)
     print(f"wrote {path}")
     return 0
 

@@ -197,3 +197,8 @@ def test_a_read_only_study_folder_is_read_by_every_read_command(tmp_path, mnist_
     out = without_write_permission(folder, code)
     assert out.returncode == 0, out.stderr
     assert "2/2 search trials" in out.stdout and "Traceback" not in out.stderr
+    # writing commands say so in one line (export elsewhere with --output)
+    code = f"import sys; from dse.cli import main; sys.exit(main(['export', {str(folder)!r}]))"
+    out = without_write_permission(folder, code)
+    assert out.returncode == 2 and "trials.csv: cannot write (Permission denied)" in \
+        one_error_line(out.stderr)
