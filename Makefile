@@ -43,6 +43,7 @@ bench: setup
 	$(BIN)/python bench/bench_executors.py
 	$(BIN)/python bench/bench_grid.py
 	$(BIN)/python bench/bench_xpat.py
+	$(BIN)/python bench/bench_failfast.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -4,6 +4,7 @@ folders, and the main study as the benchmark problem."""
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -13,6 +14,16 @@ sys.path.insert(0, str(REPO))
 from dse.study_file import load_study_file  # noqa: E402
 
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def cpu_name() -> str:
+    """The processor's model name and core count, to print beside every figure."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def use_shared_data() -> None:
