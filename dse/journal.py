@@ -54,26 +54,20 @@ def scan(path: Path, start: int = 0) -> tuple[list[tuple[int, dict]], int, Torn 
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read()
+    *complete, tail = data.split(b"\n")  # tail: the text after the final newline
     records: list[tuple[int, dict]] = []
-    offset, end = start, start
-    lines = data.split(b"\n")
-    for n, line in enumerate(lines):
-        last = n == len(lines) - 1 or (n == len(lines) - 2 and lines[-1] == b"")
-        if n == len(lines) - 1:  # the text after the final newline: empty, or torn
-            if line:
-                return records, end, Torn(offset, len(line))
-            break
+    offset = start
+    for n, line in enumerate(complete):
         record = _record(line)
         if record is None:
-            if last:
-                return records, end, Torn(offset, len(line) + 1)
+            if n == len(complete) - 1 and not tail:  # the last record, garbled by its write
+                return records, offset, Torn(offset, len(line) + 1)
             raise StorageError(
                 f"{path}: damaged record at byte {offset} (not a journal record; the store was "
                 "changed by something other than dse or optuna); restore the file from a backup")
         records.append((offset, record))
         offset += len(line) + 1
-        end = offset
-    return records, end, None
+    return records, offset, Torn(offset, len(tail)) if tail else None
 
 
 def torn_message(path: Path, torn: Torn) -> str:

@@ -64,9 +64,8 @@ def _reason(err: BaseException) -> str:
 
 
 def _engine_kwargs(url: str) -> dict:
-    if url.startswith("postgresql"):
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
-    if url.startswith("mysql"):
+    """A server that does not answer fails in seconds (SQLite has no connection to wait for)."""
+    if url.startswith(("postgresql", "mysql")):
         return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     return {"pool_pre_ping": True}
 

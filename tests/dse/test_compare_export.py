@@ -22,9 +22,12 @@ def quiet(_message: str) -> None:
 
 @pytest.fixture(scope="module")
 def studies(mnist_dir, session_cache, tmp_path_factory):
-    import os
+    with pytest.MonkeyPatch.context() as patch:  # the session's network cache, while this module runs
+        patch.setenv("DSE_CACHE_DIR", str(session_cache))
+        yield _studies(mnist_dir, tmp_path_factory)
 
-    os.environ["DSE_CACHE_DIR"] = str(session_cache)
+
+def _studies(mnist_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
     out = {}
     for name, strategy in [("rnd", {"type": "random"}), ("ga", {"type": "nsga2", "population": 6})]:

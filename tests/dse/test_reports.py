@@ -35,9 +35,12 @@ def quiet(_message: str) -> None:
 @pytest.fixture(scope="module")
 def studies(mnist_dir, session_cache, tmp_path_factory):
     """Small real AppAxO studies with 2, 3 and 4 objectives, and a second 3-objective one."""
-    import os
+    with pytest.MonkeyPatch.context() as patch:  # the session's network cache, while this module runs
+        patch.setenv("DSE_CACHE_DIR", str(session_cache))
+        yield _studies(mnist_dir, tmp_path_factory)
 
-    os.environ["DSE_CACHE_DIR"] = str(session_cache)
+
+def _studies(mnist_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("reports")
     out = {}
     for key, k, strategy in [(2, 2, "random"), (3, 3, "random"), (4, 4, "random"),
