@@ -27,8 +27,8 @@ from circuits.tools import require
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.classification import METRICS
 from evaluators.datasets import load_split
-from evaluators.lenet import to_input
 from evaluators.network import PreparedNetwork, TrainingSettings, prepare_network
+from evaluators.preprocess import Preprocessing
 from evaluators.qgraph import QGraph
 from evaluators.screening import FrontContext, Screening, wilson_upper
 from evaluators.workload import sample_workload
@@ -201,7 +201,7 @@ def build_evaluator(
     images, labels = test.images, test.labels
     if test_size is not None:
         images, labels = images[:test_size], labels[:test_size]
-    inputs = to_input(images)
+    inputs = Preprocessing().apply(images)
     network = ApproxNetworkEvaluator(prepared.int8_onnx, inputs, labels, kernel, device)
     log(f"approximate inference: kernel {network.kernel} on {network.device}")
     objectives = None

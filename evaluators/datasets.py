@@ -98,9 +98,12 @@ class Split:
     """
 
     images: np.ndarray
+    """uint8 images (N, H, W, C), or float32 feature vectors (N, F)."""
     labels: np.ndarray
-    files: tuple[Path, Path]
+    """int64 class indices (N,) in [0, classes)."""
+    files: tuple[Path, ...]
     md5: str
+    classes: int
 
 
 DATASETS: dict[str, Dataset] = {
@@ -406,13 +409,13 @@ def _read(ds: Dataset, folder: Path, pair: IdxPair) -> Split:
     image_path, label_path = folder / pair.images.name, folder / pair.labels.name
     image_raw = _unpack(ds, pair.images, image_path.read_bytes(), str(image_path))
     label_raw = _unpack(ds, pair.labels, label_path.read_bytes(), str(label_path))
-    images = _parse_idx(image_raw, image_path, (pair.images.count, *_IMAGE_SIZE))
-    labels = _parse_idx(label_raw, label_path, (pair.labels.count,))
+    images = _parse_idx(image_raw, image_path, (pair.images.count, *_IMAGE_SIZE))[..., None]
+    labels = _parse_idx(label_raw, label_path, (pair.labels.count,)).astype(np.int64)
     if len(images) != len(labels):
         raise DatasetError(f"{image_path}: {len(images)} images but {len(labels)} labels")
     digest = hashlib.md5(image_raw)
     digest.update(label_raw)
-    return Split(images, labels, (image_path, label_path), digest.hexdigest())
+    return Split(images, labels, (image_path, label_path), digest.hexdigest(), 10)
 
 
 def _unpack(ds: Dataset, spec: IdxFile, packed: bytes, source: str) -> bytes:

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from evaluators.preprocess import Preprocessing
+
 
 class LeNet5(nn.Module):
     """LeNet-5 for 28x28 digits: conv(6, 5x5, pad 2) - pool - conv(16, 5x5) - pool - 120 - 84 - 10,
@@ -31,14 +33,6 @@ class LeNet5(nn.Module):
         return self.fc3(x)
 
 
-def to_input(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) images to the network's float32 (N, 1, 28, 28) input in [0, 1].
-
-    Pixels are not mean-centred: [0, 1] uses the whole positive half of a symmetric int8 range.
-    """
-    return (images.astype(np.float32) / np.float32(255.0))[:, None]
-
-
 def train_lenet5(
     images: np.ndarray,
     labels: np.ndarray,
@@ -58,7 +52,7 @@ def train_lenet5(
     torch.use_deterministic_algorithms(True)
     try:
         model = LeNet5()
-        x = torch.from_numpy(to_input(images))
+        x = torch.from_numpy(Preprocessing().apply(images))
         y = torch.from_numpy(labels.astype(np.int64))
         steps = (len(x) + batch_size - 1) // batch_size
         optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate / 3)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from circuits.cache import cache_dir
 from evaluators.classification import classification_metrics
 from evaluators.datasets import Split
+from evaluators.preprocess import Preprocessing
 
 FLOAT_ONNX = "float.onnx"
 INT8_ONNX = "int8.onnx"
@@ -109,7 +110,7 @@ def _build(settings: TrainingSettings, train: Split, test: Split, work: Path, lo
            progress: bool | None) -> dict:
     import torch
 
-    from evaluators.lenet import to_input, train_lenet5
+    from evaluators.lenet import train_lenet5
     from evaluators.quantization import quantize_int8
 
     if settings.arch != "lenet5":
@@ -135,9 +136,9 @@ def _build(settings: TrainingSettings, train: Split, test: Split, work: Path, lo
     pick = rng.choice(len(train.labels), size=min(settings.calibration_size, len(train.labels)),
                       replace=False)
     log(f"quantizing to int8 (calibration on {len(pick)} training images)")
-    quantize_int8(work / FLOAT_ONNX, work / INT8_ONNX, to_input(train.images[np.sort(pick)]))
+    quantize_int8(work / FLOAT_ONNX, work / INT8_ONNX, Preprocessing().apply(train.images[np.sort(pick)]))
     log(f"measuring the float and int8 networks on {len(test.labels)} test images")
-    x = to_input(test.images)
+    x = Preprocessing().apply(test.images)
     report = {
         "arch": settings.arch,
         "settings": settings.__dict__,

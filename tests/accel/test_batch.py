@@ -49,10 +49,10 @@ def test_batched_layers_equal_each_table_alone(kernels, structured):
 @pytest.mark.parametrize("kernel", ["cpu", "torch"])
 def test_the_network_in_batched_mode_equals_one_table_at_a_time(lenet, mnist, kernel):
     from evaluators.approx_network import ApproxNetworkEvaluator
-    from evaluators.lenet import to_input
+    from evaluators.preprocess import Preprocessing
 
     _, test = mnist
-    evaluator = ApproxNetworkEvaluator(lenet.int8_onnx, to_input(test.images[:100]),
+    evaluator = ApproxNetworkEvaluator(lenet.int8_onnx, Preprocessing().apply(test.images[:100]),
                                        test.labels[:100], kernel, "cpu")
     tables = [appaxo.table(c) for c in CONFIGS]
     batched = evaluator.logits_batch(tables)

@@ -98,10 +98,10 @@ def test_device_choice():
 
 def test_the_network_on_the_torch_path_equals_the_cpu_kernels(lenet, mnist):
     from evaluators.approx_network import ApproxNetworkEvaluator
-    from evaluators.lenet import to_input
+    from evaluators.preprocess import Preprocessing
 
     _, test = mnist
-    inputs, labels = to_input(test.images[:400]), test.labels[:400]
+    inputs, labels = Preprocessing().apply(test.images[:400]), test.labels[:400]
     fast = ApproxNetworkEvaluator(lenet.int8_onnx, inputs, labels, "cpu", "cpu")
     torch_cpu = ApproxNetworkEvaluator(lenet.int8_onnx, inputs, labels, "torch", "cpu")
     for config in CONFIGS[2:]:
@@ -112,10 +112,10 @@ def test_the_network_on_the_torch_path_equals_the_cpu_kernels(lenet, mnist):
 @needs_gpu
 def test_gpu_equals_cpu_on_every_test_image(lenet, mnist):
     from evaluators.approx_network import ApproxNetworkEvaluator
-    from evaluators.lenet import to_input
+    from evaluators.preprocess import Preprocessing
 
     _, test = mnist
-    inputs, labels = to_input(test.images), test.labels
+    inputs, labels = Preprocessing().apply(test.images), test.labels
     gpu = ApproxNetworkEvaluator(lenet.int8_onnx, inputs, labels, "torch", "cuda")
     fast = ApproxNetworkEvaluator(lenet.int8_onnx, inputs, labels, "cpu", "cpu")
     tables = [appaxo.table(config) for config in CONFIGS]

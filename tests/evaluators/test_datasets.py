@@ -98,8 +98,8 @@ def test_mnist_test_split_from_data_dir(
     data = copy_files(mnist_dir, tmp_path / "data", TEST_FILES)
     monkeypatch.setenv("DSE_DATA_DIR", str(data))
     split = load_split("mnist", "test", download=False)
-    assert split.images.shape == (10000, 28, 28) and split.images.dtype == np.uint8
-    assert split.labels.shape == (10000,) and split.labels.dtype == np.uint8
+    assert split.images.shape == (10000, 28, 28, 1) and split.images.dtype == np.uint8
+    assert split.labels.shape == (10000,) and split.labels.dtype == np.int64
     assert set(np.unique(split.labels)) == set(range(10))
     assert split.images.max() == 255 and split.images.min() == 0
     assert split.files == (data / TEST_FILES[0], data / TEST_FILES[1])
@@ -115,7 +115,7 @@ def test_train_falls_back_to_train10k_and_prefers_full_set(
     monkeypatch.setenv("DSE_DATA_DIR", str(tmp_path / "data"))  # found in DSE_DATA_DIR/mnist
     train = load_split("mnist", "train", download=False)
     test = load_split("mnist", "test", download=False)
-    assert train.images.shape == (10000, 28, 28) and len(train.labels) == 10000
+    assert train.images.shape == (10000, 28, 28, 1) and len(train.labels) == 10000
     assert train.files[0].name == TRAIN10K_FILES[0]
     assert set(np.unique(train.labels)) == set(range(10))
     assert train.md5 != test.md5
@@ -198,7 +198,7 @@ def test_fashion_mnist_from_debian_package() -> None:
         pytest.skip(f"{DEBIAN_FASHION} absent (apt install dataset-fashion-mnist)")
     split = load_split("fashion_mnist", "test", download=False)
     assert split.files[0].parent == DEBIAN_FASHION
-    assert split.images.shape == (10000, 28, 28) and split.images.dtype == np.uint8
+    assert split.images.shape == (10000, 28, 28, 1) and split.images.dtype == np.uint8
     assert np.bincount(split.labels).tolist() == [1000] * 10
 
 

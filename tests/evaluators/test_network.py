@@ -15,8 +15,9 @@ from circuits.product_table import ProductTable
 from evaluators import approx_runner
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.classification import classification_metrics
-from evaluators.lenet import to_input, train_lenet5
+from evaluators.lenet import train_lenet5
 from evaluators.network import prepare_network
+from evaluators.preprocess import Preprocessing
 from evaluators.qgraph import QGraph
 
 EXACT = ProductTable.exact(True)
@@ -80,7 +81,7 @@ def ort_with_every_tensor(model_path):
 
 def test_exact_table_reproduces_onnxruntime_on_every_test_image(lenet, mnist):
     _, test = mnist
-    x = to_input(test.images)
+    x = Preprocessing().apply(test.images)
     session, names = ort_with_every_tensor(lenet.int8_onnx)
     expected = dict(zip(names, session.run(None, {"input": x})))
     graph = QGraph.from_onnx(lenet.int8_onnx)
@@ -98,7 +99,7 @@ def test_first_layer_accumulators_equal_onnxruntime_conv_integer(lenet, mnist):
     _, test = mnist
     graph = QGraph.from_onnx(lenet.int8_onnx)
     conv = next(n for n in graph.nodes if n.op == "QLinearConv")
-    x_q = approx_runner.run(graph, {"input": to_input(test.images)}, EXACT, cpu,
+    x_q = approx_runner.run(graph, {"input": Preprocessing().apply(test.images)}, EXACT, cpu,
                             capture=[conv.inputs[0]])[conv.inputs[0]]
     w = graph.const(conv.inputs[3])
     model = helper.make_model(
@@ -111,7 +112,7 @@ def test_first_layer_accumulators_equal_onnxruntime_conv_integer(lenet, mnist):
         opset_imports=[helper.make_opsetid("", 17)],
     )
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x_q})[0]
-    got = approx_runner.run(graph, {"input": to_input(test.images)}, EXACT, cpu,
+    got = approx_runner.run(graph, {"input": Preprocessing().apply(test.images)}, EXACT, cpu,
                             capture=[conv.outputs[0]])[conv.outputs[0] + ":acc"]
     bias = graph.const(conv.inputs[8]).reshape(1, -1, 1, 1)
     np.testing.assert_array_equal(got - bias, expected)
@@ -120,7 +121,7 @@ def test_first_layer_accumulators_equal_onnxruntime_conv_integer(lenet, mnist):
 def test_reference_and_fast_kernels_agree_on_an_approximate_network(lenet, mnist):
     _, test = mnist
     table = ProductTable(appaxo.product_table(0b111100011000111111111111111011111111), True)
-    x = {"input": to_input(test.images[:150])}
+    x = {"input": Preprocessing().apply(test.images[:150])}
     graph = QGraph.from_onnx(lenet.int8_onnx)
     fast = approx_runner.run(graph, x, table, cpu)["logits"]
     np.testing.assert_array_equal(fast, approx_runner.run(graph, x, table, reference)["logits"])
@@ -129,7 +130,7 @@ def test_reference_and_fast_kernels_agree_on_an_approximate_network(lenet, mnist
 
 def test_accuracy_falls_to_chance_without_any_lut(lenet, mnist):
     _, test = mnist
-    evaluator = ApproxNetworkEvaluator(lenet.int8_onnx, to_input(test.images[:2000]),
+    evaluator = ApproxNetworkEvaluator(lenet.int8_onnx, Preprocessing().apply(test.images[:2000]),
                                        test.labels[:2000])
     assert evaluator.evaluate(ProductTable(appaxo.product_table(0), True))["accuracy"] < 0.2
     assert evaluator.evaluate(EXACT)["accuracy"] > 0.98

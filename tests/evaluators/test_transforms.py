@@ -11,8 +11,8 @@ from accel import cpu, reference
 from circuits import appaxo
 from circuits.product_table import ProductTable
 from evaluators import approx_runner
-from evaluators.lenet import to_input
 from evaluators.network import export_onnx
+from evaluators.preprocess import Preprocessing
 from evaluators.qgraph import QGraph
 from evaluators.quantization import quantize_int8
 from evaluators.transforms import CODE_CHAIN, CONV_POOL, FoldCodeChains, FuseConvPool, optimize
@@ -27,7 +27,7 @@ def test_lenet_chains_fold_and_results_do_not_change(lenet, mnist):
         "QuantizeLinear", "QLinearConv", CODE_CHAIN, "QLinearConv", CODE_CHAIN,
         "QGemm", CODE_CHAIN, "QGemm", CODE_CHAIN, "QGemm", "DequantizeLinear"]
     assert FoldCodeChains().apply(folded) == (folded, False)
-    x = {"input": to_input(test.images)}
+    x = {"input": Preprocessing().apply(test.images)}
     for config in (appaxo.EXACT, 0b111100011000111111111111111011111111):
         table = ProductTable(appaxo.product_table(config), True)
         np.testing.assert_array_equal(approx_runner.run(folded, x, table, cpu)["logits"],
@@ -40,7 +40,7 @@ def test_conv_and_pool_fuse_without_changing_any_logit(lenet, mnist):
     fused, changed = FuseConvPool().apply(folded)
     assert changed and [n.op for n in fused.nodes].count(CONV_POOL) == 2
     assert [n.op for n in optimize(QGraph.from_onnx(lenet.int8_onnx)).nodes] == [n.op for n in fused.nodes]
-    x = {"input": to_input(test.images)}
+    x = {"input": Preprocessing().apply(test.images)}
     table = ProductTable(appaxo.product_table(0b111100011000111111111111111011111111), True)
     expected = approx_runner.run(folded, x, table, cpu)["logits"]
     np.testing.assert_array_equal(approx_runner.run(fused, x, table, cpu)["logits"], expected)
@@ -90,7 +90,7 @@ def test_table_free_tensors_are_computed_once_and_skipped(lenet, mnist):
 
     _, test = mnist
     graph = optimize(QGraph.from_onnx(lenet.int8_onnx))
-    x = {"input": to_input(test.images[:500])}
+    x = {"input": Preprocessing().apply(test.images[:500])}
     fixed = approx_runner.table_free(graph, x)
     quantized = graph.nodes[0].outputs[0]  # the input's QuantizeLinear: the only table-free node
     assert list(fixed) == [quantized] and fixed[quantized].dtype == np.int8
