@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
+TOP5 = "top5_accuracy"
+TOP5_FROM = 100
+"""Classes from which ``logits_metrics`` also reports top-5 accuracy (CIFAR-100, ImageNet)."""
 
 
 def classification_metrics(predictions: np.ndarray, labels: np.ndarray, n_classes: int = 10) -> dict:
@@ -27,3 +30,13 @@ def classification_metrics(predictions: np.ndarray, labels: np.ndarray, n_classe
         "recall_macro": float(recall.mean()),
         "f1_macro": float(f1.mean()),
     }
+
+
+def logits_metrics(logits: np.ndarray, labels: np.ndarray, classes: int) -> dict:
+    """``classification_metrics`` of the arg-max predictions, plus top-5 accuracy (a label among
+    the five largest outputs) for data of at least ``TOP5_FROM`` classes."""
+    metrics = classification_metrics(logits.argmax(axis=1), labels, classes)
+    if classes >= TOP5_FROM:
+        top5 = np.argpartition(-logits, 5, axis=1)[:, :5]
+        metrics[TOP5] = float((top5 == np.asarray(labels)[:, None]).any(axis=1).mean())
+    return metrics
