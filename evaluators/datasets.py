@@ -1,15 +1,23 @@
-"""MNIST and Fashion-MNIST from the standard IDX gz files, found or downloaded, md5-verified.
+"""Datasets behind one facade, ``load_split``: each split found or downloaded, verified, read.
 
-Both datasets ship as the same four IDX files (gzip), so one loader serves them. A file is only
-used when its checksum matches the published one: either the md5 of the .gz as published, or the
-md5 of its decompressed content (Debian recompresses the .gz files, so only the latter matches
-there). Search order for a split, first folder holding its files wins:
+The formats: MNIST and Fashion-MNIST as the standard IDX gz files (read here), CIFAR-10 and
+CIFAR-100 as the official python tarballs or their extracted folders (``evaluators.cifar``), and
+a user's own ``npz`` file (``evaluators.npz_data``). Every split comes out as a ``Split``: uint8
+NHWC images (or float32 feature vectors), int64 labels, a class count and an md5 identifying
+the data.
+
+An IDX file is only used when its checksum matches the published one: either the md5 of the .gz
+as published, or the md5 of its decompressed content (Debian recompresses the .gz files, so only
+the latter matches there); a CIFAR tarball or batch file only when its md5 is the published one.
+Search order for a split of a registered dataset, first folder holding its files wins:
 
 1. the ``path`` argument (an explicit path is a promise: no fall-through when the files are absent),
 2. ``$DSE_DATA_DIR/<dataset>``, then ``$DSE_DATA_DIR`` itself,
 3. the user cache ``cache_dir()/datasets/<dataset>``,
 4. system folders (Debian's ``dataset-fashion-mnist`` package for Fashion-MNIST),
 5. a download from public mirrors into the user cache.
+
+An ``npz`` file is never searched for: ``path`` names it.
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
 from http.client import HTTPException, HTTPResponse
 from pathlib import Path
 from typing import BinaryIO
@@ -34,6 +44,8 @@ import numpy as np
 from tqdm import tqdm
 
 from circuits.cache import cache_dir
+from evaluators import cifar, npz_data
+from evaluators.cifar import Batch, CifarDataset
 
 TIMEOUT_S = 30
 """Seconds a mirror may stay silent before the download from it is abandoned."""
@@ -79,14 +91,25 @@ class IdxPair:
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """A registered dataset: per split the file pairs in order of preference, where to get them."""
+class IdxDataset:
+    """An IDX dataset: per split the file pairs in order of preference, where to get them."""
 
     name: str
     title: str
     splits: Mapping[str, tuple[IdxPair, ...]]
     mirrors: tuple[str, ...]
     system_dirs: tuple[Path, ...] = ()
+    classes: int = 10
+
+
+@dataclass(frozen=True)
+class NpzData:
+    """A user's .npz file (``evaluators.npz_data``): named by its path, never searched for."""
+
+    name: str = "npz"
+    title: str = "npz"
+    splits: Mapping[str, tuple[str, str]] = field(
+        default_factory=lambda: dict(npz_data.KEYS))
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,8 +129,10 @@ class Split:
     classes: int
 
 
-DATASETS: dict[str, Dataset] = {
-    "mnist": Dataset(
+Registered = IdxDataset | CifarDataset | NpzData
+
+DATASETS: dict[str, Registered] = {
+    "mnist": IdxDataset(
         name="mnist",
         title="MNIST",
         splits={
@@ -160,7 +185,7 @@ DATASETS: dict[str, Dataset] = {
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
         ),
     ),
-    "fashion_mnist": Dataset(
+    "fashion_mnist": IdxDataset(
         name="fashion_mnist",
         title="Fashion-MNIST",
         splits={
@@ -204,28 +229,64 @@ DATASETS: dict[str, Dataset] = {
         # What `dpkg -L dataset-fashion-mnist` installs.
         system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
     ),
+    # Checksums as published with the tarballs and as torchvision checks the extracted batches.
+    "cifar10": CifarDataset(
+        name="cifar10",
+        title="CIFAR-10",
+        archive="cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        folder="cifar-10-batches-py",
+        splits={
+            "train": (
+                Batch("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+                Batch("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+                Batch("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+                Batch("data_batch_4", "634d18415352ddfa80567beed471001a"),
+                Batch("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+            ),
+            "test": (Batch("test_batch", "40351d587109b95175f43aff81a1287e"),),
+        },
+        label_key=b"labels",
+        classes=10,
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+    ),
+    "cifar100": CifarDataset(
+        name="cifar100",
+        title="CIFAR-100",
+        archive="cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        folder="cifar-100-python",
+        splits={
+            "train": (Batch("train", "16019d7e3df5f24257cddd939b257f8d"),),
+            "test": (Batch("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),),
+        },
+        label_key=b"fine_labels",
+        classes=100,
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+    ),
+    "npz": NpzData(),
 }
+
+_NPZ_PATH = (f"npz data is one file: give the path of an .npz file holding "
+             f"{', '.join(k for pair in npz_data.KEYS.values() for k in pair)}")
 
 
 def locate(
     dataset: str, split: str, path: str | Path | None = None
-) -> tuple[Path, Path] | None:
-    """The image and label files ``load_split`` would read, without downloading or verifying.
+) -> tuple[Path, ...] | None:
+    """The files ``load_split`` would read, without downloading or verifying.
 
     Args:
         dataset: a key of ``DATASETS``.
         split: ``"train"`` or ``"test"``.
-        path: a folder that must hold the files (raises ``DatasetError`` when it does not).
+        path: a folder that must hold the files (raises ``DatasetError`` when it does not);
+            for ``npz``, the .npz file.
 
     Returns:
-        The two paths, or None when no searched folder holds the split.
+        The paths (IDX: images and labels; CIFAR: the tarball or the extracted batches; npz: the
+        file), or None when no searched folder holds the split.
     """
-    ds, pairs = _lookup(dataset, split)
-    found = _find(ds, split, pairs, path)
-    if found is None:
-        return None
-    folder, pair = found
-    return folder / pair.images.name, folder / pair.labels.name
+    return _find(_lookup(dataset, split), split, path)
 
 
 def find_folder(dataset: str, extra: Sequence[str | Path] = ()) -> Path | None:
@@ -233,16 +294,17 @@ def find_folder(dataset: str, extra: Sequence[str | Path] = ()) -> Path | None:
     verifying: what a study's ``dataset.path`` (or a test) can point at.
 
     Args:
-        dataset: a key of ``DATASETS``.
+        dataset: a key of ``DATASETS`` other than ``npz`` (a file, not searched for).
         extra: folders searched after the usual ones (``DSE_DATA_DIR``, the cache, system folders).
 
     Returns:
         The folder, or None when no searched folder holds all the splits.
     """
     ds = _dataset(dataset)
+    if isinstance(ds, NpzData):
+        raise DatasetError(_NPZ_PATH)
     folders = [*_search_dirs(ds), *(Path(p).expanduser() for p in extra)]
-    return next((f for f in folders
-                 if all(_complete_pair(f, pairs) for pairs in ds.splits.values())), None)
+    return next((f for f in folders if all(_files_in(ds, s, f) for s in ds.splits)), None)
 
 
 def load_split(
@@ -258,83 +320,163 @@ def load_split(
     Args:
         dataset: a key of ``DATASETS``.
         split: ``"train"`` or ``"test"``.
-        path: a folder that must hold the files (no fall-through to other places).
+        path: a folder that must hold the files (no fall-through to other places); for ``npz``,
+            the .npz file (required).
         download: whether to fetch missing files from the mirrors.
         mirrors: base URLs to try in order instead of the dataset's public mirrors.
 
     Raises:
         DatasetError: unknown name, files absent everywhere, checksum mismatch or malformed file.
     """
-    ds, pairs = _lookup(dataset, split)
-    found = _find(ds, split, pairs, path)
-    if found is None:
-        found = _fetch(ds, split, pairs, download, ds.mirrors if mirrors is None else mirrors)
-    return _read(ds, *found)
+    ds = _lookup(dataset, split)
+    files = _find(ds, split, path)
+    if files is None:  # never for npz: its path names the file or is refused
+        files = _fetch(ds, split, download, ds.mirrors if mirrors is None else mirrors)
+    return _read(ds, split, files)
 
 
-def _dataset(name: str) -> Dataset:
+def class_count(dataset: str, path: str | Path | None = None) -> int:
+    """The number of classes, without loading the images: the registry's for a named dataset,
+    the largest label plus one for an ``npz`` file (``path``; its label arrays are read)."""
+    ds = _dataset(dataset)
+    if not isinstance(ds, NpzData):
+        return ds.classes
+    with _reported():
+        return npz_data.class_count(_npz_file(path))
+
+
+def _dataset(name: str) -> Registered:
     ds = DATASETS.get(name)
     if ds is None:
         raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
     return ds
 
 
-def _lookup(dataset: str, split: str) -> tuple[Dataset, tuple[IdxPair, ...]]:
+def _lookup(dataset: str, split: str) -> Registered:
     ds = _dataset(dataset)
     if split not in ds.splits:
         raise DatasetError(f"unknown {ds.title} split {split!r} (known: {', '.join(ds.splits)})")
-    return ds, ds.splits[split]
+    return ds
 
 
-def _find(
-    ds: Dataset, split: str, pairs: tuple[IdxPair, ...], path: str | Path | None
-) -> tuple[Path, IdxPair] | None:
-    """The first searched folder holding a complete pair, with the preferred pair it holds."""
+@contextmanager
+def _reported() -> Iterator[None]:
+    """The format readers' ValueError (one line naming the file) as this module's error."""
+    try:
+        yield
+    except ValueError as err:
+        raise DatasetError(str(err)) from None
+
+
+def _npz_file(path: str | Path | None) -> Path:
+    if path is None:
+        raise DatasetError(_NPZ_PATH)
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DatasetError(f"{file}: no such file ({_NPZ_PATH})")
+    return file
+
+
+def _find(ds: Registered, split: str, path: str | Path | None) -> tuple[Path, ...] | None:
+    """The files serving the split: in ``path``, which must hold them, else in the first
+    searched folder that holds them."""
+    if isinstance(ds, NpzData):
+        return (_npz_file(path),)
     if path is not None:
         folder = Path(path).expanduser()
-        pair = _complete_pair(folder, pairs)
-        if pair is None:
-            closest = min(pairs, key=lambda p: len(p.missing(folder)))
-            missing = ", ".join(closest.missing(folder))
-            raise DatasetError(f"{folder}: no {ds.title} {split} files there (missing {missing})")
-        return folder, pair
-    for folder in _search_dirs(ds):
-        if pair := _complete_pair(folder, pairs):
-            return folder, pair
-    return None
+        files = _files_in(ds, split, folder)
+        if files is None:
+            raise DatasetError(f"{folder}: no {ds.title} {split} files there "
+                               f"({_what_is_missing(ds, split, folder)})")
+        return files
+    return next((files for folder in _search_dirs(ds)
+                 if (files := _files_in(ds, split, folder))), None)
+
+
+def _files_in(ds: IdxDataset | CifarDataset, split: str, folder: Path) -> tuple[Path, ...] | None:
+    """By name only, the files in ``folder`` that serve the split (the preferred ones)."""
+    if isinstance(ds, CifarDataset):
+        return cifar.find_files(folder, ds, split)
+    pair = _complete_pair(folder, ds.splits[split])
+    return None if pair is None else tuple(folder / f.name for f in pair.files)
+
+
+def _what_is_missing(ds: IdxDataset | CifarDataset, split: str, folder: Path) -> str:
+    if isinstance(ds, CifarDataset):
+        return f"expected {ds.archive} or its extracted {ds.folder}/ folder"
+    closest = min(ds.splits[split], key=lambda p: len(p.missing(folder)))
+    return f"missing {', '.join(closest.missing(folder))}"
 
 
 def _complete_pair(folder: Path, pairs: tuple[IdxPair, ...]) -> IdxPair | None:
     return next((p for p in pairs if not p.missing(folder)), None)
 
 
-def _search_dirs(ds: Dataset) -> list[Path]:
+def _search_dirs(ds: IdxDataset | CifarDataset) -> list[Path]:
     """Folders searched when no explicit path is given, in order."""
     dirs: list[Path] = []
     if data_dir := os.environ.get("DSE_DATA_DIR"):
         root = Path(data_dir).expanduser()
         dirs += [root / ds.name, root]
-    return [*dirs, _cache_folder(ds), *ds.system_dirs]
+    system = ds.system_dirs if isinstance(ds, IdxDataset) else ()
+    return [*dirs, _cache_folder(ds), *system]
 
 
-def _cache_folder(ds: Dataset) -> Path:
+def _cache_folder(ds: IdxDataset | CifarDataset) -> Path:
     return cache_dir() / "datasets" / ds.name
 
 
+Verify = Callable[[Path, str], None]
+"""Checks a downloaded temporary file (named by its URL in messages); raises DatasetError."""
+
+
 def _fetch(
-    ds: Dataset, split: str, pairs: tuple[IdxPair, ...], download: bool, mirrors: Sequence[str]
-) -> tuple[Path, IdxPair]:
-    """Download the split's downloadable pair, or say in one line which files to put where."""
-    pair = next(p for p in pairs if p.downloadable)
+    ds: IdxDataset | CifarDataset, split: str, download: bool, mirrors: Sequence[str]
+) -> tuple[Path, ...]:
+    """Download the split's files into the user cache, or say in one line which files to put
+    where."""
+    downloads = _downloads(ds, split)
     if not download:
-        raise DatasetError(_not_found(ds, split, pair, "download disabled"))
+        raise DatasetError(_not_found(ds, split, "download disabled"))
     try:
-        return _download_pair(ds, pair, mirrors), pair
+        folder = _cache_folder(ds)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DatasetError(f"cannot create {folder}: {err.strerror}") from None
+        for name, verify in downloads.items():
+            if not (folder / name).is_file():
+                _download_file(name, folder / name, mirrors, verify)
     except DatasetError as err:
-        raise DatasetError(_not_found(ds, split, pair, f"download failed: {err}")) from None
+        raise DatasetError(_not_found(ds, split, f"download failed: {err}")) from None
+    return tuple(folder / name for name in downloads)
 
 
-def _not_found(ds: Dataset, split: str, pair: IdxPair, why: str) -> str:
+def _downloads(ds: IdxDataset | CifarDataset, split: str) -> dict[str, Verify]:
+    """The files a download of the split fetches, each with the check it must pass."""
+    if isinstance(ds, CifarDataset):
+        def verify_archive(tmp: Path, url: str) -> None:
+            with _reported():
+                cifar.check_archive(tmp, ds, url)
+
+        return {ds.archive: verify_archive}
+    pair = next(p for p in ds.splits[split] if p.downloadable)
+    return {spec.name: partial(_verify_idx, ds, spec) for spec in pair.files}
+
+
+def _verify_idx(ds: IdxDataset, spec: IdxFile, tmp: Path, url: str) -> None:
+    _unpack(ds, spec, tmp.read_bytes(), url)
+
+
+def _not_found(ds: IdxDataset | CifarDataset, split: str, why: str) -> str:
+    if isinstance(ds, CifarDataset):
+        searched = ", ".join(str(d) for d in _search_dirs(ds))
+        return (
+            f"{ds.title} {split} files not found: put {ds.archive} (or its extracted "
+            f"{ds.folder}/ folder) in one of the folders searched ({searched}) or in the folder "
+            f"named by $DSE_DATA_DIR ({why})"
+        )
+    pair = next(p for p in ds.splits[split] if p.downloadable)
     names = " and ".join(f.name for f in pair.files)
     return (
         f"{ds.title} {split} files not found: put {names} in {_cache_folder(ds)} "
@@ -342,39 +484,27 @@ def _not_found(ds: Dataset, split: str, pair: IdxPair, why: str) -> str:
     )
 
 
-def _download_pair(ds: Dataset, pair: IdxPair, mirrors: Sequence[str]) -> Path:
-    folder = _cache_folder(ds)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DatasetError(f"cannot create {folder}: {err.strerror}") from None
-    for spec in pair.files:
-        if not (folder / spec.name).is_file():
-            _download_file(ds, spec, folder / spec.name, mirrors)
-    return folder
-
-
-def _download_file(ds: Dataset, spec: IdxFile, dest: Path, mirrors: Sequence[str]) -> None:
+def _download_file(name: str, dest: Path, mirrors: Sequence[str], verify: Verify) -> None:
     """Try each mirror until one serves a verified copy; the reasons of all failures otherwise."""
     failures = []
     for mirror in mirrors:
-        url = mirror.rstrip("/") + "/" + spec.name
+        url = mirror.rstrip("/") + "/" + name
         try:
-            _download_to(ds, spec, url, dest)
+            _download_to(url, dest, verify)
             return
         except (OSError, HTTPException, DatasetError) as err:
             failures.append(_failure(url, err))
     raise DatasetError("; ".join(failures) or "no mirror to try")
 
 
-def _download_to(ds: Dataset, spec: IdxFile, url: str, dest: Path) -> None:
+def _download_to(url: str, dest: Path, verify: Verify) -> None:
     """Stream to a temporary file beside ``dest`` and rename it only once verified."""
     fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            _copy_with_progress(response, out, spec.name)
-        _unpack(ds, spec, tmp.read_bytes(), url)
+            _copy_with_progress(response, out, dest.name)
+        verify(tmp, url)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -405,8 +535,28 @@ def _failure(url: str, err: Exception) -> str:
     return f"{url}: {err}"
 
 
-def _read(ds: Dataset, folder: Path, pair: IdxPair) -> Split:
-    image_path, label_path = folder / pair.images.name, folder / pair.labels.name
+def _read(ds: Registered, split: str, files: tuple[Path, ...]) -> Split:
+    if isinstance(ds, IdxDataset):
+        return _read_idx(ds, split, files)
+    with _reported():
+        if isinstance(ds, CifarDataset):
+            images, labels = cifar.read(files, ds, split)
+            classes = ds.classes
+        else:
+            images, labels, classes = npz_data.read_split(files[0], split)
+    return Split(images, labels, files, _arrays_md5(images, labels), classes)
+
+
+def _arrays_md5(images: np.ndarray, labels: np.ndarray) -> str:
+    """Identifies a split by its samples' and labels' bytes, wherever the files came from."""
+    digest = hashlib.md5(np.ascontiguousarray(images).tobytes())
+    digest.update(labels.astype("<i8").tobytes())
+    return digest.hexdigest()
+
+
+def _read_idx(ds: IdxDataset, split: str, files: tuple[Path, ...]) -> Split:
+    image_path, label_path = files
+    pair = next(p for p in ds.splits[split] if p.images.name == image_path.name)
     image_raw = _unpack(ds, pair.images, image_path.read_bytes(), str(image_path))
     label_raw = _unpack(ds, pair.labels, label_path.read_bytes(), str(label_path))
     images = _parse_idx(image_raw, image_path, (pair.images.count, *_IMAGE_SIZE))[..., None]
@@ -415,10 +565,10 @@ def _read(ds: Dataset, folder: Path, pair: IdxPair) -> Split:
         raise DatasetError(f"{image_path}: {len(images)} images but {len(labels)} labels")
     digest = hashlib.md5(image_raw)
     digest.update(label_raw)
-    return Split(images, labels, (image_path, label_path), digest.hexdigest(), 10)
+    return Split(images, labels, files, digest.hexdigest(), ds.classes)
 
 
-def _unpack(ds: Dataset, spec: IdxFile, packed: bytes, source: str) -> bytes:
+def _unpack(ds: IdxDataset, spec: IdxFile, packed: bytes, source: str) -> bytes:
     """The decompressed content, refused unless a published checksum identifies it."""
     raw = _gunzip(packed)
     gz_md5 = hashlib.md5(packed).hexdigest()
@@ -429,7 +579,9 @@ def _unpack(ds: Dataset, spec: IdxFile, packed: bytes, source: str) -> bytes:
         (
             other.title
             for other in DATASETS.values()
-            if other is not ds and _known(other, spec.name, gz_md5, raw_md5)
+            if isinstance(other, IdxDataset)
+            and other is not ds
+            and _known(other, spec.name, gz_md5, raw_md5)
         ),
         None,
     )
@@ -439,7 +591,7 @@ def _unpack(ds: Dataset, spec: IdxFile, packed: bytes, source: str) -> bytes:
     )
 
 
-def _known(ds: Dataset, name: str, gz_md5: str, raw_md5: str | None) -> bool:
+def _known(ds: IdxDataset, name: str, gz_md5: str, raw_md5: str | None) -> bool:
     """Whether ``ds`` publishes a file of this name with these checksums (shared file names)."""
     return any(
         f.name == name and f.matches(gz_md5, raw_md5)

@@ -119,3 +119,35 @@ def interruptible() -> None:
     """``preexec_fn`` for a child that the test interrupts with SIGINT: a shell running the
     tests in the background (``cmd &`` without job control) passes SIGINT on as ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def closed_port_url() -> str:
+    """An http URL on 127.0.0.1 where nothing listens: a mirror that cannot be reached."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def http_root(tmp_path: Path):
+    """A real HTTP server on 127.0.0.1 serving a tmp folder; yields the folder and its URL."""
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class QuietHandler(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    root = tmp_path / "www"
+    root.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+    thread.join()

@@ -5,11 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import shutil
-import socket
-import threading
-from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +13,15 @@ import pytest
 from circuits.cache import cache_dir
 from evaluators.datasets import (
     DATASETS,
-    Dataset,
     DatasetError,
+    IdxDataset,
     IdxFile,
     IdxPair,
     find_folder,
     load_split,
     locate,
 )
+from tests.conftest import closed_port_url
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -54,32 +50,6 @@ def flip_byte(path: Path, offset: int = 1000) -> None:
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A real HTTP server on 127.0.0.1 serving a tmp folder; yields the folder and its URL."""
-    root = tmp_path / "www"
-    root.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -271,7 +241,7 @@ def test_malformed_idx_names_the_file(
     images = write_idx(tmp_path / "img.gz", magic, dims, bytes(28 * 28 * dims[0]))
     labels = write_idx(tmp_path / "lbl.gz", 0x0801, (2,), bytes(2))
     pair = IdxPair(IdxFile(images.name, 2, images.gz_md5), labels)
-    tiny = Dataset("tiny", "Tiny", {"test": (pair,)}, mirrors=())
+    tiny = IdxDataset("tiny", "Tiny", {"test": (pair,)}, mirrors=())
     monkeypatch.setitem(DATASETS, "tiny", tiny)
     with pytest.raises(DatasetError, match=message) as err:
         load_split("tiny", "test", tmp_path)

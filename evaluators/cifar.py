@@ -1,0 +1,165 @@
+"""CIFAR-10 / CIFAR-100 read from the official python tarball or from its extracted folder.
+
+Each batch is a Python 2 pickle of a dict: ``b"data"`` uint8 (N, 3072), one row per 32x32
+image in channel-major order (1024 red bytes, then green, then blue, each row by row), and the
+class indices under ``b"labels"`` (CIFAR-10) or ``b"fine_labels"`` (CIFAR-100). Unpickling can
+run any code a file names, so batches are read by an unpickler that resolves only the three
+numpy names an array needs. Every file is md5-checked against the published checksum first:
+the tarball as a whole, or each extracted batch on its own.
+
+Readers raise ``ValueError`` with a one-line message naming the file; the ``load_split`` facade
+reports it as a ``DatasetError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import tarfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+
+_IMAGE_SHAPE = (3, 32, 32)
+"""Channels, rows, columns of one stored row of ``b"data"``."""
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One pickled batch file and its published md5."""
+
+    name: str
+    md5: str
+
+
+@dataclass(frozen=True)
+class CifarDataset:
+    """A CIFAR variant: its tarball, the folder the tarball extracts to, the batches per split."""
+
+    name: str
+    title: str
+    archive: str
+    md5: str
+    folder: str
+    splits: Mapping[str, tuple[Batch, ...]]
+    label_key: bytes
+    classes: int
+    mirrors: tuple[str, ...]
+
+
+def find_files(folder: Path, ds: CifarDataset, split: str) -> tuple[Path, ...] | None:
+    """The files in ``folder`` that serve ``split``, by name only: the extracted batches
+    (in ``folder/<extracted>/``, or in ``folder`` when it is that extracted folder; read without
+    a gunzip) else the tarball."""
+    for extracted in (folder / ds.folder, *([folder] if folder.name == ds.folder else [])):
+        batches = tuple(extracted / b.name for b in ds.splits[split])
+        if all(p.is_file() for p in batches):
+            return batches
+    archive = folder / ds.archive
+    return (archive,) if archive.is_file() else None
+
+
+def read(files: tuple[Path, ...], ds: CifarDataset, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 NHWC images (N, 32, 32, 3) and int64 labels from what ``find_files`` returned."""
+    if len(files) == 1 and files[0].name == ds.archive:
+        batches = _archive_batches(files[0], ds, split)
+    else:
+        batches = [_parse_batch(_verified(p, b, ds), str(p), ds.label_key)
+                   for p, b in zip(files, ds.splits[split])]
+    images = np.concatenate([images for images, _ in batches])
+    labels = np.concatenate([labels for _, labels in batches])
+    if len(labels) and (labels.min() < 0 or labels.max() >= ds.classes):
+        raise ValueError(f"{files[0]}: labels outside 0..{ds.classes - 1}")
+    return images, labels
+
+
+def check_archive(path: Path, ds: CifarDataset, source: str) -> None:
+    """Refuse a tarball (``source`` names it in the message) unless it is the published one."""
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != ds.md5:
+        raise ValueError(f"{source}: checksum does not match the published {ds.title} {ds.archive}")
+
+
+def _archive_batches(
+    path: Path, ds: CifarDataset, split: str
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The split's batches in registry order, parsed in one pass over the verified tarball."""
+    check_archive(path, ds, str(path))
+    wanted = {f"{ds.folder}/{b.name}": i for i, b in enumerate(ds.splits[split])}
+    parsed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    try:
+        with tarfile.open(path, "r|gz") as tar:
+            for member in tar:
+                index = wanted.get(member.name)
+                if index is not None and member.isfile() and (f := tar.extractfile(member)):
+                    parsed[index] = _parse_batch(f.read(), f"{path}:{member.name}", ds.label_key)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"{path}: unreadable tar.gz ({err})") from None
+    missing = [name for name, i in wanted.items() if i not in parsed]
+    if missing:
+        raise ValueError(f"{path}: no member {', '.join(missing)} in the archive")
+    return [parsed[i] for i in range(len(wanted))]
+
+
+def _verified(path: Path, batch: Batch, ds: CifarDataset) -> bytes:
+    raw = path.read_bytes()
+    if hashlib.md5(raw).hexdigest() != batch.md5:
+        raise ValueError(f"{path}: checksum does not match the published {ds.title} {batch.name}")
+    return raw
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Resolves only the globals a pickled uint8 array refers to; any other global is refused
+    before it is imported, so a crafted file cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        found = self.ALLOWED.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(
+                f"refused global {module}.{name}; a batch holds only numpy arrays, lists, "
+                "numbers and strings"
+            )
+        return found
+
+
+def _parse_batch(raw: bytes, source: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's images as uint8 NHWC (N, 32, 32, 3) and its labels as int64."""
+    try:
+        batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except (pickle.UnpicklingError, ValueError, TypeError, EOFError, AttributeError) as err:
+        raise ValueError(f"{source}: not a CIFAR batch pickle ({err})") from None
+    if not isinstance(batch, dict):
+        raise ValueError(f"{source}: a CIFAR batch is a dict, found {type(batch).__name__}")
+    data, labels = batch.get(b"data"), batch.get(label_key)
+    row = int(np.prod(_IMAGE_SHAPE))
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == row):
+        found = (f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray)
+                 else type(data).__name__)
+        raise ValueError(f"{source}: b'data' is {found}, expected uint8 (N, {row})")
+    if not (isinstance(labels, list) and all(type(v) is int for v in labels)):
+        raise ValueError(f"{source}: {label_key!r} is not a list of integers")
+    if len(labels) != len(data):
+        raise ValueError(f"{source}: {len(data)} images but {len(labels)} labels")
+    images = np.ascontiguousarray(data.reshape(-1, *_IMAGE_SHAPE).transpose(0, 2, 3, 1))
+    return images, np.asarray(labels, dtype=np.int64)
