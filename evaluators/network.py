@@ -1,20 +1,31 @@
-"""The network under study: trained once, exported to ONNX, quantized, cached by its settings.
+"""The network under study, prepared once and cached: float and int8 ONNX models and a report.
 
-A trained and quantized network is keyed by everything that determines it (architecture,
-training settings, seed, the training data's checksum, calibration size, torch and onnxruntime
-versions), so a second study with the same settings reuses it instead of retraining. Training
-shows a progress bar with rate and ETA on an interactive stderr, and one log line per epoch
-otherwise.
+Three routes lead to the int8 model the approximate runner scores:
+
+- ``train``: a registry architecture (``evaluators.zoo``) trained here, deterministically;
+- ``checkpoint``: a registry architecture with a user's pretrained PyTorch weights;
+- ``onnx``: a user's ONNX classifier, quantized here if float, used as it is if already
+  quantized (``evaluators.model_import``).
+
+Registry networks are exported with batch norm folded and statically quantized by onnxruntime
+with calibration samples drawn (seeded) from the training split. The model is checked against
+the data (sample shape, class count) before any training or quantization. A prepared network
+is keyed by everything that determines it (route, architecture and training settings, the
+checkpoint's or ONNX file's sha256, preprocessing, seed, both splits' checksums, calibration
+size, torch and onnxruntime versions), so a second study with the same settings reuses it.
+Training shows a progress bar with rate and ETA on an interactive stderr, and one log line per
+epoch otherwise.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import re
 import shutil
 import sys
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,31 +34,45 @@ import numpy as np
 from tqdm import tqdm
 
 from circuits.cache import cache_dir
-from evaluators.classification import classification_metrics
+from evaluators.classification import logits_metrics
 from evaluators.datasets import Split
+from evaluators.errors import ModelError
 from evaluators.preprocess import Preprocessing
+from evaluators.zoo import export_onnx as export_onnx  # re-exported: tests export small models
 
 FLOAT_ONNX = "float.onnx"
 INT8_ONNX = "int8.onnx"
 REPORT = "network.json"
+_FORMAT = 2  # of the cache key and report
+_BATCH = 500  # samples per onnxruntime run when measuring (bounded memory for VGG-16)
 
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """What determines a trained network."""
+    """What determines a prepared network. ``checkpoint`` (with ``arch``) loads pretrained
+    weights instead of training; ``onnx`` takes a user's model (``arch`` and the training
+    fields are then unused)."""
 
-    arch: str
+    arch: str | None
     epochs: int
     batch_size: int
     learning_rate: float
     augment: bool
     seed: int
     calibration_size: int
+    checkpoint: str | None = None
+    onnx: str | None = None
+
+    @property
+    def route(self) -> str:
+        """``onnx``, ``checkpoint`` or ``train``."""
+        return "onnx" if self.onnx else "checkpoint" if self.checkpoint else "train"
 
 
 @dataclass(frozen=True)
 class PreparedNetwork:
-    """Paths of the float and int8 ONNX models and their test metrics."""
+    """Paths of the float and int8 ONNX models and their report (``network.json``). A model
+    that came quantized has no float model and no ``float`` metrics."""
 
     folder: Path
     key: str
@@ -62,19 +87,75 @@ class PreparedNetwork:
         return self.folder / INT8_ONNX
 
 
-def network_key(settings: TrainingSettings, train: Split) -> str:
-    """Cache key of a trained, quantized network."""
-    import onnxruntime
-    import torch
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
-    ident = {
-        "settings": settings.__dict__,
+
+def network_key(settings: TrainingSettings, train: Split, test: Split,
+                preprocessing: Preprocessing) -> str:
+    """Cache key of a prepared network: what its route depends on, nothing else (changing the
+    epochs does not rebuild an imported ONNX model)."""
+    import onnxruntime
+
+    ident: dict = {
+        "route": settings.route,
+        "seed": settings.seed,
+        "calibration_size": settings.calibration_size,
+        "preprocessing": dataclasses.asdict(preprocessing),
         "train_md5": train.md5,
-        "torch": torch.__version__,
+        "test_md5": test.md5,
+        "classes": train.classes,
         "onnxruntime": onnxruntime.__version__,
-        "format": 1,
+        "format": _FORMAT,
     }
+    if settings.route == "onnx":
+        ident["onnx_sha256"] = _sha256(Path(settings.onnx))
+    else:
+        import torch
+
+        ident.update(arch=settings.arch, torch=torch.__version__)
+        if settings.route == "checkpoint":
+            ident["checkpoint_sha256"] = _sha256(Path(settings.checkpoint))
+        else:
+            ident.update({k: getattr(settings, k)
+                          for k in ("epochs", "batch_size", "learning_rate", "augment")})
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _folder_name(settings: TrainingSettings, key: str) -> str:
+    if settings.route == "onnx":
+        stem = re.sub(r"[^A-Za-z0-9_.]+", "_", Path(settings.onnx).stem)[:40]
+        return f"onnx-{stem}-{key}"
+    return f"{settings.arch}-{key}"
+
+
+def _check(settings: TrainingSettings, train: Split, preprocessing: Preprocessing):
+    """The model checked against the data before any work: the loaded checkpoint model, the
+    ONNX model's info, or None for a registry network to train (one-line ModelError)."""
+    from evaluators import zoo
+
+    input_shape = preprocessing.input_shape(train.images)
+    if settings.route != "onnx" and preprocessing.layout != "NCHW" and len(input_shape) == 3:
+        raise ModelError(f"model.preprocessing.layout {preprocessing.layout}: the registry "
+                         f"architecture {settings.arch} reads NCHW images (the layout is for "
+                         "a user's ONNX model)")
+    if settings.route == "onnx":
+        from evaluators.model_import import check_data, inspect_model
+
+        if settings.checkpoint:
+            raise ModelError("model: give either onnx or checkpoint, not both")
+        info = inspect_model(Path(settings.onnx))
+        check_data(info, input_shape, train.classes)
+        return info
+    if settings.route == "checkpoint":
+        return zoo.load_checkpoint(settings.arch, input_shape, train.classes,
+                                   Path(settings.checkpoint))
+    zoo.build_model(settings.arch, input_shape, train.classes)
+    return None
 
 
 def prepare_network(
@@ -82,23 +163,31 @@ def prepare_network(
     train: Split,
     test: Split,
     *,
+    preprocessing: Preprocessing | None = None,
     reuse: bool = True,
     cache: Path | None = None,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
 ) -> PreparedNetwork:
-    """Return the cached network for these settings, training and quantizing it if needed.
-    ``progress``: show the training bar (None: when stderr is a terminal)."""
-    key = network_key(settings, train)
-    folder = (cache or cache_dir() / "networks") / f"{settings.arch}-{key}"
+    """Return the cached network for these settings, preparing it if needed (the cache folder
+    appears whole or not at all). ``preprocessing`` turns samples into the network's inputs
+    (default: [0, 1] pixels, NCHW); ``progress``: show the training bar (None: when stderr is a
+    terminal)."""
+    preprocessing = preprocessing or Preprocessing()
+    checked = _check(settings, train, preprocessing)
+    key = network_key(settings, train, test, preprocessing)
+    folder = (cache or cache_dir() / "networks") / _folder_name(settings, key)
     if reuse and (folder / REPORT).is_file():
-        log(f"reusing trained network {folder}")
+        log(f"reusing prepared network {folder}" if settings.route == "onnx"
+            else f"reusing trained network {folder}")
         return PreparedNetwork(folder, key, json.loads((folder / REPORT).read_text()))
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
     try:
-        report = _build(settings, train, test, work, log, progress)
-        (work / REPORT).write_text(json.dumps(report, indent=2))
+        text = json.dumps(_build(settings, checked, train, test, preprocessing, work, log,
+                                 progress), indent=2)
+        (work / REPORT).write_text(text)
+        report = json.loads(text)  # as a later study reads it back
         shutil.rmtree(folder, ignore_errors=True)
         work.rename(folder)
     finally:
@@ -106,17 +195,26 @@ def prepare_network(
     return PreparedNetwork(folder, key, report)
 
 
-def _build(settings: TrainingSettings, train: Split, test: Split, work: Path, log,
-           progress: bool | None) -> dict:
-    import torch
+def train_model(settings: TrainingSettings, inputs: np.ndarray, labels: np.ndarray,
+                classes: int, progress: Callable[[int, float], None] | None = None):
+    """The registry network of ``settings`` trained on preprocessed ``inputs`` (seeded
+    initialization and training: the same call gives the same weights)."""
+    from evaluators.training import train_classifier
+    from evaluators.zoo import build_model
 
-    from evaluators.lenet import train_lenet5
-    from evaluators.quantization import quantize_int8
+    model = build_model(settings.arch, inputs.shape[1:], classes, seed=settings.seed)
+    return train_classifier(model, inputs, labels, epochs=settings.epochs,
+                            batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+                            augment=settings.augment, seed=settings.seed, progress=progress)
 
-    if settings.arch != "lenet5":
-        raise ValueError(f"unknown network architecture {settings.arch!r}")
-    log(f"training LeNet-5 on {len(train.labels)} images for {settings.epochs} epochs (CPU)")
-    with tqdm(total=settings.epochs, desc="training LeNet-5", unit="epoch", file=sys.stderr,
+
+def _train(settings: TrainingSettings, train: Split, inputs: np.ndarray, log,
+           progress: bool | None):
+    from evaluators.zoo import architecture
+
+    title = architecture(settings.arch).title
+    log(f"training {title} on {len(train.labels)} images for {settings.epochs} epochs (CPU)")
+    with tqdm(total=settings.epochs, desc=f"training {title}", unit="epoch", file=sys.stderr,
               disable=None if progress is None else not progress, dynamic_ncols=True) as bar:
 
         def epoch_done(epoch: int, loss: float) -> None:
@@ -125,51 +223,140 @@ def _build(settings: TrainingSettings, train: Split, test: Split, work: Path, lo
             if bar.disable:  # no bar to show it: a line per epoch
                 log(f"  epoch {epoch}/{settings.epochs}: loss {loss:.4f}")
 
-        model = train_lenet5(
-            train.images, train.labels,
-            epochs=settings.epochs, batch_size=settings.batch_size,
-            learning_rate=settings.learning_rate, augment=settings.augment, seed=settings.seed,
-            progress=epoch_done,
-        )
-    export_onnx(model, torch.zeros(1, 1, 28, 28), work / FLOAT_ONNX, output="logits")
+        return train_model(settings, inputs, train.labels, train.classes, epoch_done)
+
+
+def _build(settings: TrainingSettings, checked, train: Split, test: Split,
+           preprocessing: Preprocessing, work: Path, log, progress: bool | None) -> dict:
+    """Write float.onnx (unless the model came quantized) and int8.onnx into ``work``; the
+    report."""
+    inputs = preprocessing.apply(train.images)
     rng = np.random.default_rng(settings.seed)
-    pick = rng.choice(len(train.labels), size=min(settings.calibration_size, len(train.labels)),
-                      replace=False)
-    log(f"quantizing to int8 (calibration on {len(pick)} training images)")
-    quantize_int8(work / FLOAT_ONNX, work / INT8_ONNX, Preprocessing().apply(train.images[np.sort(pick)]))
-    log(f"measuring the float and int8 networks on {len(test.labels)} test images")
-    x = Preprocessing().apply(test.images)
-    report = {
-        "arch": settings.arch,
-        "settings": settings.__dict__,
+    pick = np.sort(rng.choice(len(train.labels), replace=False,
+                              size=min(settings.calibration_size, len(train.labels))))
+    calibration = inputs[pick]
+    if settings.route == "onnx":
+        del inputs
+        report = _import(settings, work, calibration, log)
+    else:
+        if settings.route == "checkpoint":
+            log(f"using {settings.arch} weights from {settings.checkpoint} (no training)")
+            model = checked
+        else:
+            model = _train(settings, train, inputs, log, progress)
+        del inputs
+        report = _quantize(settings, model, work, calibration, log)
+    report.update({
+        "settings": dataclasses.asdict(settings),
+        "preprocessing": dataclasses.asdict(preprocessing),
+        "input_shape": list(calibration.shape[1:]),
+        "classes": train.classes,
         "train_images": len(train.labels),
         "train_md5": train.md5,
         "test_images": len(test.labels),
-        "float": classification_metrics(_onnx_predict(work / FLOAT_ONNX, x), test.labels),
-        "int8": classification_metrics(_onnx_predict(work / INT8_ONNX, x), test.labels),
-    }
-    log(f"test accuracy: float {report['float']['accuracy']:.4f}, int8 {report['int8']['accuracy']:.4f}")
+        "test_md5": test.md5,
+        "calibration_images": len(pick),
+    })
+    report.update(_measure(work, preprocessing.apply(test.images), test.labels, train.classes,
+                           log))
     return report
 
 
-def export_onnx(model, sample, path: Path, output: str = "output") -> None:
-    """Float ONNX (opset 17, dynamic batch) with the TorchScript exporter, whose plain
-    Conv/Gemm graphs onnxruntime's static quantizer handles; its deprecation notice is muted."""
-    import torch
+def _import(settings: TrainingSettings, work: Path, calibration: np.ndarray, log) -> dict:
+    """The onnx route: the user's model imported (quantized if float); its MACs and parameters
+    read from the int8 graph."""
+    from evaluators.model_import import import_model
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, sample, str(path), input_names=["input"], output_names=[output],
-            dynamic_axes={"input": {0: "batch"}, output: {0: "batch"}},
-            opset_version=17, dynamo=False,
-        )
+    info = import_model(Path(settings.onnx), work, calibration, log)
+    layers = int8_layer_macs(work / INT8_ONNX, calibration[:1])
+    return {"route": "onnx", "arch": None, "source": str(Path(settings.onnx).resolve()),
+            "format": info.format, "parameters": layer_parameters(work / INT8_ONNX),
+            "macs_per_image": sum(layers.values()), "layer_macs": layers}
 
 
-def _onnx_predict(model: Path, x: np.ndarray) -> np.ndarray:
-    """Class predictions of an ONNX model run by onnxruntime."""
+def _quantize(settings: TrainingSettings, model, work: Path, calibration: np.ndarray,
+              log) -> dict:
+    """A registry network (trained or loaded) exported with batch norm folded and quantized."""
+    from evaluators import zoo
+    from evaluators.quantization import quantize_int8
+    from evaluators.training import augmentation
+
+    shape = calibration.shape[1:]
+    zoo.export_float_onnx(model, shape, work / FLOAT_ONNX)
+    log(f"quantizing to int8 (calibration on {len(calibration)} training images)")
+    quantize_int8(work / FLOAT_ONNX, work / INT8_ONNX, calibration)
+    layers = zoo.model_layer_macs(model, shape)
+    report = {"route": settings.route, "arch": settings.arch,
+              "source": settings.checkpoint and str(Path(settings.checkpoint).resolve()),
+              "parameters": zoo.count_parameters(model),
+              "macs_per_image": sum(layers.values()), "layer_macs": layers}
+    if settings.route == "train":
+        report["augmentation"] = augmentation(shape) if settings.augment else None
+    return report
+
+
+def _measure(work: Path, x: np.ndarray, labels: np.ndarray, classes: int, log) -> dict:
+    """Test metrics of the float (when there is one) and int8 models, run by onnxruntime."""
+    has_float = (work / FLOAT_ONNX).is_file()
+    log(f"measuring the {'float and int8 networks' if has_float else 'int8 network'} on "
+        f"{len(labels)} test images")
+    out = {}
+    if has_float:
+        out["float"] = logits_metrics(_onnx_logits(work / FLOAT_ONNX, x), labels, classes)
+    else:
+        out["float_absent"] = "the model came quantized: there is no float model to measure"
+    out["int8"] = logits_metrics(_onnx_logits(work / INT8_ONNX, x), labels, classes)
+    float_text = f"float {out['float']['accuracy']:.4f}, " if has_float else \
+        "float not measured (the model came quantized), "
+    log(f"test accuracy: {float_text}int8 {out['int8']['accuracy']:.4f}")
+    return out
+
+
+def int8_layer_macs(int8_onnx: Path, sample: np.ndarray) -> dict[str, int]:
+    """Multiplications per sample of each table-multiplying layer of a quantized model (as the
+    approximate runner reads it, QDQ included), from one run on ``sample`` (1, ...)."""
+    from accel import cpu
+    from circuits.product_table import ProductTable
+    from evaluators import approx_runner
+    from evaluators.qgraph import QGraph
+
+    graph = QGraph.from_onnx(int8_onnx)
+    layers = [n for n in graph.nodes if n.op in approx_runner.TABLE_OPS]
+    out = approx_runner.run(graph, {graph.inputs[0]: sample}, ProductTable.exact(True), cpu,
+                            capture=[t for n in layers for t in (n.inputs[0], n.outputs[0])])
+    counts = {}
+    for node in layers:
+        a = out[node.inputs[0]]
+        if node.op == "QLinearConv":  # input channels per group x kernel
+            per_output = int(np.prod(graph.const(node.inputs[3]).shape[1:]))
+        elif node.op == "QGemm" and node.attr("transA", 0):
+            per_output = a.shape[-2]
+        else:  # A (..., K) times B (K, N)
+            per_output = a.shape[-1]
+        counts[node.name] = int(np.prod(out[node.outputs[0]].shape[1:])) * int(per_output)
+    return counts
+
+
+def layer_parameters(int8_onnx: Path) -> int:
+    """Weights and biases of the table-multiplying layers of a quantized model."""
+    from evaluators import approx_runner
+    from evaluators.qgraph import QGraph
+
+    graph = QGraph.from_onnx(int8_onnx)
+    total = 0
+    for node in (n for n in graph.nodes if n.op in approx_runner.TABLE_OPS):
+        bias = {"QLinearConv": 8, "QGemm": 6}.get(node.op)
+        for i in (3, bias) if bias is not None else (3,):
+            if i < len(node.inputs) and node.inputs[i] in graph.initializers:
+                total += graph.initializers[node.inputs[i]].size
+    return total
+
+
+def _onnx_logits(model: Path, x: np.ndarray) -> np.ndarray:
+    """The outputs of an ONNX model run by onnxruntime, a batch of samples at a time."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return session.run(None, {name: x})[0].argmax(axis=1)
+    return np.concatenate([session.run(None, {name: x[i : i + _BATCH]})[0]
+                           for i in range(0, len(x), _BATCH)])

@@ -87,7 +87,7 @@ def lenet(mnist, session_cache: Path):
 
     m, q = ModelSettings(), QuantizationSettings()
     settings = TrainingSettings(
-        arch=m.arch, epochs=m.epochs, batch_size=m.batch_size, learning_rate=m.learning_rate,
+        arch=m.architecture, epochs=m.epochs, batch_size=m.batch_size, learning_rate=m.learning_rate,
         augment=m.augment, seed=0, calibration_size=q.calibration_size,
     )
     train, test = mnist

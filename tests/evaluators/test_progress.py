@@ -54,7 +54,7 @@ def test_every_long_stage_before_the_first_trial_is_announced(mnist_dir, tmp_pat
               if not line.startswith(("float", "int8"))]
     assert stages == [
         f"reading the Liberty library {re.sub(r'[0-9.]+', 'N', liberty)}",
-        "loading the mnist training and test images",
+        "loading the mnist training and test data",
         "training LeNet-N on N images for N epochs (CPU)",
         "  epoch N/N",
         "quantizing to intN (calibration on N training images)",
