@@ -2,9 +2,10 @@
 
 The integer layers accumulate in int32 through the kernels of ``accel`` and requantize exactly as
 onnxruntime's CPU kernels do (float32 ``x_scale * w_scale / y_scale``, clamp, round half to
-even, add the zero point), so with the exact table the results equal onnxruntime's. Float ops
-between quantized layers (DequantizeLinear, Relu, MaxPool, QuantizeLinear) follow onnxruntime's
-float32 arithmetic. Any other op is refused with its name and node.
+even, add the zero point), so with the exact table the results equal onnxruntime's. The other
+quantized ops (QLinearAdd, pooling, concatenation, softmax) and the float ops between
+DequantizeLinear and QuantizeLinear follow onnxruntime's own float32 arithmetic
+(``evaluators.qops``). Any other op is refused with its name and node before any work.
 """
 
 from __future__ import annotations
@@ -15,43 +16,20 @@ from types import ModuleType
 import numpy as np
 
 from accel.batch import TableBatch
-from accel.reference import conv_output_size
 from accel.requant import output_multiplier
 from circuits.product_table import ProductTable
-from evaluators.qgraph import Node, QGraph
+from evaluators import qops
+from evaluators.qgraph import Node, QGraph, UnsupportedOpError
+from evaluators.qops import dequantize, quantize
 
-
-class UnsupportedOpError(ValueError):
-    """The graph holds an op the approximate runner cannot execute."""
-
-
-def quantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
-    """onnxruntime's QuantizeLinear: x / scale, clamp to the code range, round half to even."""
-    info = np.iinfo(zero_point.dtype)
-    zp = zero_point.astype(np.float32)
-    y = np.asarray(x, dtype=np.float32) / np.asarray(scale, dtype=np.float32)
-    y = np.clip(y, np.float32(info.min) - zp, np.float32(info.max) - zp)
-    return (np.rint(y) + zp).astype(zero_point.dtype)
-
-
-def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None) -> np.ndarray:
-    """onnxruntime's DequantizeLinear: (q - zp) converted to float32, times scale."""
-    q = q.astype(np.int32)
-    if zero_point is not None:
-        q = q - zero_point.astype(np.int32)
-    return q.astype(np.float32) * np.asarray(scale, dtype=np.float32)
+__all__ = ["OPS", "TABLE_OPS", "Context", "UnsupportedOpError", "check_supported", "dequantize",
+           "quantize", "register_op", "run", "table_free"]
 
 
 def _zero_point(graph: QGraph, node: Node, index: int, like: np.ndarray) -> np.ndarray:
     if len(node.inputs) > index and node.inputs[index]:
         return graph.const(node.inputs[index])
     return np.zeros((), dtype=like.dtype)
-
-
-def _scalar(value: np.ndarray, what: str, node: Node) -> int | float:
-    if np.asarray(value).size != 1:
-        raise UnsupportedOpError(f"node {node.name!r} ({node.op}): per-channel {what} is not supported")
-    return np.asarray(value).reshape(()).item()
 
 
 class Context:
@@ -86,7 +64,7 @@ def conv_arguments(node: Node, args: list, ctx: Context) -> tuple:
         pads=tuple(node.attr("pads", [0, 0, 0, 0])),
         dilations=tuple(node.attr("dilations", [1, 1])),
         group=int(node.attr("group", 1)),
-        x_zero_point=int(_scalar(_zero_point(g, node, 2, x), "activation zero point", node)),
+        x_zero_point=int(qops.scalar(_zero_point(g, node, 2, x), "activation zero point", node)),
         w_zero_point=_zero_point(g, node, 5, w).astype(np.int64),
     )
     bias = args[8] if len(args) > 8 else None
@@ -106,7 +84,7 @@ def _gemm(node: Node, ctx: Context, a, a_zp, b, b_zp, bias, multiplier, y_zp) ->
     ctx.check_operands(node, a, b)
     lead = a.shape[:-1]
     a = a.reshape(-1, a.shape[-1])
-    gemm = dict(a_zero_point=int(_scalar(a_zp, "activation zero point", node)),
+    gemm = dict(a_zero_point=int(qops.scalar(a_zp, "activation zero point", node)),
                 b_zero_point=b_zp.astype(np.int64))
     if node.outputs[0] in ctx.capture:
         acc = ctx.kernels.gemm_accumulate(a, b, ctx.table, **gemm)
@@ -139,27 +117,6 @@ def _qlinear_matmul(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
                   mult, _zero_point(g, node, 7, a))]
 
 
-def max_pool(x: np.ndarray, node: Node) -> np.ndarray:
-    """MaxPool on float values or integer codes; padded positions never win."""
-    kh, kw = node.attr("kernel_shape")
-    sh, sw = node.attr("strides", [1, 1])
-    dh, dw = node.attr("dilations", [1, 1])
-    top, left, bottom, right = node.attr("pads", [0, 0, 0, 0])
-    if node.attr("ceil_mode", 0) or node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise UnsupportedOpError(f"node {node.name!r} (MaxPool): ceil_mode/auto_pad are not supported")
-    n, c, h, w = x.shape
-    lowest = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=lowest)
-    oh = conv_output_size(h, kh, sh, top + bottom, dh)
-    ow = conv_output_size(w, kw, sw, left + right, dw)
-    out = np.full((n, c, oh, ow), lowest, dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            win = xp[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
-            np.maximum(out, win, out=out)
-    return out
-
-
 def _flatten(x: np.ndarray, node: Node) -> np.ndarray:
     axis = node.attr("axis", 1) % max(x.ndim, 1)
     return x.reshape(int(np.prod(x.shape[:axis])), -1)
@@ -172,6 +129,27 @@ def _reshape(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
     return [x.reshape(shape)]
 
 
+def _axes(node: Node, args: list) -> list[int] | None:
+    """Squeeze/Unsqueeze axes: an attribute before opset 13, the second input from 13."""
+    if len(args) > 1 and args[1] is not None:
+        return [int(a) for a in np.asarray(args[1]).reshape(-1)]
+    axes = node.attr("axes")
+    return None if axes is None else list(axes)
+
+
+def _squeeze(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    axes = _axes(node, args)
+    return [np.squeeze(args[0], axis=None if axes is None else tuple(axes))]
+
+
+def _unsqueeze(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    x = args[0]
+    rank = x.ndim + len(_axes(node, args))
+    for axis in sorted(a % rank for a in _axes(node, args)):
+        x = np.expand_dims(x, axis)
+    return [x]
+
+
 def _clip(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
     x = args[0]
     lo = args[1] if len(args) > 1 and args[1] is not None else node.attr("min", -np.inf)
@@ -180,16 +158,30 @@ def _clip(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
 
 
 def _dequantize_op(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
-    if node.attr("axis") is not None and np.asarray(args[1]).size > 1:
-        raise UnsupportedOpError(f"node {node.name!r} (DequantizeLinear): per-axis is not supported")
-    return [dequantize(args[0], args[1], args[2] if len(args) > 2 else None)]
+    zero_point = args[2] if len(args) > 2 else None
+    return [dequantize(args[0], args[1], zero_point, node.attr("axis", 1))]
 
 
 def _quantize_op(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
     zp = args[2] if len(args) > 2 and args[2] is not None else np.zeros((), np.uint8)
-    if np.asarray(args[1]).size > 1:
-        raise UnsupportedOpError(f"node {node.name!r} (QuantizeLinear): per-axis is not supported")
-    return [quantize(args[0], args[1], zp)]
+    if node.attr("saturate", 1) != 1 or node.attr("block_size", 0):
+        raise UnsupportedOpError(f"node {node.name!r} (QuantizeLinear): saturate/block_size "
+                                 "are not supported")
+    return [quantize(args[0], args[1], zp, node.attr("axis", 1))]
+
+
+def _float_binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable:
+    """An elementwise float32 op with numpy broadcasting: one IEEE operation per element, as
+    onnxruntime computes it."""
+
+    def op(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+        a, b = args
+        if a.dtype != np.float32 or b.dtype != np.float32:
+            raise UnsupportedOpError(f"node {node.name!r} ({node.op}) reads {a.dtype} and "
+                                     f"{b.dtype}; only float32 is supported")
+        return [fn(a, b)]
+
+    return op
 
 
 Op = Callable[[Node, list, Context], list]
@@ -202,10 +194,18 @@ OPS: dict[str, Op] = {
     "QLinearMatMul": _qlinear_matmul,
     "Relu": lambda node, args, ctx: [np.maximum(args[0], np.zeros((), args[0].dtype))],
     "Clip": _clip,
-    "MaxPool": lambda node, args, ctx: [max_pool(args[0], node)],
+    "MaxPool": lambda node, args, ctx: [qops.max_pool(args[0], node)],
     "Flatten": lambda node, args, ctx: [_flatten(args[0], node)],
     "Reshape": _reshape,
+    "Transpose": lambda node, args, ctx: [np.transpose(args[0], node.attr("perm"))],
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+    "Concat": lambda node, args, ctx: [np.concatenate(args, axis=node.attr("axis"))],
     "Identity": lambda node, args, ctx: [args[0]],
+    "Add": _float_binary(np.add),
+    "Sub": _float_binary(np.subtract),
+    "Mul": _float_binary(np.multiply),
+    **qops.OPS,
 }
 
 
@@ -245,14 +245,37 @@ def table_free(graph: QGraph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndar
     return {name: env[name] for name in [*feeds, *computed] if name in wanted}
 
 
+FLOAT_MULTIPLYING = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum"}
+
+
 def check_supported(graph: QGraph) -> None:
     """Refuse a graph with an op this runner cannot execute, naming the op and the node."""
     for node in graph.nodes:
-        if node.op not in OPS:
+        if node.op in OPS:
+            continue
+        if node.op in FLOAT_MULTIPLYING:
             raise UnsupportedOpError(
-                f"ONNX op {node.op!r} (node {node.name!r}) is not supported by the approximate "
-                f"evaluator; supported ops: {', '.join(sorted(OPS))}"
-            )
+                f"ONNX op {node.op!r} (node {node.name!r}) multiplies float tensors, so no "
+                "product table can replace its multiplier; quantize it (QOperator, or "
+                "DequantizeLinear -> op -> QuantizeLinear with int8/uint8 weights and an int32 "
+                "bias, which is fused into an integer op)")
+        raise UnsupportedOpError(
+            f"ONNX op {node.op!r} (node {node.name!r}) is not supported by the approximate "
+            f"evaluator; supported ops: {', '.join(sorted(o for o in OPS if '.' not in o))}")
+
+
+def _live_nodes(graph: QGraph, feeds: dict[str, np.ndarray], wanted: set[str]) -> set[int]:
+    """Indices of the nodes that must run to produce ``wanted`` from ``feeds``: a node whose
+    outputs are all fed in (computed once by ``table_free``) or read by nobody is skipped, and
+    so are the nodes only it reads from (an input Transpose before a fed-in quantization)."""
+    needed, live = set(wanted), set()
+    for i in range(len(graph.nodes) - 1, -1, -1):
+        node = graph.nodes[i]
+        if all(name in feeds for name in node.outputs) or not needed & set(node.outputs):
+            continue
+        live.add(i)
+        needed.update(node.inputs)
+    return live
 
 
 def run(
@@ -270,10 +293,11 @@ def run(
     env: dict[str, np.ndarray | None] = dict(graph.initializers)
     env.update(feeds)
     env[""] = None
-    last_use = {name: i for i, n in enumerate(graph.nodes) for name in n.inputs}
+    live = _live_nodes(graph, feeds, set(graph.outputs) | ctx.capture)
+    last_use = {name: i for i, n in enumerate(graph.nodes) if i in live for name in n.inputs}
     keep = set(graph.outputs) | ctx.capture | set(graph.initializers) | {""}
     for i, node in enumerate(graph.nodes):
-        if all(name in feeds for name in node.outputs):  # computed once, fed in (table_free)
+        if i not in live:
             continue
         args = [env[name] for name in node.inputs]
         for name, value in zip(node.outputs, OPS[node.op](node, args, ctx)):

@@ -1,8 +1,11 @@
-"""A quantized ONNX graph (QOperator format) as a small IR the approximate runner executes.
+"""A quantized ONNX graph as a small IR the approximate runner executes.
 
-The IR is a topologically ordered list of nodes plus the initializers as numpy arrays. Graph
-transformations (``evaluators.transforms``) take a ``QGraph`` and return a new one and whether
-anything changed, in the style of qonnx.
+The IR is a topologically ordered list of nodes plus the initializers as numpy arrays. QOperator
+models (QLinearConv, QGemm, ...) are read as they are; QDQ models (QuantizeLinear /
+DequantizeLinear around float ops) are fused into the same QOperator form on reading, as
+onnxruntime fuses them when it loads the file (``evaluators.qdq``), so callers never know the
+format. Graph transformations (``evaluators.transforms``) take a ``QGraph`` and return a new one
+and whether anything changed, in the style of qonnx.
 """
 
 from __future__ import annotations
@@ -14,6 +17,14 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from evaluators.errors import ModelError
+
+DEFAULT_OPSET = 17
+
+
+class UnsupportedOpError(ModelError):
+    """The graph holds an op (or an op's setting) the approximate runner cannot execute."""
 
 
 @dataclass(frozen=True)
@@ -32,16 +43,21 @@ class Node:
 
 @dataclass(frozen=True)
 class QGraph:
-    """Nodes in execution order, constant tensors, and the graph's input and output names."""
+    """Nodes in execution order, constant tensors, the graph's input and output names, and the
+    default-domain opset (some ops change meaning with it: Softmax's axis, Squeeze's axes)."""
 
     nodes: tuple[Node, ...]
     initializers: dict[str, np.ndarray]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    opset: int = DEFAULT_OPSET
 
     @classmethod
     def from_onnx(cls, model: onnx.ModelProto | str | Path) -> QGraph:
-        """Read an ONNX model (path or proto); constants become initializers."""
+        """Read an ONNX model (path or proto); constants become initializers, and QDQ groups
+        are fused into QOperator ops as onnxruntime does."""
+        from evaluators.qdq import fuse_qdq
+
         if not isinstance(model, onnx.ModelProto):
             model = onnx.load(str(model))
         graph = model.graph
@@ -57,7 +73,10 @@ class QGraph:
                 Node(n.op_type, n.name or f"{n.op_type}_{i}", tuple(n.input), tuple(n.output), attrs)
             )
         inputs = tuple(i.name for i in graph.input if i.name not in inits)
-        return cls(tuple(nodes), inits, inputs, tuple(o.name for o in graph.output))
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                     DEFAULT_OPSET)
+        raw = cls(tuple(nodes), inits, inputs, tuple(o.name for o in graph.output), opset)
+        return fuse_qdq(raw)
 
     def consumers(self, tensor: str) -> list[Node]:
         """Nodes that read ``tensor``."""
@@ -68,7 +87,8 @@ class QGraph:
         try:
             return self.initializers[name]
         except KeyError:
-            raise ValueError(f"tensor {name!r} must be a constant (initializer) of the model") from None
+            raise UnsupportedOpError(
+                f"tensor {name!r} must be a constant (initializer) of the model") from None
 
     def with_nodes(self, nodes: list[Node]) -> QGraph:
         return replace(self, nodes=tuple(nodes))

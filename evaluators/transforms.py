@@ -14,13 +14,14 @@ from evaluators.qgraph import Node, QGraph
 
 CODE_CHAIN = "dse.CodeChain"
 _ELEMENTWISE = {"Relu", "Clip"}  # monotone non-decreasing, so they commute with max pooling
-_STRUCTURAL = {"MaxPool", "Flatten", "Reshape", "Identity"}
+_STRUCTURAL = {"MaxPool", "Flatten", "Reshape", "Identity", "Transpose", "Squeeze", "Unsqueeze"}
 
 
 class FoldCodeChains:
-    """``DequantizeLinear -> (Relu | Clip | MaxPool | Flatten | Reshape)* -> QuantizeLinear``
-    becomes one ``dse.CodeChain`` node: pooling and reshapes on the 8-bit codes, then a
-    256-entry code map.
+    """``DequantizeLinear -> (Relu | Clip | MaxPool | Flatten | Reshape | Transpose | Squeeze |
+    Unsqueeze | Identity)* -> QuantizeLinear`` becomes one ``dse.CodeChain`` node: pooling and
+    reshapes on the 8-bit codes, then a 256-entry code map. Any other op ends the search (the
+    chain is not folded), as does a tensor read by more than one node (a residual branch).
 
     Exact: with positive scales, DequantizeLinear, Relu, Clip and QuantizeLinear are
     non-decreasing elementwise maps, and max pooling commutes with them, so the float round trip

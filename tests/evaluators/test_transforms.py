@@ -103,3 +103,66 @@ def test_table_free_tensors_are_computed_once_and_skipped(lenet, mnist):
     np.testing.assert_array_equal(evaluator.logits(table), expected)
     rows = np.array([3, 400, 7])
     np.testing.assert_array_equal(evaluator.logits(table, rows), expected[rows])
+
+
+def test_residual_network_optimizes_exactly_and_leaves_unfoldable_ops(mnist, tmp_path):
+    """ResNet blocks: a quantized tensor read by a convolution and by the residual QLinearAdd,
+    and ``DequantizeLinear -> Relu -> GlobalAveragePool -> Flatten -> QuantizeLinear``, which
+    no code chain may swallow (average pooling does not commute with the code map)."""
+    from tests.evaluators.qmodels import ResNetTiny, build, session
+
+    _, test = mnist
+    x = Preprocessing().apply(test.images[:200])
+    path = build(ResNetTiny(), x[:100], tmp_path, "qoperator")
+    graph = QGraph.from_onnx(path)
+    optimized = optimize(graph)
+    ops = [n.op for n in optimized.nodes]
+    assert ops.count(CODE_CHAIN) == 4 and ops.count("QLinearAdd") == 2
+    assert "GlobalAveragePool" in ops and "Relu" in ops  # the chain into the pooling stays
+    shared = [t for t in {i for n in optimized.nodes for i in n.inputs}
+              if len(optimized.consumers(t)) > 1]
+    assert shared  # block inputs read twice
+    expected = session(path).run(None, {"input": x})[0]
+    table = ProductTable.exact(True)
+    np.testing.assert_array_equal(approx_runner.run(optimized, {"input": x}, table, cpu)["out"],
+                                  expected)
+    fixed = approx_runner.table_free(optimized, {"input": x})
+    assert list(fixed) == [optimized.nodes[0].outputs[0]]
+    np.testing.assert_array_equal(approx_runner.run(optimized, fixed, table, cpu)["out"], expected)
+    approx = appaxo.table(404750335)
+    np.testing.assert_array_equal(approx_runner.run(optimized, fixed, approx, cpu)["out"],
+                                  approx_runner.run(graph, {"input": x}, approx, cpu)["out"])
+
+
+def test_chains_through_transpose_and_squeeze_fold_exactly():
+    """``DequantizeLinear -> Transpose -> Unsqueeze -> Squeeze -> Relu -> QuantizeLinear`` on the
+    codes of a QLinearConv: one code chain, the same codes as onnxruntime."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.evaluators.qmodels import session
+
+    f32, i8 = np.float32, np.int8
+    inits = {"xs": np.array(0.02, f32), "xz": np.array(0, i8), "w": np.arange(-27, 27, dtype=i8).reshape(6, 1, 3, 3),
+             "ws": np.full(6, 0.01, f32), "wz": np.zeros(6, i8), "ys": np.array(0.03, f32),
+             "yz": np.array(0, i8), "zs": np.array(0.017, f32), "zz": np.array(3, i8),
+             "axes": np.array([0], np.int64)}
+    nodes = [helper.make_node("QuantizeLinear", ["input", "xs", "xz"], ["xq"]),
+             helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["c"],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("DequantizeLinear", ["c", "ys", "yz"], ["d"]),
+             helper.make_node("Transpose", ["d"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("Unsqueeze", ["t", "axes"], ["u"]),
+             helper.make_node("Squeeze", ["u", "axes"], ["s"]),
+             helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "zs", "zz"], ["out"])]
+    model = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1, 6, 6])],
+        [helper.make_tensor_value_info("out", TensorProto.INT8, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    graph = optimize(QGraph.from_onnx(model))
+    assert [n.op for n in graph.nodes] == ["QuantizeLinear", "QLinearConv", CODE_CHAIN]
+    x = np.random.default_rng(0).standard_normal((32, 1, 6, 6)).astype(f32)
+    np.testing.assert_array_equal(
+        approx_runner.run(graph, {"input": x}, ProductTable.exact(True), cpu)["out"],
+        session(model).run(None, {"input": x})[0])
