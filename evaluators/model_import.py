@@ -1,0 +1,288 @@
+"""A user's own ONNX classifier (float or already quantized) becomes the study's int8 network.
+
+A float model takes the EMGAxO route: onnxruntime's pre-processing (symbolic shape inference and
+graph optimization), then static quantization with calibration inputs from the study's dataset
+(``evaluators.quantization.quantize_int8``: symmetric int8 activations, per-channel int8
+weights). An already quantized model (QOperator or QDQ) is used as it is. Either way the int8
+file is checked before any study work: onnxruntime runs it, the approximate runner supports
+every op, and its table-multiplying layers use signed int8 operands, which AppAxO's signed 8x8
+multipliers need. Every refusal is one line naming the file and what is expected.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx
+
+from evaluators.errors import ModelError
+from evaluators.qgraph import QGraph
+
+Format = Literal["float", "qoperator", "qdq"]
+Log = Callable[[str], None]
+
+FLOAT_ONNX = "float.onnx"
+INT8_ONNX = "int8.onnx"
+
+# ops that only exist in QOperator-format (or dynamically quantized) graphs
+_QOPERATOR_OPS = {"QGemm", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear",
+                  "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
+# the float ops whose operands a QDQ graph dequantizes
+_QDQ_TARGETS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+# (activation, weight) zero-point inputs of the ops that multiply through the product table
+_OPERAND_ZERO_POINTS = {"QLinearConv": (2, 5), "QGemm": (2, 5), "QLinearMatMul": (2, 5)}
+_VERIFY_SAMPLES = 2
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the study needs to know about a user's ONNX classifier."""
+
+    path: Path
+    format: Format
+    input_name: str
+    input_shape: tuple[int | None, ...]  # per sample (no batch axis); None = symbolic dim
+    classes: int | None  # the output's last dim, if static
+
+
+def inspect_model(path: Path) -> ModelInfo:
+    """Read and check a user's ONNX classifier: one float32 input (batch, ...), one output
+    (batch, classes), and its format; ``ModelError`` (one line) when it cannot be used."""
+    path = Path(path)
+    model = _load(path)
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise ModelError(
+            f"{path}: the model has {len(inputs)} input(s) and {len(graph.output)} output(s); "
+            "expected a classifier with one input (batch, ...) and one output (batch, classes)"
+        )
+    source, output = inputs[0], graph.output[0]
+    if source.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        kind = onnx.TensorProto.DataType.Name(source.type.tensor_type.elem_type).lower()
+        raise ModelError(
+            f"{path}: input {source.name!r} is {kind}; expected float32 (a quantized model still "
+            "takes float input and quantizes it itself)"
+        )
+    input_dims = _dims(source)
+    if input_dims is None or len(input_dims) < 2:
+        raise ModelError(f"{path}: input {source.name!r} has shape {_shape_text(input_dims)}; "
+                         "expected (batch, ...) with at least one axis per sample")
+    output_dims = _dims(output)
+    if output_dims is not None and len(output_dims) != 2:
+        raise ModelError(f"{path}: output {output.name!r} has shape {_shape_text(output_dims)}; "
+                         "expected (batch, classes)")
+    return ModelInfo(path, _format(graph), source.name, input_dims[1:],
+                     output_dims[1] if output_dims is not None else None)
+
+
+def check_data(info: ModelInfo, input_shape: tuple[int, ...], classes: int) -> None:
+    """Refuse data the model cannot read: the preprocessed per-sample shape (symbolic dims match
+    anything) and the class count must be the model's."""
+    expected = info.input_shape
+    if not _matches(expected, input_shape):
+        raise ModelError(
+            f"{info.path}: the model reads samples of shape {_shape_text(expected)}, but the "
+            f"preprocessed data has {_shape_text(input_shape)}{_shape_hint(expected, input_shape)}"
+        )
+    if info.classes is not None and info.classes != classes:
+        raise ModelError(f"{info.path}: the model has {info.classes} outputs, but the dataset has "
+                         f"{classes} classes; expected a classifier with one output per class")
+
+
+def import_model(path: Path, folder: Path, calibration: np.ndarray,
+                 log: Log = print) -> ModelInfo:
+    """Write ``folder/int8.onnx`` (and ``folder/float.onnx`` for a float model) from a user's
+    model, quantizing a float one with ``calibration`` (preprocessed float32 inputs (N, ...)),
+    and check that the study can run it; returns what ``inspect_model`` found."""
+    path, folder = Path(path), Path(folder)
+    calibration = np.ascontiguousarray(calibration, dtype=np.float32)
+    info = inspect_model(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = onnx.load(str(path))
+    dynamic = _free_batch(model)
+    if dynamic:
+        log(f"{path}: the batch axis was fixed; importing it with a symbolic batch axis")
+    int8 = folder / INT8_ONNX
+    if info.format == "float":
+        log(f"importing float ONNX model {path}: quantizing to int8 "
+            f"(calibration on {len(calibration)} samples)")
+        onnx.save(model, str(folder / FLOAT_ONNX))
+        _quantize(path, folder / FLOAT_ONNX, int8, calibration, log)
+    else:
+        log(f"importing {info.format} ONNX model {path}: used as it is")
+        onnx.save(model, str(int8))
+    _verify(info, int8, calibration[:_VERIFY_SAMPLES], log)
+    return info
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    """The model proto, its external data checked for, and onnx's checker passed."""
+    if not path.is_file():
+        raise ModelError(f"{path}: no such ONNX model file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and friends: not an ONNX file
+        raise ModelError(f"{path}: not a readable ONNX model ({_one_line(err)}); expected an "
+                         "ONNX ModelProto file") from None
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            if not (path.parent / location).is_file():
+                raise ModelError(f"{path}: external data file {location!r} of tensor "
+                                 f"{tensor.name!r} is missing; expected it in {path.parent}")
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as err:
+        raise ModelError(f"{path}: not a valid ONNX model ({_one_line(err)})") from None
+    return model
+
+
+def _dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:
+    """A tensor's declared dims (None for a symbolic or unknown one), None without a shape."""
+    tensor = value.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+
+
+def _format(graph: onnx.GraphProto) -> Format:
+    """QOperator when quantized ops are present, QDQ when DequantizeLinear feeds a float
+    Conv/Gemm/MatMul, float otherwise."""
+    ops = {n.op_type for n in graph.node}
+    if any(op.startswith("QLinear") or op in _QOPERATOR_OPS for op in ops):
+        return "qoperator"
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    if "QuantizeLinear" in ops and any(
+            n.op_type in _QDQ_TARGETS and dequantized & set(n.input) for n in graph.node):
+        return "qdq"
+    return "float"
+
+
+def _free_batch(model: onnx.ModelProto) -> bool:
+    """Make a fixed batch axis of the input and output symbolic, so that the study can feed
+    batches of any size; intermediate shapes are dropped (inferred again). True if changed."""
+    initializers = {t.name for t in model.graph.initializer}
+    changed = False
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if value.name not in initializers and dims and dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"
+            changed = True
+    if changed:
+        del model.graph.value_info[:]
+    return changed
+
+
+def _quantize(origin: Path, float_onnx: Path, int8: Path, calibration: np.ndarray,
+              log: Log) -> None:
+    """onnxruntime's pre-processing (or the plain model where it fails), then static int8
+    quantization."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from evaluators.quantization import quantize_int8
+
+    with tempfile.TemporaryDirectory(dir=int8.parent) as tmp:
+        source = Path(tmp) / "preprocessed.onnx"
+        try:
+            quant_pre_process(str(float_onnx), str(source))
+        except Exception as err:  # its failures are many and varied; the plain model may do
+            log(f"onnxruntime's pre-processing failed ({_one_line(err)}); quantizing the plain model")
+            source = float_onnx
+        try:
+            quantize_int8(source, int8, calibration)
+        except Exception as err:
+            raise ModelError(f"{origin}: onnxruntime could not quantize the model "
+                             f"({_one_line(err)})") from None
+
+
+def _verify(info: ModelInfo, int8: Path, samples: np.ndarray, log: Log) -> None:
+    """onnxruntime runs the int8 model; the approximate runner supports it and multiplies int8
+    operands; with the exact table it gives onnxruntime's outputs (a warning if not)."""
+    import onnxruntime as ort
+
+    from accel import reference
+    from circuits.product_table import ProductTable
+    from evaluators import approx_runner
+    from evaluators.transforms import optimize
+
+    try:
+        session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+        expected = session.run(None, {info.input_name: samples})[0]
+    except Exception as err:
+        raise ModelError(f"{info.path}: onnxruntime cannot run the int8 model "
+                         f"({_one_line(err)})") from None
+    try:
+        graph = QGraph.from_onnx(int8)
+    except ModelError as err:  # the runner's UnsupportedOpError included
+        raise ModelError(f"{info.path}: {err}") from None
+    _check_signed(info.path, graph)
+    _check_table_layers(info.path, graph)
+    try:
+        graph = optimize(graph)
+        got = approx_runner.run(graph, {info.input_name: samples}, ProductTable.exact(True),
+                                reference)[graph.outputs[0]]
+    except ModelError as err:  # the runner's UnsupportedOpError included
+        raise ModelError(f"{info.path}: {err}") from None
+    if not np.array_equal(got, expected):
+        differ = int((got != expected).reshape(len(samples), -1).any(axis=1).sum())
+        log(f"warning: {info.path}: with the exact table the approximate runner's outputs differ "
+            f"from onnxruntime's on {differ} of {len(samples)} samples; please report this model")
+
+
+def _check_signed(path: Path, graph: QGraph) -> None:
+    """Refuse table-multiplying layers with uint8 operands: AppAxO multipliers are signed."""
+    for node in graph.nodes:
+        for index, what in zip(_OPERAND_ZERO_POINTS.get(node.op, ()), ("activations", "weights")):
+            if len(node.inputs) > index and node.inputs[index] in graph.initializers \
+                    and graph.initializers[node.inputs[index]].dtype == np.uint8:
+                raise ModelError(
+                    f"{path}: node {node.name!r} ({node.op}) multiplies uint8 {what}, but AppAxO "
+                    "multipliers are signed 8x8; quantize the model with int8 activations and "
+                    "weights (onnxruntime QuantType.QInt8) or give the float model")
+
+
+def _check_table_layers(path: Path, graph: QGraph) -> None:
+    """Refuse a graph where nothing multiplies through the product table."""
+    from evaluators.approx_runner import TABLE_OPS
+
+    if not any(node.op in TABLE_OPS for node in graph.nodes):
+        raise ModelError(f"{path}: no layer of the int8 model multiplies int8 codes (no "
+                         f"{'/'.join(sorted(_OPERAND_ZERO_POINTS))}); expected a quantized "
+                         "Conv/Gemm/MatMul for the multipliers to replace")
+
+
+def _matches(expected: tuple[int | None, ...], actual: tuple[int, ...]) -> bool:
+    return len(expected) == len(actual) and all(e is None or e == a for e, a in zip(expected, actual))
+
+
+def _shape_hint(expected: tuple[int | None, ...], actual: tuple[int, ...]) -> str:
+    """How to make the data fit where the difference is only the layout or a flattening."""
+    if len(actual) == 3 and _matches(expected, (actual[1], actual[2], actual[0])):
+        return "; the model takes channels-last images: declare `model.preprocessing.layout: NHWC`"
+    if len(actual) == 3 and _matches(expected, (actual[2], actual[0], actual[1])):
+        return ("; the model takes channels-first images: declare "
+                "`model.preprocessing.layout: NCHW`")
+    if len(expected) == 1 and expected[0] == int(np.prod(actual)):
+        return (f"; the model reads flat vectors of {expected[0]} values: give the data as "
+                "float feature vectors (npz x_train/x_test of shape (N, F))")
+    return ""
+
+
+def _shape_text(dims: tuple[int | None, ...] | None) -> str:
+    if dims is None:
+        return "unknown"
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one short line (parsers and checkers write paragraphs)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
