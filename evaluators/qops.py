@@ -34,11 +34,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from accel.codes import map_pairs
 from accel.requant import requantize
 from evaluators.qgraph import Node, UnsupportedOpError
 
 _F32 = np.float32
-_CHUNK = 1 << 22  # elements per gather in the binary ops
 
 
 # -- quantization ---------------------------------------------------------------------------------
@@ -146,22 +146,6 @@ def _pair_table(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], dtype: np.dt
     return fn(codes[:, None], codes[None, :])
 
 
-def _lookup_pairs(table: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``table[a - min, b - min]`` with numpy broadcasting of a and b, a few million elements at
-    a time (the gather indices are 8 bytes each)."""
-    shape = np.broadcast_shapes(a.shape, b.shape)
-    if not shape:
-        return table[code_index(a.reshape(1)), code_index(b.reshape(1))].reshape(())
-    a, b = np.broadcast_to(a, shape), np.broadcast_to(b, shape)
-    out = np.empty(shape, dtype=table.dtype)
-    flat = table.reshape(-1)
-    step = max(1, _CHUNK // max(1, int(np.prod(shape[1:]))))
-    for start in range(0, shape[0], step):
-        part = slice(start, start + step)
-        out[part] = flat[(code_index(a[part]).astype(np.intp) << 8) | code_index(b[part])]
-    return out
-
-
 def _binary_args(node: Node, args: list) -> tuple:
     a, sa, za, b, sb, zb, sc, zc = (list(args) + [None] * 8)[:8]
     if a.dtype != b.dtype:
@@ -183,7 +167,7 @@ def qlinear_add(node: Node, args: list, ctx) -> list[np.ndarray]:
         fixed = zc - fma32(ra, za, rb * zb)
         return _saturate(fma32(x, ra, fma32(y, rb, fixed)), dtype)
 
-    return [_lookup_pairs(_pair_table(add, a.dtype), a, b)]
+    return [map_pairs(_pair_table(add, a.dtype), a, b)]
 
 
 def qlinear_mul(node: Node, args: list, ctx) -> list[np.ndarray]:
@@ -193,7 +177,7 @@ def qlinear_mul(node: Node, args: list, ctx) -> list[np.ndarray]:
     def mul(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return _saturate((x - za) * (y - zb) * ratio + zc, dtype)
 
-    return [_lookup_pairs(_pair_table(mul, a.dtype), a, b)]
+    return [map_pairs(_pair_table(mul, a.dtype), a, b)]
 
 
 # -- pooling --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from accel.codes import map_codes
 from evaluators import approx_runner
 from evaluators.approx_runner import OPS, Context, register_op
 from evaluators.qgraph import Node, QGraph
@@ -93,8 +94,7 @@ def _run_code_chain(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
     for step in node.attrs["steps"]:
         consts = [ctx.graph.initializers.get(n) for n in step.inputs[1:]]
         x = OPS[step.op](step, [x, *consts], ctx)[0]
-    code_map = node.attrs["code_map"]
-    return [code_map[x.astype(np.int16) - np.iinfo(x.dtype).min]]
+    return [map_codes(node.attrs["code_map"], x)]
 
 
 register_op(CODE_CHAIN, _run_code_chain)
@@ -103,10 +103,11 @@ CONV_POOL = "dse.QLinearConvPool"
 
 
 class FuseConvPool:
-    """``QLinearConv -> dse.CodeChain`` whose first step is a non-overlapping MaxPool becomes
-    one ``dse.QLinearConvPool``: the kernel pools the int32 accumulators, requantizes only the
-    pooled values and applies the chain's code map (exact: requantization with positive scales
-    and the code map are non-decreasing, so they commute with max pooling). Run after
+    """``QLinearConv -> dse.CodeChain`` becomes one ``dse.QLinearConvPool``: the kernel
+    requantizes and applies the chain's code map in the same pass. When the chain's first step
+    is a non-overlapping MaxPool, the kernel pools the int32 accumulators and requantizes only
+    the pooled values (exact: requantization with positive scales and the code map are
+    non-decreasing, so they commute with max pooling); otherwise the pool is (1, 1). Run after
     ``FoldCodeChains``."""
 
     def apply(self, graph: QGraph) -> tuple[QGraph, bool]:
@@ -134,14 +135,14 @@ class FuseConvPool:
                 continue
             chain = readers[0]
             steps = chain.attrs["steps"]
-            if not steps or not self._poolable(steps[0]):
-                continue
+            pooled = bool(steps) and self._poolable(steps[0])
             scales = [graph.initializers.get(conv.inputs[i]) for i in (1, 4, 6)]
-            if any(s is None or np.any(s <= 0) for s in scales):
-                continue  # requantization must be non-decreasing
+            if pooled and any(s is None or np.any(s <= 0) for s in scales):
+                continue  # pooling first needs a non-decreasing requantization
             fused = Node(CONV_POOL, f"{conv.name}_pool", conv.inputs, chain.outputs,
-                         {**conv.attrs, "pool": tuple(steps[0].attr("kernel_shape")),
-                          "code_map": chain.attrs["code_map"], "steps": steps[1:]})
+                         {**conv.attrs, "code_map": chain.attrs["code_map"],
+                          "pool": tuple(steps[0].attr("kernel_shape")) if pooled else (1, 1),
+                          "steps": steps[1:] if pooled else steps})
             return graph.with_nodes([fused if n is conv else n for n in graph.nodes if n is not chain])
         return None
 

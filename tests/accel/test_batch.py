@@ -59,3 +59,20 @@ def test_the_network_in_batched_mode_equals_one_table_at_a_time(lenet, mnist, ke
     for table, logits in zip(tables, batched):
         np.testing.assert_array_equal(logits, evaluator.logits(table))
     assert evaluator.evaluate_batch(tables[:2]) == [evaluator.evaluate(t) for t in tables[:2]]
+
+
+def test_results_do_not_depend_on_how_images_are_streamed(lenet, mnist):
+    from evaluators.approx_network import ApproxNetworkEvaluator, batch_size
+    from evaluators.preprocess import Preprocessing
+
+    _, test = mnist
+    inputs, labels = Preprocessing().apply(test.images[:150]), test.labels[:150]
+    whole = ApproxNetworkEvaluator(lenet.int8_onnx, inputs, labels)
+    streamed = ApproxNetworkEvaluator(lenet.int8_onnx, inputs, labels, batch_images=32)
+    assert whole.batch_images == 4096 and batch_size(np.zeros((1, 3, 224, 224), np.float32)) == 27
+    tables = [appaxo.table(c) for c in CONFIGS]
+    np.testing.assert_array_equal(streamed.logits(tables[1]), whole.logits(tables[1]))
+    rows = np.arange(3, 150, 2)
+    np.testing.assert_array_equal(streamed.logits(tables[1], rows), whole.logits(tables[1])[rows])
+    for a, b in zip(streamed.logits_batch(tables), whole.logits_batch(tables)):  # 32 // 3 a pass
+        np.testing.assert_array_equal(a, b)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from accel import cpu, reference
+from accel import cpu, fold, reference
 from accel.requant import output_multiplier, requantize
 from circuits import appaxo
 from circuits.product_table import ProductTable
@@ -143,7 +143,8 @@ def test_folded_weights_are_int16_exactly_when_every_value_fits():
         values = ProductTable.exact(True).values.copy()
         values[255, :] = values[128, :] + spread  # the largest code's row, against the zero row
         table = ProductTable(values, True)
-        folded, _ = cpu.fold_weights(table, b, 0, np.zeros(7, np.int64))
-        assert folded.dtype == dtype
+        w = np.ascontiguousarray(b.T).reshape(7, 30, 1, 1)
+        (block,) = fold.layer_blocks(table, w, 1, 0, np.zeros(7, np.int64), None)
+        assert block.rows.dtype == dtype
         np.testing.assert_array_equal(cpu.gemm_accumulate(a, b, table),
                                       reference.gemm_accumulate(a, b, table))
