@@ -30,9 +30,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from evaluators.approx_network import DeviceError
     from evaluators.approx_runner import UnsupportedOpError
     from evaluators.datasets import DatasetError
+    from evaluators.errors import ModelError
 
-    return (StudyFileError, DatasetError, UnsupportedOpError, LibertyError, MultiplierError,
-            ToolError, StorageError, ExecutorError, DeviceError)
+    return (StudyFileError, DatasetError, UnsupportedOpError, ModelError, LibertyError,
+            MultiplierError, ToolError, StorageError, ExecutorError, DeviceError)
 
 
 def _log(message: str) -> None:
@@ -180,6 +181,54 @@ def cmd_export(args: argparse.Namespace) -> int:
     with _writing(study.folder, "choose a writable file with --output"):
         path = export(study, args.format, Path(args.output) if args.output else None)
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_zoo_list(args: argparse.Namespace) -> int:
+    """The architecture registry: parameters and multiplications per image on MNIST- and
+    CIFAR-shaped inputs (10 classes)."""
+    from evaluators.zoo import ARCHITECTURES, macs, parameters
+
+    shapes = {"28x28x1": (1, 28, 28), "32x32x3": (3, 32, 32)}
+    print(f"{'arch':<14} {'params 32x32x3':>14} " + " ".join(f"{'MACs ' + k:>15}" for k in shapes)
+          + "  description")
+    for name, arch in ARCHITECTURES.items():
+        counts = " ".join(f"{macs(name, s, 10):>15,}" for s in shapes.values())
+        print(f"{name:<14} {parameters(name, shapes['32x32x3'], 10):>14,} {counts}  {arch.title}")
+    return 0
+
+
+def cmd_zoo_export(args: argparse.Namespace) -> int:
+    """Train (or reuse) a registry network on a dataset, as a study would, and write its float
+    (or int8) ONNX file: the start of the bring-your-own-model route."""
+    import shutil
+
+    from dse.study_file import ModelSettings, QuantizationSettings
+    from evaluators.datasets import load_split
+    from evaluators.network import TrainingSettings, prepare_network
+    from evaluators.preprocess import default_preprocessing
+
+    defaults = ModelSettings()
+    training = TrainingSettings(
+        arch=args.arch, epochs=args.epochs or defaults.epochs,
+        batch_size=args.batch_size or defaults.batch_size,
+        learning_rate=args.learning_rate or defaults.learning_rate, augment=defaults.augment,
+        seed=args.seed, calibration_size=QuantizationSettings().calibration_size,
+        checkpoint=args.checkpoint)
+    dataset, path = ("npz", args.npz) if args.npz else (args.dataset, args.path)
+    train = load_split(dataset, "train", path).head(args.train_size)
+    test = load_split(dataset, "test", path)
+    prepared = prepare_network(training, train, test, preprocessing=default_preprocessing(dataset),
+                               log=_log)
+    source = prepared.int8_onnx if args.int8 else prepared.float_onnx
+    out = Path(args.output)
+    with _writing(out.parent if str(out.parent) else Path("."), "choose a writable -o file"):
+        shutil.copyfile(source, out)
+    for kind in ("float", "int8"):
+        m = prepared.report[kind]
+        print(f"{kind}: accuracy {m['accuracy']:.4f}, macro F1 {m['f1_macro']:.4f} on "
+              f"{prepared.report['test_images']} {dataset} test images")
+    print(f"wrote {out} ({'int8' if args.int8 else 'float'} ONNX of {args.arch})")
     return 0
 
 
@@ -353,6 +402,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="csv / parquet: every trial and metric; emgaxo: EMGAxO-style CSV")
     exp.add_argument("--output", help="file to write (default: in the study folder)")
     exp.set_defaults(func=cmd_export)
+    zoo = sub.add_parser("zoo", help="the architecture registry: list it, or train and export "
+                         "a network as ONNX").add_subparsers(dest="zoo_command", required=True)
+    zoo.add_parser("list", help="architectures, parameters and MACs per image").set_defaults(
+        func=cmd_zoo_list)
+    zex = zoo.add_parser("export", help="train (or reuse) a registry network on a dataset and "
+                         "write its ONNX file")
+    zex.add_argument("arch", help="registry architecture (python -m dse zoo list)")
+    zex.add_argument("--dataset", default="mnist",
+                     choices=["mnist", "fashion_mnist", "cifar10", "cifar100"])
+    zex.add_argument("--path", help="folder holding the dataset's files")
+    zex.add_argument("--npz", help="your own data instead: x_train, y_train, x_test, y_test")
+    zex.add_argument("--checkpoint", help="PyTorch state dict: use these weights, do not train")
+    zex.add_argument("--train-size", type=int, help="train on the first N training samples")
+    zex.add_argument("--epochs", type=int)
+    zex.add_argument("--batch-size", type=int)
+    zex.add_argument("--learning-rate", type=float)
+    zex.add_argument("--seed", type=int, default=0)
+    zex.add_argument("--int8", action="store_true",
+                     help="write the int8 (QOperator) model instead of the float one")
+    zex.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    zex.set_defaults(func=cmd_zoo_export)
     char = sub.add_parser(
         "characterize", help="synthesize and analyse multipliers: FILE.v, appaxo:CONFIG, "
         "baseline:NAME, or a folder")

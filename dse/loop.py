@@ -111,14 +111,19 @@ def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = N
     from circuits.characterize import FlowSettings
     from evaluators.candidate import AppAxOEvaluator, build_evaluator
     from evaluators.network import TrainingSettings
+    from evaluators.preprocess import Preprocessing
     from evaluators.screening import Screening
 
     m, d = settings.model, settings.dataset
     training = TrainingSettings(
-        arch=m.arch, epochs=m.epochs, batch_size=m.batch_size, learning_rate=m.learning_rate,
-        augment=m.augment, seed=settings.seed,
+        arch=m.architecture, epochs=m.epochs, batch_size=m.batch_size,
+        learning_rate=m.learning_rate, augment=m.augment, seed=settings.seed,
         calibration_size=settings.quantization.calibration_size,
+        checkpoint=m.checkpoint, onnx=m.onnx,
     )
+    preprocessing = None if m.preprocessing is None else Preprocessing(
+        scale=m.preprocessing.scale, mean=tuple(m.preprocessing.mean),
+        std=tuple(m.preprocessing.std), layout=m.preprocessing.layout)
     asic = None
     xpat = settings.space.type == "xpat"
     if settings.needs_asic or xpat:  # generators synthesize: every xpat study runs the flow
@@ -126,8 +131,9 @@ def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = N
         flow = FlowSettings(liberty=h.liberty, clock_period_ns=h.clock_period_ns,
                             vectors=h.vectors, seed=settings.seed, timeout_s=h.timeout_s)
         asic = (flow, h.power)
-    common = dict(dataset=d.name, dataset_path=d.path, download=d.download, test_size=d.test_size,
-                  training=training, reuse_network=m.reuse_checkpoint,
+    common = dict(dataset=d.source, dataset_path=d.location, download=d.download,
+                  train_size=d.train_size, test_size=d.test_size, training=training,
+                  preprocessing=preprocessing, reuse_network=m.reuse_checkpoint,
                   kernel=settings.evaluation.kernel, device=settings.evaluation.device,
                   asic=asic, seed=settings.seed, log=log, progress=progress)
     if xpat:

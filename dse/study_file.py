@@ -68,31 +68,124 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class DatasetSettings(_Section):
-    """Where the images come from. ``path`` is a folder holding the IDX gz files."""
+DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 
-    name: Literal["mnist", "fashion_mnist"] = "mnist"
+
+def _existing(value: str, what: str, want_dir: bool) -> str:
+    """A path that must exist when the study is read (relative to the current folder)."""
+    path = Path(os.path.expanduser(value))
+    if want_dir and not path.is_dir():
+        raise ValueError(f"folder {value!r} does not exist (expected {what})")
+    if not want_dir and not path.is_file():
+        raise ValueError(f"file {value!r} does not exist (expected {what})")
+    return value
+
+
+class DatasetSettings(_Section):
+    """Where the samples come from: a known dataset (``name``, found in ``path`` or the usual
+    folders, or downloaded), or a user's ``npz`` file with x_train, y_train, x_test, y_test."""
+
+    name: Literal[DATASET_NAMES] | None = None
+    npz: str | None = None
     path: str | None = None
     download: bool = True
-    test_size: Annotated[int, Field(ge=1, le=10000)] | None = None
+    train_size: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    test_size: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
 
     @field_validator("path")
     @classmethod
     def _path_exists(cls, value: str | None) -> str | None:
-        if value is not None and not Path(os.path.expanduser(value)).is_dir():
-            raise ValueError(f"folder {value!r} does not exist (expected a folder of IDX .gz files)")
-        return value
+        return None if value is None else _existing(
+            value, "a folder holding the dataset's files", want_dir=True)
+
+    @field_validator("npz")
+    @classmethod
+    def _npz_exists(cls, value: str | None) -> str | None:
+        return None if value is None else _existing(
+            value, "an .npz file with x_train, y_train, x_test, y_test", want_dir=False)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSettings:
+        if self.npz is not None and (self.name is not None or self.path is not None):
+            raise ValueError("give either npz (your own data) or name (and path), not both")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The dataset's registry name (``npz`` for a user's file)."""
+        return "npz" if self.npz is not None else self.name or "mnist"
+
+    @property
+    def location(self) -> str | None:
+        """What ``load_split`` takes as ``path``: the npz file, or the folder."""
+        return self.npz if self.npz is not None else self.path
+
+
+class PreprocessingSettings(_Section):
+    """``(pixel * scale - mean[c]) / std[c]`` in the given layout; where a model was trained
+    with other statistics than the dataset's default (see ``evaluators.preprocess``)."""
+
+    scale: Annotated[float, Field(gt=0, le=1e6)] = 1 / 255
+    mean: Annotated[list[Annotated[float, Field(ge=-1e6, le=1e6)]],
+                    Field(min_length=1, max_length=4)] = [0.0]
+    std: Annotated[list[Annotated[float, Field(gt=0, le=1e6)]],
+                   Field(min_length=1, max_length=4)] = [1.0]
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+
+
+def _architectures() -> tuple[str, ...]:
+    from evaluators.zoo import ARCHITECTURES
+
+    return tuple(ARCHITECTURES)
 
 
 class ModelSettings(_Section):
-    """The network and its deterministic training; trained models are cached by these."""
+    """The network: a registry architecture trained here (``arch``), the same with pretrained
+    weights (``arch`` + ``checkpoint``, a PyTorch state dict), or a user's ONNX classifier
+    (``onnx``, float or already quantized). Prepared networks are cached by these settings."""
 
-    arch: Literal["lenet5"] = "lenet5"
+    arch: str | None = None
+    checkpoint: str | None = None
+    onnx: str | None = None
+    preprocessing: PreprocessingSettings | None = None  # default: the dataset's
     epochs: Annotated[int, Field(ge=1, le=500)] = 20
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 64
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.003
     augment: bool = True
     reuse_checkpoint: bool = True
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str | None) -> str | None:
+        if value is not None and value not in _architectures():
+            raise ValueError(f"unknown architecture {value!r} (known: {', '.join(_architectures())})")
+        return value
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, value: str | None) -> str | None:
+        return None if value is None else _existing(
+            value, "a PyTorch state dict (.pt) of the architecture", want_dir=False)
+
+    @field_validator("onnx")
+    @classmethod
+    def _onnx_exists(cls, value: str | None) -> str | None:
+        return None if value is None else _existing(
+            value, "an ONNX classifier, float or quantized", want_dir=False)
+
+    @model_validator(mode="after")
+    def _one_route(self) -> ModelSettings:
+        if self.onnx is not None and (self.arch is not None or self.checkpoint is not None):
+            raise ValueError("give either onnx (your own model) or arch (with an optional "
+                             "checkpoint), not both")
+        if self.checkpoint is not None and self.arch is None:
+            raise ValueError("checkpoint needs arch: the registry architecture its weights are for")
+        return self
+
+    @property
+    def architecture(self) -> str | None:
+        """The registry architecture (``lenet5`` when neither arch nor onnx is given)."""
+        return None if self.onnx is not None else self.arch or "lenet5"
 
 
 class QuantizationSettings(_Section):

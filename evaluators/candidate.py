@@ -25,10 +25,10 @@ from circuits.multiplier import Multiplier
 from circuits.product_table import ProductTable
 from circuits.tools import require
 from evaluators.approx_network import ApproxNetworkEvaluator
-from evaluators.classification import METRICS
+from evaluators.classification import METRICS, TOP5
 from evaluators.datasets import load_split
 from evaluators.network import PreparedNetwork, TrainingSettings, prepare_network
-from evaluators.preprocess import Preprocessing
+from evaluators.preprocess import Preprocessing, default_preprocessing
 from evaluators.qgraph import QGraph
 from evaluators.screening import FrontContext, Screening, wilson_upper
 from evaluators.workload import sample_workload
@@ -170,6 +170,8 @@ def build_evaluator(
     download: bool,
     test_size: int | None,
     training: TrainingSettings,
+    train_size: int | None = None,
+    preprocessing: Preprocessing | None = None,
     reuse_network: bool,
     kernel: str,
     device: str = "cpu",
@@ -179,30 +181,35 @@ def build_evaluator(
     progress: bool | None = None,
     **options,
 ) -> E:
-    """Load the data, train or reuse the network, and keep it resident for many evaluations.
-    ``asic`` (flow settings, power kind) adds the ASIC flow, driven by the network's workload;
-    ``options`` are the evaluator type's own fields."""
+    """Load the data, train, import or reuse the network, and keep it resident for many
+    evaluations (training and calibration on the first ``train_size`` training samples, all
+    by default). ``preprocessing`` defaults to the dataset's; ``asic`` (flow settings, power
+    kind) adds the ASIC flow, driven by the network's workload; ``options`` are the evaluator
+    type's own fields."""
     if asic is not None:  # missing tools and libraries fail now, before any training or trial
         require("yosys")
         if asic[0].liberty:
             require("sta")
             log(f"reading the Liberty library {asic[0].liberty}")
             load_liberty(asic[0].liberty)
-    log(f"loading the {dataset} training and test images")
-    train = load_split(dataset, "train", dataset_path, download=download)
+    log(f"loading the {dataset} training and test data")
+    train = load_split(dataset, "train", dataset_path, download=download).head(train_size)
     test = load_split(dataset, "test", dataset_path, download=download)
-    prepared = prepare_network(training, train, test, reuse=reuse_network, log=log,
-                               progress=progress)
+    preprocessing = preprocessing or default_preprocessing(dataset)
+    prepared = prepare_network(training, train, test, preprocessing=preprocessing,
+                               reuse=reuse_network, log=log, progress=progress)
     for kind in ("float", "int8"):
-        m = prepared.report[kind]
-        log(f"{kind} network on {prepared.report['test_images']} test images: accuracy "
-            f"{m['accuracy']:.4f}, macro precision {m['precision_macro']:.4f}, recall "
-            f"{m['recall_macro']:.4f}, F1 {m['f1_macro']:.4f}")
+        if (m := prepared.report.get(kind)) is not None:
+            top5 = f", top-5 {m[TOP5]:.4f}" if TOP5 in m else ""
+            log(f"{kind} network on {prepared.report['test_images']} test images: accuracy "
+                f"{m['accuracy']:.4f}{top5}, macro precision {m['precision_macro']:.4f}, recall "
+                f"{m['recall_macro']:.4f}, F1 {m['f1_macro']:.4f}")
     images, labels = test.images, test.labels
     if test_size is not None:
         images, labels = images[:test_size], labels[:test_size]
-    inputs = Preprocessing().apply(images)
-    network = ApproxNetworkEvaluator(prepared.int8_onnx, inputs, labels, kernel, device)
+    inputs = preprocessing.apply(images)
+    network = ApproxNetworkEvaluator(prepared.int8_onnx, inputs, labels, kernel, device,
+                                     classes=test.classes)
     log(f"approximate inference: kernel {network.kernel} on {network.device}")
     objectives = None
     if asic is not None:

@@ -34,7 +34,7 @@ import urllib.request
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from http.client import HTTPException, HTTPResponse
 from pathlib import Path
@@ -127,6 +127,15 @@ class Split:
     files: tuple[Path, ...]
     md5: str
     classes: int
+
+    def head(self, count: int | None) -> Split:
+        """The first ``count`` samples (all for None), identified by their own md5."""
+        if count is None or count >= len(self.labels):
+            return self
+        digest = hashlib.md5(np.ascontiguousarray(self.images[:count]).tobytes())
+        digest.update(np.ascontiguousarray(self.labels[:count]).tobytes())
+        return replace(self, images=self.images[:count], labels=self.labels[:count],
+                       md5=digest.hexdigest())
 
 
 Registered = IdxDataset | CifarDataset | NpzData

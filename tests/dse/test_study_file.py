@@ -34,7 +34,7 @@ MALFORMED = {
     "negative time limit": ("budget: {trials: 3, time_limit_s: -1}\n", "budget.time_limit_s"),
     "missing dataset path": ("dataset: {name: mnist, path: /no/such/folder}\n",
                              "dataset.path: folder '/no/such/folder' does not exist"),
-    "unknown dataset": ("dataset: {name: cifar10}\n", "dataset.name"),
+    "unknown dataset": ("dataset: {name: imagenet}\n", "dataset.name"),
     "unknown strategy": ("strategy: {type: annealing}\n", "strategy: Input tag 'annealing'"),
     "unknown metric": ("objectives: [{metric: accuracy}, {metric: luts}]\n", "objectives.1.metric"),
     "missing Liberty file": ("hardware: {liberty: /no/such.lib.gz}\n",
@@ -98,7 +98,7 @@ def test_cli_error_has_no_traceback_in_a_real_process(tmp_path):
 def test_defaults_and_equivalent_layouts_share_a_hash(tmp_path):
     path, _ = write_study(tmp_path)
     settings = load_study_file(path)
-    assert settings.model.epochs == 20 and settings.dataset.name == "mnist"
+    assert settings.model.epochs == 20 and settings.dataset.source == "mnist"
     assert [o.direction for o in settings.objectives] == ["maximize", "minimize"]
     assert settings.space.fixed == 2**36 - 1 and settings.space.free == 0xFFFF
     other = tmp_path / "other.yaml"
