@@ -1,5 +1,6 @@
 # make run   - set up (first time) and run the quickstart study
-# make test  - set up (first time) and run the test suite
+# make test  - set up (first time) and run the test suite (without the long end-to-end runs)
+# make test-slow - the long end-to-end runs (every registry network's study, kill -9 of many)
 # make bench - print the benchmark tables
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := yosys opensta dataset-fashion-mnist postgresql
 
-.PHONY: setup system-packages run test bench clean
+.PHONY: setup system-packages run test test-slow bench clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -34,7 +35,10 @@ run: setup
 	$(BIN)/python -m dse run studies/quickstart.yaml
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 # The quick benchmark tables (a few minutes); bench/bench_strategies.py takes about an hour.
 bench: setup

@@ -19,7 +19,7 @@ from evaluators.preprocess import Preprocessing
 from evaluators.zoo import ARCHITECTURES
 from tests.conftest import REPO, mini_study
 
-SLOW = {"vgg16", "alexnet_cifar", "resnet56", "mnist_cnn"}  # tens of seconds each
+SLOW = {"vgg16", "alexnet_cifar", "resnet56", "resnet20", "mnist_cnn"}  # tens of seconds each
 
 
 def small_study(folder, mnist_dir, **changes) -> dict:

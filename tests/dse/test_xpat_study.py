@@ -92,6 +92,7 @@ def test_xpat_space_errors_name_the_field(tmp_path):
         parse_settings({**base, "evaluation": {"screening": {"images": 100}}})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="Yosys is not installed (make setup)")
 def test_an_xpat_study_stores_every_generated_circuit_linked_to_its_trial(mnist_dir, tmp_path,
                                                                           session_cache, monkeypatch):
@@ -124,6 +125,7 @@ def test_an_xpat_study_stores_every_generated_circuit_linked_to_its_trial(mnist_
     assert len(again.trials) == len(trials)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="Yosys is not installed (make setup)")
 def test_a_killed_xpat_study_resumes_with_every_chain_whole(mnist_dir, tmp_path, session_cache):
     data = _xpat_study(mnist_dir, tmp_path, strategy={"type": "nsga2", "population": 4},
