@@ -43,6 +43,7 @@ test-slow: setup
 # The quick benchmark tables (a few minutes); bench/bench_strategies.py takes about an hour.
 bench: setup
 	$(BIN)/python bench/bench_inference.py
+	$(BIN)/python bench/bench_inference.py --network resnet20 --reference-images 20
 	$(BIN)/python bench/bench_characterize.py
 	$(BIN)/python bench/bench_executors.py
 	$(BIN)/python bench/bench_grid.py
