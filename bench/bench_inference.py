@@ -28,7 +28,6 @@ QuantizeLinear, which it fuses into its int8 kernel).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import resource
 import sys
@@ -45,6 +44,7 @@ from dse.space import AppAxOSubspace
 from dse.study_file import parse_settings
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.network import int8_layer_macs
+from evaluators.quantization import quantize_int8
 
 NETWORKS = {"lenet5": None, "fcnn": ("mnist", (1, 28, 28)), "resnet8": ("cifar10", (3, 32, 32)),
             "resnet20": ("cifar10", (3, 32, 32)), "vgg16": ("cifar10", (3, 32, 32))}
@@ -70,31 +70,6 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def quantize_qdq(float_onnx: Path, qdq_onnx: Path, calibration: np.ndarray) -> None:
-    """onnxruntime's static quantization with the options of ``evaluators.quantization``
-    (symmetric int8 activations, symmetric per-channel int8 weights, MinMax) in QDQ form: the
-    form onnxruntime's own fast int8 kernels run."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"input": calibration[i : i + 100]}
-                                 for i in range(0, len(calibration), 100)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice on pre-processing
-    quantize_static(str(float_onnx), str(qdq_onnx), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
-
-
 def study_network(images: int):
     """The trained LeNet-5 of the main study and its MNIST test images."""
     use_shared_data()
@@ -112,7 +87,6 @@ def zoo_network(arch: str, images: int, folder: Path):
     as the study quantizes (``evaluators.quantization``)."""
     from evaluators import zoo
     from evaluators.preprocess import default_preprocessing
-    from evaluators.quantization import quantize_int8
 
     dataset, shape = NETWORKS[arch]
     rng = np.random.default_rng(0)
@@ -163,7 +137,7 @@ def main() -> None:
         if args.layers:
             return layers(args.network, int8_onnx, inputs[:1000], Path(tmp))
         qdq_onnx = Path(tmp) / "qdq.onnx"
-        quantize_qdq(float_onnx, qdq_onnx, inputs[:200])
+        quantize_int8(float_onnx, qdq_onnx, inputs[:200], quant_format="qdq")
         run(args, int8_onnx, qdq_onnx, inputs, labels, study)
 
 

@@ -3,7 +3,6 @@ onnxruntime in both formats, and the comparison of every tensor against onnxrunt
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -129,52 +128,16 @@ def randomize_batch_norm(model: nn.Module, seed: int) -> nn.Module:
     return model.eval()
 
 
-def quantize_ort(float_model: Path, int8_model: Path, calibration: np.ndarray, fmt: str,
-                 keep_float: tuple[str, ...] = ()) -> None:
-    """onnxruntime's static quantization in ``fmt`` ("qoperator" or "qdq") with the options of
-    ``quantize_int8`` (symmetric int8 activations, symmetric per-channel int8 weights); the ops
-    of types ``keep_float`` stay float."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"input": calibration}])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    excluded = [n.name for n in onnx.load(str(float_model)).graph.node if n.op_type in keep_float]
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        quantize_static(str(float_model), str(int8_model), Reader(),
-                        quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-                        per_channel=True, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
-    finally:
-        root.setLevel(level)
-
-
 def build(model: nn.Module, images: np.ndarray, folder: Path, fmt: str, seed: int = 0,
           keep_float: tuple[str, ...] = ()) -> Path:
     """Export ``model`` (batch norm randomized, then folded by the exporter), quantize it in
-    ``fmt`` ("qoperator" through the product's ``quantize_int8``, or "qdq") calibrated on
+    ``fmt`` ("qoperator" or "qdq", with the product's ``quantize_int8``) calibrated on
     ``images``, ops of types ``keep_float`` left float; returns the int8 model's path."""
     torch.manual_seed(seed)
     float_path, int8_path = folder / "float.onnx", folder / f"{fmt}.onnx"
     export_onnx(randomize_batch_norm(model, seed), torch.from_numpy(images[:1]), float_path,
                 output="out")
-    if fmt == "qoperator" and not keep_float:
-        quantize_int8(float_path, int8_path, images)
-    else:
-        quantize_ort(float_path, int8_path, images, fmt, keep_float)
+    quantize_int8(float_path, int8_path, images, quant_format=fmt, keep_float=keep_float)
     return int8_path
 
 

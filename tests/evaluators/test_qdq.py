@@ -85,12 +85,12 @@ def test_registry_resnets_in_qdq_form_equal_onnxruntime(arch, tmp_path):
     """Deep residual networks: onnxruntime's default x86 session leaves some of their groups
     in float, which the fused integer graph does not."""
     from evaluators import zoo
-    from tests.evaluators.qmodels import quantize_ort
+    from evaluators.quantization import quantize_int8
 
     x = cifar_like(120)
     zoo.export_float_onnx(zoo.build_model(arch, (3, 32, 32), 10, seed=0), (3, 32, 32),
                           tmp_path / "float.onnx")
-    quantize_ort(tmp_path / "float.onnx", tmp_path / "qdq.onnx", x[:40], "qdq")
+    quantize_int8(tmp_path / "float.onnx", tmp_path / "qdq.onnx", x[:40], quant_format="qdq")
     graph = assert_like_onnxruntime(tmp_path / "qdq.onnx", x, tmp_path)
     assert [n.op for n in graph.nodes].count("QLinearAdd") == {"resnet8": 3, "resnet20": 9}[arch]
 
