@@ -80,7 +80,8 @@ class ScoredEvaluator:
         """Warm the cache with a stored result of ``evaluate`` (ignored if scored elsewhere)."""
         if metrics.get("fingerprint") == self.fingerprint and "table_sha256" in metrics \
                 and metrics.get("fidelity", "full") == "full":
-            self.network_cache.setdefault(metrics["table_sha256"], {k: metrics[k] for k in METRICS})
+            self.network_cache.setdefault(metrics["table_sha256"],
+                                          {k: metrics[k] for k in (*METRICS, TOP5) if k in metrics})
 
     def score(self, table: ProductTable) -> dict:
         """Network metrics of a product table (``cached``: scored before)."""
