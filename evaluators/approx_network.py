@@ -119,7 +119,7 @@ class ApproxNetworkEvaluator:
             if copies > 1:
                 batch = {k: np.concatenate([v] * copies) for k, v in batch.items()}
             out = approx_runner.run(self.graph, batch, table, kernels)[self.graph.outputs[0]]
-            for i, part in enumerate(np.split(out, copies)):
+            for i, part in enumerate(table.split(out) if copies > 1 else [out]):
                 parts[i].append(part)
         return [np.concatenate(p) if p else np.empty((0,)) for p in parts]
 

@@ -319,22 +319,13 @@ def int8_layer_macs(int8_onnx: Path, sample: np.ndarray) -> dict[str, int]:
     from circuits.product_table import ProductTable
     from evaluators import approx_runner
     from evaluators.qgraph import QGraph
+    from evaluators.workload import MAC_OPS, mac_counts
 
     graph = QGraph.from_onnx(int8_onnx)
-    layers = [n for n in graph.nodes if n.op in approx_runner.TABLE_OPS]
-    out = approx_runner.run(graph, {graph.inputs[0]: sample}, ProductTable.exact(True), cpu,
-                            capture=[t for n in layers for t in (n.inputs[0], n.outputs[0])])
-    counts = {}
-    for node in layers:
-        a = out[node.inputs[0]]
-        if node.op == "QLinearConv":  # input channels per group x kernel
-            per_output = int(np.prod(graph.const(node.inputs[3]).shape[1:]))
-        elif node.op == "QGemm" and node.attr("transA", 0):
-            per_output = a.shape[-2]
-        else:  # A (..., K) times B (K, N)
-            per_output = a.shape[-1]
-        counts[node.name] = int(np.prod(out[node.outputs[0]].shape[1:])) * int(per_output)
-    return counts
+    outputs = [n.outputs[0] for n in graph.nodes if n.op in MAC_OPS]
+    captured = approx_runner.run(graph, {graph.inputs[0]: sample}, ProductTable.exact(True), cpu,
+                                 capture=outputs)
+    return mac_counts(graph, captured)
 
 
 def layer_parameters(int8_onnx: Path) -> int:

@@ -18,27 +18,10 @@ from evaluators import approx_runner
 from evaluators.network import export_onnx
 from evaluators.qgraph import QGraph
 from evaluators.quantization import quantize_int8
+from evaluators.zoo import BasicBlock
 
 EXACT = ProductTable.exact(True)
 INT8_ALLOWED = "session.qdqisint8allowed"
-
-
-class BasicBlock(nn.Module):
-    """A ResNet basic block; a 1x1 strided convolution projects the shortcut when the shape
-    changes, else the shortcut is the identity."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.project = None if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(y + (x if self.project is None else self.project(x)))
 
 
 class ResNetTiny(nn.Module):
