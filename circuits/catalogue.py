@@ -4,11 +4,17 @@ A catalogue row holds what a later study searches on: name, signedness (``signed
 ``signedness``: signed, unsigned or ambiguous), error metrics, area, delay, power (uniform,
 vectorless, and workload when a workload is given), FPGA LUTs/CARRY4 and the product-table hash.
 A file that fails (syntax, ports, a tool) becomes a row with its error; the others go on.
+
+A catalogue folder is self-contained: beside ``catalogue.csv`` and ``catalogue.parquet`` it holds
+``tables/<name>.npy`` (the simulated int32 product table) and ``verilog/<name>.v`` of every
+characterized row, so a multiplier library (``circuits.library``) reads it back without the
+original files or a new simulation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +26,7 @@ from circuits.cache import ResultCache, key_of
 from circuits.characterize import Characterization, FlowSettings, characterize
 from circuits.fpga_model import appaxo_fpga
 from circuits.multiplier import Multiplier, MultiplierError
+from circuits.product_table import ProductTable
 from circuits.synthesis import synthesize_xilinx
 from circuits.tools import ToolError, tool_version
 
@@ -27,6 +34,18 @@ COLUMNS = ("name", "signed", "signedness", "cost_model", "mean_error", "mae", "m
            "mred", "error_probability", "area", "delay", "power_uniform", "power_vectorless",
            "power_workload", "pdp_uniform", "pdp_workload", "cells", "fpga_luts", "fpga_carry4",
            "fpga_source", "table_sha256", "source", "error")
+DESIGNS = "designs"  # frame.attrs key: row name -> Design, written by ``write_catalogue``
+
+
+@dataclass(frozen=True)
+class Design:
+    """What a characterized catalogue row was made from: its Verilog and simulated table."""
+
+    verilog: str
+    table: ProductTable
+
+    def __deepcopy__(self, memo: dict) -> Design:
+        return self  # immutable; pandas deep-copies ``frame.attrs`` into every derived frame
 
 
 def fpga_cost(mult: Multiplier, timeout: float, cache: ResultCache | None = None) -> dict:
@@ -59,17 +78,21 @@ def characterize_folder(folder: Path, settings: FlowSettings, workload: OperandS
                         cache: ResultCache | None = None, fpga: bool = True,
                         progress: bool = True, signed: bool | None = None) -> pd.DataFrame:
     """One catalogue row per ``*.v`` file of ``folder`` (sorted by name); ``signed``, when
-    given, is the signedness of every file (one whose ports declare the other is an error row)."""
+    given, is the signedness of every file (one whose ports declare the other is an error row).
+    ``frame.attrs["designs"]`` holds each characterized row's ``Design`` for ``write_catalogue``."""
     files = sorted(Path(folder).glob("*.v"))
-    rows = []
+    rows, designs = [], {}
     for path in tqdm(files, desc="characterizing", unit="multiplier", disable=not progress):
         try:
             mult = Multiplier.from_file(path, signed)
-            metrics = characterize_full(mult, settings, workload, cache, fpga).metrics
-            rows.append({**metrics, "error": None})
+            result = characterize_full(mult, settings, workload, cache, fpga)
+            rows.append({**result.metrics, "error": None})
+            designs[mult.name] = Design(mult.verilog, result.table)
         except (ToolError, MultiplierError) as err:
             rows.append({"name": path.stem, "source": str(path), "error": str(err)})
-    return _frame(rows)
+    frame = _frame(rows)
+    frame.attrs[DESIGNS] = designs
+    return frame
 
 
 def _frame(rows: Iterable[dict]) -> pd.DataFrame:
@@ -81,9 +104,18 @@ def _frame(rows: Iterable[dict]) -> pd.DataFrame:
 
 
 def write_catalogue(frame: pd.DataFrame, folder: Path) -> tuple[Path, Path]:
-    """``catalogue.csv`` and ``catalogue.parquet`` in ``folder``."""
+    """``catalogue.csv`` and ``catalogue.parquet`` in ``folder``, and ``tables/<name>.npy`` and
+    ``verilog/<name>.v`` of every row whose ``Design`` the frame carries."""
     folder.mkdir(parents=True, exist_ok=True)
+    designs: dict[str, Design] = frame.attrs.get(DESIGNS, {})
+    for kind in ("tables", "verilog"):
+        (folder / kind).mkdir(exist_ok=True)
+    for name, design in designs.items():
+        np.save(folder / "tables" / f"{name}.npy", design.table.values)
+        (folder / "verilog" / f"{name}.v").write_text(design.verilog)
+    plain = frame.copy(deep=False)
+    plain.attrs = {}  # the designs are files of their own, not parquet metadata
     csv, parquet = folder / "catalogue.csv", folder / "catalogue.parquet"
-    frame.to_csv(csv, index=False)
-    frame.to_parquet(parquet, index=False)
+    plain.to_csv(csv, index=False)
+    plain.to_parquet(parquet, index=False)
     return csv, parquet

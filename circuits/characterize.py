@@ -71,6 +71,8 @@ def characterize(
         "workload": workload.sha256 if workload is not None else None,
     })
     if cache is not None and (hit := cache.get(key)) is not None:
+        # an identical design cached under another file keeps this one's name and source
+        hit = {**hit, "name": mult.name, "source": mult.source}
         return Characterization(hit, _load_table(mult, hit))
     result = _run(mult, settings, liberty, workload)
     if cache is not None:
