@@ -42,9 +42,14 @@ class TableBatch:
 
     def split(self, x: np.ndarray) -> list[np.ndarray]:
         """The slices of ``x`` (along its leading axis) that belong to each table."""
-        if x.shape[0] % len(self):
-            raise ValueError(f"a leading axis of {x.shape[0]} does not split into {len(self)} tables")
-        return np.split(x, len(self))
+        return split_rows(x, len(self))
+
+
+def split_rows(x: np.ndarray, parts: int) -> list[np.ndarray]:
+    """``x`` cut along its leading axis into ``parts`` equal slices, one per table of a batch."""
+    if x.shape[0] % parts:
+        raise ValueError(f"a leading axis of {x.shape[0]} does not split into {parts} tables")
+    return np.split(x, parts)
 
 
 def tables_of(table: ProductTable | TableBatch) -> tuple[ProductTable, ...]:

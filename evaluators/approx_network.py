@@ -1,5 +1,6 @@
 """Scoring a product table: the quantized network's test metrics with every multiplication of
-its Conv/Gemm/MatMul layers looked up in the table."""
+its Conv/Gemm/MatMul layers looked up in the table (one table for all layers, or one per layer:
+``evaluators.layer_tables``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from accel.batch import PerTable, TableBatch
-from circuits.product_table import ProductTable
+from accel.batch import PerTable
 from evaluators import approx_runner
 from evaluators.classification import logits_metrics
+from evaluators.layer_tables import Assignment, batch_of
+from evaluators.prefix_cache import PrefixCache
 from evaluators.qgraph import QGraph
 from evaluators.transforms import optimize
 
@@ -81,10 +83,16 @@ def batch_size(inputs: np.ndarray) -> int:
 class ApproxNetworkEvaluator:
     """The int8 network and the test images, kept resident to score many tables. Images stream
     through the graph ``batch_images`` at a time, so memory stays bounded whatever the test set
-    (results do not depend on the batch size)."""
+    (results do not depend on the batch size).
+
+    With ``prefix_cache_bytes`` > 0, what the network computes before each table layer is kept
+    (up to that many bytes) and reused by later evaluations whose earlier layers have the same
+    tables (``evaluators.prefix_cache``; exact). Evaluations of a subset of the images
+    (``rows``) bypass it."""
 
     def __init__(self, int8_onnx: Path, inputs: np.ndarray, labels: np.ndarray, kernel: str = "cpu",
-                 device: str = "cpu", classes: int = 10, batch_images: int | None = None):
+                 device: str = "cpu", classes: int = 10, batch_images: int | None = None,
+                 prefix_cache_bytes: int = 0):
         self.graph = optimize(QGraph.from_onnx(int8_onnx))
         if len(self.graph.inputs) != 1 or len(self.graph.outputs) != 1:
             raise ValueError(f"{int8_onnx}: expected one input and one output")
@@ -95,6 +103,7 @@ class ApproxNetworkEvaluator:
         # what does not depend on the table (the input's quantization) is computed once
         self.feeds = approx_runner.table_free(self.graph, {self.graph.inputs[0]: inputs})
         self.kernel, self.device = resolve(kernel, device)
+        self.prefix = PrefixCache(self.graph, prefix_cache_bytes)
         digest = hashlib.sha256(Path(int8_onnx).read_bytes())
         digest.update(np.ascontiguousarray(inputs).tobytes())
         digest.update(np.ascontiguousarray(labels).tobytes())
@@ -106,44 +115,51 @@ class ApproxNetworkEvaluator:
         """The kernel module (looked up by name, so the evaluator pickles to Ray workers)."""
         return load_kernels(self.kernel, self.device)
 
-    def _stream(self, feeds: dict[str, np.ndarray], table: ProductTable | TableBatch,
-                kernels) -> list[np.ndarray]:
-        """The graph's output for every image of ``feeds``, batch after batch; with a table
-        batch, one output per table (each batch of images is repeated once per table)."""
-        copies = len(table) if isinstance(table, TableBatch) else 1
+    def _stream(self, feeds: dict[str, np.ndarray], assignments: Sequence[Assignment], kernels,
+                reuse: bool) -> list[np.ndarray]:
+        """The graph's output for every image of ``feeds`` under each assignment, batch after
+        batch (with several assignments, each batch of images is repeated once per assignment);
+        ``reuse``: through the prefix cache."""
         images = len(next(iter(feeds.values())))
-        step = max(1, self.batch_images // copies)
-        parts: list[list[np.ndarray]] = [[] for _ in range(copies)]
-        for start in range(0, images, step):
-            batch = {k: v[start : start + step] for k, v in feeds.items()}
-            if copies > 1:
-                batch = {k: np.concatenate([v] * copies) for k, v in batch.items()}
-            out = approx_runner.run(self.graph, batch, table, kernels)[self.graph.outputs[0]]
-            for i, part in enumerate(table.split(out) if copies > 1 else [out]):
-                parts[i].append(part)
-        return [np.concatenate(p) if p else np.empty((0,)) for p in parts]
+        step = max(1, self.batch_images // len(assignments))
+        batches = [((start, start + step), {k: v[start : start + step] for k, v in feeds.items()})
+                   for start in range(0, images, step)]
+        if reuse and self.prefix.budget:
+            outs = self.prefix.run(batches, assignments, kernels)
+        else:
+            outs = [approx_runner.run_each(self.graph, [batch] * len(assignments), assignments,
+                                           kernels) for _, batch in batches]
+        output = self.graph.outputs[0]
+        return [np.concatenate([out[i][output] for out in outs]) if outs else np.empty((0,))
+                for i in range(len(assignments))]
 
-    def logits(self, table: ProductTable, rows: np.ndarray | None = None) -> np.ndarray:
-        """Network outputs for every test image, or for the images ``rows`` selects."""
+    def logits(self, tables: Assignment, rows: np.ndarray | None = None) -> np.ndarray:
+        """Network outputs for every test image, or for the images ``rows`` selects, with one
+        product table or a table per layer."""
         feeds = self.feeds if rows is None else {k: v[rows] for k, v in self.feeds.items()}
-        return self._stream(feeds, table, self.kernels)[0]
+        return self._stream(feeds, [tables], self.kernels, reuse=rows is None)[0]
 
-    def evaluate(self, table: ProductTable, rows: np.ndarray | None = None) -> dict[str, float]:
+    def evaluate(self, tables: Assignment, rows: np.ndarray | None = None) -> dict[str, float]:
         """Accuracy, macro precision/recall/F1 (and top-5 accuracy for 100 classes or more) on
         the test images (or a subset of them)."""
         labels = self.labels if rows is None else self.labels[rows]
-        return logits_metrics(self.logits(table, rows), labels, self.classes)
+        return logits_metrics(self.logits(tables, rows), labels, self.classes)
 
-    def logits_batch(self, tables: Sequence[ProductTable]) -> list[np.ndarray]:
-        """Network outputs for every test image under each table, in one pass over the graph
-        per batch of images (batched mode: the images are repeated once per table)."""
-        batch = TableBatch(tuple(tables))
+    def logits_batch(self, assignments: Sequence[Assignment]) -> list[np.ndarray]:
+        """Network outputs for every test image under each table (or per-layer assignment), in
+        one pass over the graph per batch of images (batched mode: the images are repeated once
+        per assignment)."""
+        batch_of(assignments)  # one signedness, at least one
         kernels = self.kernels
         if not getattr(kernels, "batches_natively", False):
             kernels = PerTable(kernels)
-        return self._stream(self.feeds, batch, kernels)
+        return self._stream(self.feeds, list(assignments), kernels, reuse=True)
 
-    def evaluate_batch(self, tables: Sequence[ProductTable]) -> list[dict[str, float]]:
-        """``evaluate`` of each table, computed in one batched pass."""
+    def evaluate_batch(self, assignments: Sequence[Assignment]) -> list[dict[str, float]]:
+        """``evaluate`` of each assignment, computed in one batched pass."""
         return [logits_metrics(logits, self.labels, self.classes)
-                for logits in self.logits_batch(tables)]
+                for logits in self.logits_batch(assignments)]
+
+    def prefix_stats(self) -> dict:
+        """The prefix cache's counters (``PrefixCache.stats``)."""
+        return self.prefix.stats()

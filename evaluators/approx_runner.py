@@ -1,4 +1,5 @@
-"""Run a quantized ONNX graph with every Conv/Gemm/MatMul multiplication taken from a product table.
+"""Run a quantized ONNX graph with every Conv/Gemm/MatMul multiplication taken from a product table
+(one for the whole network, or one per layer: ``evaluators.layer_tables``).
 
 The integer layers accumulate in int32 through the kernels of ``accel`` and requantize exactly as
 onnxruntime's CPU kernels do (float32 ``x_scale * w_scale / y_scale``, clamp, round half to
@@ -10,7 +11,7 @@ DequantizeLinear and QuantizeLinear follow onnxruntime's own float32 arithmetic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 
 import numpy as np
@@ -19,11 +20,12 @@ from accel.batch import TableBatch
 from accel.requant import output_multiplier
 from circuits.product_table import ProductTable
 from evaluators import qops
+from evaluators.layer_tables import Assignment, Tables, assigned_layers, batch_of, layer_table
 from evaluators.qgraph import Node, QGraph, UnsupportedOpError
 from evaluators.qops import dequantize, quantize
 
-__all__ = ["OPS", "TABLE_OPS", "Context", "UnsupportedOpError", "check_supported", "dequantize",
-           "quantize", "register_op", "run", "table_free"]
+__all__ = ["OPS", "TABLE_OPS", "Context", "UnsupportedOpError", "check_layers", "check_supported",
+           "dequantize", "quantize", "register_op", "run", "run_each", "table_free", "table_layers"]
 
 
 def _zero_point(graph: QGraph, node: Node, index: int, like: np.ndarray) -> np.ndarray:
@@ -33,19 +35,25 @@ def _zero_point(graph: QGraph, node: Node, index: int, like: np.ndarray) -> np.n
 
 
 class Context:
-    """What one run needs besides the tensors: the table, the kernels, what to capture."""
+    """What one run needs besides the tensors: the tables, the kernels, what to capture."""
 
-    def __init__(self, graph: QGraph, table: ProductTable | TableBatch, kernels: ModuleType,
+    def __init__(self, graph: QGraph, tables: Tables | None, kernels: ModuleType | None,
                  capture: set[str]):
-        self.graph, self.table, self.kernels, self.capture = graph, table, kernels, capture
+        self.graph, self.tables, self.kernels, self.capture = graph, tables, kernels, capture
         self.captured: dict[str, np.ndarray] = {}
 
+    def table_for(self, node: Node) -> ProductTable | TableBatch:
+        """The table (a batch of them in batched mode) a table op multiplies with: a fused op
+        carries the name of the layer it absorbed."""
+        return layer_table(self.tables, node.name)
+
     def check_operands(self, node: Node, x: np.ndarray, w: np.ndarray) -> None:
-        kind = np.int8 if self.table.signed else np.uint8
+        signed = self.table_for(node).signed
+        kind = np.int8 if signed else np.uint8
         if x.dtype != kind or w.dtype != kind:
             raise UnsupportedOpError(
                 f"node {node.name!r} ({node.op}) multiplies {x.dtype} by {w.dtype}, but the "
-                f"{'signed' if self.table.signed else 'unsigned'} multiplier needs {np.dtype(kind)} "
+                f"{'signed' if signed else 'unsigned'} multiplier needs {np.dtype(kind)} "
                 "activations and weights"
             )
 
@@ -69,7 +77,7 @@ def conv_arguments(node: Node, args: list, ctx: Context) -> tuple:
     )
     bias = args[8] if len(args) > 8 else None
     if node.outputs[0] in ctx.capture:
-        acc = ctx.kernels.conv_accumulate(x, w, ctx.table, **conv)
+        acc = ctx.kernels.conv_accumulate(x, w, ctx.table_for(node), **conv)
         ctx.captured[node.outputs[0] + ":acc"] = acc if bias is None else acc + bias.reshape(1, -1, 1, 1)
     return x, w, {**conv, "bias": bias, "y_zero_point": _zero_point(g, node, 7, x),
                   "multiplier": output_multiplier(x_scale, w_scale, y_scale)}
@@ -77,7 +85,7 @@ def conv_arguments(node: Node, args: list, ctx: Context) -> tuple:
 
 def _qlinear_conv(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
     x, w, qconv = conv_arguments(node, args, ctx)
-    return [ctx.kernels.qlinear_conv(x, w, ctx.table, **qconv)]
+    return [ctx.kernels.qlinear_conv(x, w, ctx.table_for(node), **qconv)]
 
 
 def _gemm(node: Node, ctx: Context, a, a_zp, b, b_zp, bias, multiplier, y_zp) -> np.ndarray:
@@ -87,9 +95,9 @@ def _gemm(node: Node, ctx: Context, a, a_zp, b, b_zp, bias, multiplier, y_zp) ->
     gemm = dict(a_zero_point=int(qops.scalar(a_zp, "activation zero point", node)),
                 b_zero_point=b_zp.astype(np.int64))
     if node.outputs[0] in ctx.capture:
-        acc = ctx.kernels.gemm_accumulate(a, b, ctx.table, **gemm)
+        acc = ctx.kernels.gemm_accumulate(a, b, ctx.table_for(node), **gemm)
         ctx.captured[node.outputs[0] + ":acc"] = acc if bias is None else acc + bias.reshape(1, -1)
-    y = ctx.kernels.qlinear_gemm(a, b, ctx.table, bias=bias, multiplier=multiplier,
+    y = ctx.kernels.qlinear_gemm(a, b, ctx.table_for(node), bias=bias, multiplier=multiplier,
                                  y_zero_point=y_zp, **gemm)
     return y.reshape(*lead, b.shape[1])
 
@@ -264,12 +272,29 @@ def check_supported(graph: QGraph) -> None:
             f"evaluator; supported ops: {', '.join(sorted(o for o in OPS if '.' not in o))}")
 
 
-def _live_nodes(graph: QGraph, feeds: dict[str, np.ndarray], wanted: set[str]) -> set[int]:
-    """Indices of the nodes that must run to produce ``wanted`` from ``feeds``: a node whose
-    outputs are all fed in (computed once by ``table_free``) or read by nobody is skipped, and
-    so are the nodes only it reads from (an input Transpose before a fed-in quantization)."""
+def table_layers(graph: QGraph) -> list[str]:
+    """Names of the layers that multiply through a product table, in execution order (the
+    names ``LayerTables`` are keyed by)."""
+    return [node.name for node in graph.nodes if node.op in TABLE_OPS]
+
+
+def check_layers(graph: QGraph, tables: Tables) -> None:
+    """Refuse an assignment that names a layer the graph does not multiply in (one line)."""
+    layers = table_layers(graph)
+    unknown = sorted(assigned_layers(tables) - set(layers))
+    if unknown:
+        raise ValueError(f"no table layer named {', '.join(map(repr, unknown))} in the network; "
+                         f"its table layers are {', '.join(layers)}")
+
+
+def _live_nodes(graph: QGraph, feeds: dict[str, np.ndarray], wanted: set[str],
+                start: int = 0) -> set[int]:
+    """Indices of the nodes from ``start`` on that must run to produce ``wanted`` from
+    ``feeds``: a node whose outputs are all fed in (computed once by ``table_free``) or read by
+    nobody is skipped, and so are the nodes only it reads from (an input Transpose before a
+    fed-in quantization)."""
     needed, live = set(wanted), set()
-    for i in range(len(graph.nodes) - 1, -1, -1):
+    for i in range(len(graph.nodes) - 1, start - 1, -1):
         node = graph.nodes[i]
         if all(name in feeds for name in node.outputs) or not needed & set(node.outputs):
             continue
@@ -278,27 +303,59 @@ def _live_nodes(graph: QGraph, feeds: dict[str, np.ndarray], wanted: set[str]) -
     return live
 
 
+Snapshot = Callable[[int, dict[str, np.ndarray]], None]
+
+
+def _read_from(graph: QGraph, live: set[int], positions: set[int]) -> dict[int, frozenset[str]]:
+    """For each position, the tensors that the live nodes from there on read, and the graph's
+    outputs: what a run resumed there needs."""
+    later, reads = set(graph.outputs), {}
+    for i in range(len(graph.nodes) - 1, -1, -1):
+        if i in live:
+            later.update(graph.nodes[i].inputs)
+        if i in positions:
+            reads[i] = frozenset(later)
+    return reads
+
+
 def run(
     graph: QGraph,
     feeds: dict[str, np.ndarray],
-    table: ProductTable | TableBatch,
+    table: Tables,
     kernels: ModuleType,
     capture: Iterable[str] = (),
+    *,
+    start: int = 0,
+    snapshot: Snapshot | None = None,
 ) -> dict[str, np.ndarray]:
     """Execute the graph; returns its outputs plus the captured tensors (``name:acc`` holds the
     int32 accumulators, bias included, of a captured Conv/Gemm/MatMul output). With a
-    ``TableBatch`` the feeds hold each table's images in turn (see ``accel.batch``)."""
+    ``TableBatch`` (or ``LayerTablesBatch``) the feeds hold each table's images in turn (see
+    ``accel.batch``).
+
+    ``start``: run the nodes from that position on only, the feeds holding every tensor they
+    read (a snapshot). ``snapshot(position, tensors)`` is called before each table layer after
+    ``start`` with the tensors the rest of the graph reads: resuming there with them as feeds
+    gives what the whole run gives (``evaluators.prefix_cache``).
+    """
     check_supported(graph)
+    check_layers(graph, table)
     ctx = Context(graph, table, kernels, set(capture))
     env: dict[str, np.ndarray | None] = dict(graph.initializers)
     env.update(feeds)
     env[""] = None
-    live = _live_nodes(graph, feeds, set(graph.outputs) | ctx.capture)
+    live = _live_nodes(graph, feeds, set(graph.outputs) | ctx.capture, start)
     last_use = {name: i for i, n in enumerate(graph.nodes) if i in live for name in n.inputs}
     keep = set(graph.outputs) | ctx.capture | set(graph.initializers) | {""}
+    boundaries = {i for i in live if i > start and graph.nodes[i].op in TABLE_OPS} \
+        if snapshot is not None else set()
+    reads = _read_from(graph, live, boundaries) if boundaries else {}
     for i, node in enumerate(graph.nodes):
         if i not in live:
             continue
+        if i in boundaries:
+            snapshot(i, {name: env[name] for name in reads[i]
+                         if name in env and name not in graph.initializers and name})
         args = [env[name] for name in node.inputs]
         for name, value in zip(node.outputs, OPS[node.op](node, args, ctx)):
             env[name] = value
@@ -309,3 +366,28 @@ def run(
     result.update({name: env[name] for name in ctx.capture if name in env})
     result.update(ctx.captured)
     return result
+
+
+def run_each(
+    graph: QGraph,
+    feeds: Sequence[dict[str, np.ndarray]],
+    assignments: Sequence[Assignment],
+    kernels: ModuleType,
+    *,
+    start: int = 0,
+    snapshot: Snapshot | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """The graph's outputs under each assignment, fed ``feeds[i]``, in one pass: with several
+    assignments, batched mode (the feeds stacked along the image axis; ``kernels`` must take a
+    batch of tables, see ``accel.batch.PerTable``). ``start`` and ``snapshot`` as in ``run``
+    (the snapshot's tensors then hold each assignment's part in turn)."""
+    if len(feeds) != len(assignments) or not assignments:
+        raise ValueError(f"expected one feed per assignment, got {len(feeds)} feeds for "
+                         f"{len(assignments)} assignments (at least one)")
+    if len(assignments) == 1:
+        return [run(graph, feeds[0], assignments[0], kernels, start=start, snapshot=snapshot)]
+    tables = batch_of(assignments)
+    stacked = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+    out = run(graph, stacked, tables, kernels, start=start, snapshot=snapshot)
+    parts = {name: tables.split(value) for name, value in out.items()}
+    return [{name: parts[name][i] for name in out} for i in range(len(assignments))]

@@ -107,8 +107,9 @@ class FuseConvPool:
     requantizes and applies the chain's code map in the same pass. When the chain's first step
     is a non-overlapping MaxPool, the kernel pools the int32 accumulators and requantizes only
     the pooled values (exact: requantization with positive scales and the code map are
-    non-decreasing, so they commute with max pooling); otherwise the pool is (1, 1). Run after
-    ``FoldCodeChains``."""
+    non-decreasing, so they commute with max pooling); otherwise the pool is (1, 1). The fused
+    node keeps the convolution's name, which per-layer tables (``LayerTables``) are keyed by.
+    Run after ``FoldCodeChains``."""
 
     def apply(self, graph: QGraph) -> tuple[QGraph, bool]:
         changed = False
@@ -139,7 +140,7 @@ class FuseConvPool:
             scales = [graph.initializers.get(conv.inputs[i]) for i in (1, 4, 6)]
             if pooled and any(s is None or np.any(s <= 0) for s in scales):
                 continue  # pooling first needs a non-decreasing requantization
-            fused = Node(CONV_POOL, f"{conv.name}_pool", conv.inputs, chain.outputs,
+            fused = Node(CONV_POOL, conv.name, conv.inputs, chain.outputs,
                          {**conv.attrs, "code_map": chain.attrs["code_map"],
                           "pool": tuple(steps[0].attr("kernel_shape")) if pooled else (1, 1),
                           "steps": steps[1:] if pooled else steps})
@@ -149,7 +150,7 @@ class FuseConvPool:
 
 def _run_conv_pool(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
     x, w, qconv = approx_runner.conv_arguments(node, args, ctx)
-    y = ctx.kernels.qlinear_conv_pool(x, w, ctx.table, pool=node.attrs["pool"],
+    y = ctx.kernels.qlinear_conv_pool(x, w, ctx.table_for(node), pool=node.attrs["pool"],
                                       code_map=node.attrs["code_map"], **qconv)
     for step in node.attrs["steps"]:
         consts = [ctx.graph.initializers.get(n) for n in step.inputs[1:]]
