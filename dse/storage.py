@@ -4,8 +4,10 @@ Every finished evaluation becomes one Optuna trial, added atomically once it is 
 evaluation interrupted by Ctrl-C or ``kill -9`` leaves nothing behind and is simply proposed
 again on resume). The default backend is Optuna's append-only journal file; the study is
 readable by ``optuna.load_study`` and optuna-dashboard, with the objectives' metric names, the
-configuration as per-parameter values (AppAxO LUTs, generator parameters) and real start and
-completion times.
+configuration as per-parameter values (AppAxO LUTs, generator parameters, the member of each
+group of layers) and real start and completion times. The configuration itself is the user
+attribute ``config`` (a JSON integer of any size: a layer-wise configuration can exceed 2^63),
+and also the parameter ``config`` when it fits its 36-bit distribution.
 
 Only a driver writes, and only while it holds the study lock (``dse.lock``); it repairs a torn
 journal tail before writing. Readers (``status``, ``export``, ``compare``, ``dse.load_study``)
@@ -33,7 +35,7 @@ from dse.journal import ReadOnlyJournal, StorageError, StoreWarning, repair
 from dse.lock import StudyLock, holder
 
 __all__ = ["JOURNAL", "StorageError", "StoreWarning", "TrialStore", "check_storage",
-           "constraint_dict", "journal_storage", "redact"]
+           "constraint_dict", "journal_storage", "redact", "stored_config"]
 
 JOURNAL = "trials.journal"
 CONFIG_DISTRIBUTION = IntDistribution(0, EXACT)
@@ -45,6 +47,16 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 def constraint_dict(values: Sequence[float]) -> dict[str, float]:
     """Constraint values as optuna names them on a trial (feasible when all are <= 0)."""
     return {f"c{i}": float(v) for i, v in enumerate(values)}
+
+
+def stored_config(trial: FrozenTrial) -> int:
+    """The configuration a stored trial evaluated: its ``config`` parameter, else its ``config``
+    user attribute (a configuration beyond the parameter's 36-bit range is stored only there)."""
+    config = trial.params.get("config", trial.user_attrs.get("config"))
+    if config is None:
+        raise StorageError(f"trial {trial.number}: stores no configuration (no 'config' parameter "
+                           "or user attribute); it was not written by dse")
+    return int(config)
 
 
 def journal_storage(folder: Path) -> JournalStorage:
@@ -209,7 +221,10 @@ class TrialStore:
     ) -> None:
         """Store one finished evaluation: COMPLETE with objective values, or FAIL without;
         ``params`` are the configuration's readable parameters (name -> value, distribution)."""
-        params = {"config": (int(config), CONFIG_DISTRIBUTION), **(params or {})}
+        config = int(config)
+        fits = CONFIG_DISTRIBUTION.low <= config <= CONFIG_DISTRIBUTION.high
+        params = {**({"config": (config, CONFIG_DISTRIBUTION)} if fits else {}), **(params or {})}
+        attrs = {**attrs, "config": config}
         trial = FrozenTrial(
             number=-1, trial_id=-1,
             state=TrialState.COMPLETE if values is not None else TrialState.FAIL,

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from optuna.distributions import CategoricalDistribution
 
 from dse.indicators import hypervolume
 from dse.pareto import non_dominated, to_minimization
-from dse.storage import JOURNAL, StorageError, TrialStore
+from dse.storage import JOURNAL, StorageError, TrialStore, stored_config
 from dse.study_file import StudyFileError, StudySettings, load_study_file
 
 FROZEN = "study.yaml"
@@ -81,12 +82,18 @@ class Study:
 
     @property
     def trials(self) -> pd.DataFrame:
-        """Every stored trial: configuration (int and bits), metrics, role, state, timestamps."""
+        """Every stored trial: configuration (int and bits), metrics, role, state, timestamps,
+        and its named choices (generator parameters, the member of each group of layers; the
+        LUT bits are already in ``config_bits``). A layer-wise configuration beyond int64 makes
+        ``config`` a column of Python ints (object dtype)."""
         rows = []
         for t in self.store.trials():
             row = {"trial": t.number, "state": t.state.name}
             row.update(t.user_attrs)
-            row["config"] = t.params.get("config", row.get("config"))
+            row["config"] = stored_config(t)
+            for name, value in t.params.items():
+                if isinstance(t.distributions[name], CategoricalDistribution):
+                    row.setdefault(name, value)
             row["started_at"] = _iso(t.datetime_start)
             row["completed_at"] = _iso(t.datetime_complete)
             rows.append(row)

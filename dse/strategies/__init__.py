@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dse.space import Space
 from dse.strategies.base import Evaluation, Proposal, Strategy
 from dse.strategies.bayes import BayesStrategy
@@ -15,8 +17,10 @@ REGISTRY: dict[str, type[Strategy]] = {
 __all__ = ["REGISTRY", "Evaluation", "Proposal", "Strategy", "make_strategy"]
 
 
-def make_strategy(settings: dict, space: Space, directions: list[str],
-                  n_constraints: int = 0, seed: int = 0) -> Strategy:
-    """The strategy a study file's ``strategy`` section describes (its other keys are options)."""
+def make_strategy(settings: dict, space: Space, directions: list[str], n_constraints: int = 0,
+                  seed: int = 0, initial: Sequence[int] = ()) -> Strategy:
+    """The strategy a study file's ``strategy`` section describes (its other keys are options),
+    proposing the ``initial`` configurations first."""
     options = {k: v for k, v in settings.items() if k != "type"}
-    return REGISTRY[settings["type"]](space, list(directions), n_constraints, seed, **options)
+    return REGISTRY[settings["type"]](space, list(directions), n_constraints, seed,
+                                      initial=initial, **options)

@@ -4,11 +4,17 @@ A strategy proposes configurations of a search space and is told the results; it
 nothing. On resume the driver tells it every stored trial again (in storage order), which
 rebuilds its state, so a resumed study proposes what an uninterrupted one would have. Every
 proposal carries its index in the strategy's own sequence; a told index is never proposed again.
+
+Strategies search a space through its integer variables (``space.cardinalities``, one value per
+variable as ``space.digits`` spells a point), so bit spaces and layer-wise spaces alike. The
+``initial`` configurations (for example seeded from a per-layer sensitivity table) are proposed
+first; a resumed study is given the same ones.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dse.space import Space
@@ -42,11 +48,16 @@ class Strategy(ABC):
 
     name: str
 
-    def __init__(self, space: Space, directions: list[str], n_constraints: int, seed: int):
+    def __init__(self, space: Space, directions: list[str], n_constraints: int, seed: int,
+                 initial: Sequence[int] = ()):
         self.space = space
         self.directions = directions
         self.n_constraints = n_constraints
         self.seed = seed
+        for config in initial:
+            if config not in space:
+                raise ValueError(f"initial configuration {config} is outside the search space")
+        self.initial: tuple[int, ...] = tuple(dict.fromkeys(int(c) for c in initial))
 
     @abstractmethod
     def ask(self) -> Proposal | None:

@@ -10,16 +10,32 @@ from dse.strategies.base import Evaluation, Proposal, Strategy
 
 
 class SequenceStrategy(Strategy):
-    """Proposes ``config(0), config(1), ...`` skipping indices already told."""
+    """Proposes the initial configurations, then ``sequence(0), sequence(1), ...`` without
+    those, skipping indices already told."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._next = 0
         self._done: set[int] = set()
+        self._after: list[int] = []  # the sequence after the initial configurations, so far
+        self._cursor = 0  # the next index of ``sequence`` to read
 
     @abstractmethod
+    def sequence(self, index: int) -> int | None:
+        """Configuration ``index`` of the strategy's own sequence, or None when it has ended."""
+
     def config(self, index: int) -> int | None:
-        """Configuration of proposal ``index``, or None when the sequence has ended."""
+        """Configuration of proposal ``index``, or None when there is none."""
+        if index < len(self.initial):
+            return self.initial[index]
+        while len(self._after) <= index - len(self.initial):
+            config = self.sequence(self._cursor)
+            if config is None:
+                return None
+            self._cursor += 1
+            if config not in self.initial:
+                self._after.append(config)
+        return self._after[index - len(self.initial)]
 
     def ask(self) -> Proposal | None:
         while self._next in self._done:
@@ -35,8 +51,8 @@ class SequenceStrategy(Strategy):
 
 
 class GridStrategy(SequenceStrategy):
-    """Every point of the subspace in counting order (the lowest free bit changes fastest),
-    from ``start`` on; or an explicit list of configurations, in its order."""
+    """Every point of the space in counting order (the lowest variable changes fastest), from
+    ``start`` on; or an explicit list of configurations, in its order."""
 
     name = "grid"
 
@@ -45,7 +61,7 @@ class GridStrategy(SequenceStrategy):
         self.start = start
         self.configs = configs
 
-    def config(self, index: int) -> int | None:
+    def sequence(self, index: int) -> int | None:
         if self.configs is not None:
             return self.configs[index] if index < len(self.configs) else None
         point = self.start + index
@@ -53,7 +69,7 @@ class GridStrategy(SequenceStrategy):
 
 
 class _DistinctPoints(SequenceStrategy):
-    """A sequence of distinct subspace points drawn from a deterministic generator."""
+    """A sequence of distinct points of the space drawn from a deterministic generator."""
 
     _BLOCK = 4096
 
@@ -64,13 +80,13 @@ class _DistinctPoints(SequenceStrategy):
         self._exhausted = False
 
     @abstractmethod
-    def _draw(self, count: int) -> np.ndarray:
+    def _draw(self, count: int) -> list[int]:
         """The generator's next ``count`` points (repeats allowed)."""
 
-    def config(self, index: int) -> int | None:
+    def sequence(self, index: int) -> int | None:
         while len(self._order) <= index and not self._exhausted:
             before = len(self._order)
-            for point in self._draw(self._BLOCK).tolist():
+            for point in self._draw(self._BLOCK):
                 if point not in self._seen:
                     self._seen.add(point)
                     self._order.append(point)
@@ -80,7 +96,7 @@ class _DistinctPoints(SequenceStrategy):
 
 
 class RandomStrategy(_DistinctPoints):
-    """Uniform points of the subspace without repetition (small subspaces: one shuffle)."""
+    """Uniform points of the space without repetition (small spaces: one shuffle)."""
 
     name = "random"
     _PERMUTE_UP_TO = 1 << 20
@@ -93,13 +109,14 @@ class RandomStrategy(_DistinctPoints):
             self._seen = set(self._order)
             self._exhausted = True
 
-    def _draw(self, count: int) -> np.ndarray:
-        return self.space.sample_points(self._rng, count)
+    def _draw(self, count: int) -> list[int]:
+        return self.space.sample_points(self._rng, count).tolist()
 
 
 class SobolStrategy(_DistinctPoints):
-    """A scrambled Sobol sequence over the free bits (a bit is 1 where its coordinate is at
-    least 0.5): low-discrepancy coverage of the subspace; repeats are skipped."""
+    """A scrambled Sobol sequence over the space's variables (coordinate ``u`` of a variable of
+    ``n`` values picks value ``floor(u * n)``; a bit is 1 where ``u >= 0.5``): low-discrepancy
+    coverage of the space; repeats are skipped."""
 
     name = "sobol"
 
@@ -107,9 +124,10 @@ class SobolStrategy(_DistinctPoints):
         super().__init__(*args, **kwargs)
         from scipy.stats import qmc
 
-        self._sobol = qmc.Sobol(d=len(self.space.free_bits), scramble=True, seed=self.seed)
-        self._weights = 1 << np.arange(len(self.space.free_bits), dtype=np.int64)
+        self._cardinalities = np.array(self.space.cardinalities)
+        self._sobol = qmc.Sobol(d=len(self._cardinalities), scramble=True, seed=self.seed)
 
-    def _draw(self, count: int) -> np.ndarray:
-        bits = self._sobol.random(count) >= 0.5
-        return bits.astype(np.int64) @ self._weights
+    def _draw(self, count: int) -> list[int]:
+        u = self._sobol.random(count)
+        digits = np.minimum((u * self._cardinalities).astype(np.int64), self._cardinalities - 1)
+        return [self.space.from_digits(row) for row in digits.tolist()]

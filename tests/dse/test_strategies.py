@@ -47,18 +47,25 @@ def drain(strategy, limit=10_000):
 
 # --- the generic table -------------------------------------------------------------------------
 
+SPACES = {  # as a fresh interpreter builds them, and how many proposals to compare
+    "appaxo16": ("AppAxOSubspace(0xFFFF, 2**36 - 1)", 20),
+    "layerwise": ("LayerwiseSpace(tuple((f'g{g}', (f'l{g}',)) for g in range(4)), tuple('abcde'))", 10),
+}
+
+
+@pytest.mark.parametrize("space", sorted(SPACES))
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_same_seed_same_proposals_in_fresh_interpreters(name):
+def test_same_seed_same_proposals_in_fresh_interpreters(name, space):
+    built, count = SPACES[space]
     code = (
-        "from dse.space import AppAxOSubspace; from dse.strategies import make_strategy;"
+        "from dse.space import AppAxOSubspace, LayerwiseSpace; from dse.strategies import make_strategy;"
         "from tests.dse.test_strategies import drain;"
-        f"s = make_strategy({STRATEGIES[name]!r}, AppAxOSubspace(0xFFFF, 2**36 - 1), "
-        "['maximize', 'minimize'], 1, 11);"
-        "print([p.config for p in drain(s, 20)])"
+        f"s = make_strategy({STRATEGIES[name]!r}, {built}, ['maximize', 'minimize'], 1, 11);"
+        f"print([p.config for p in drain(s, {count})])"
     )
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout for _ in range(2)]
-    assert runs[0] == runs[1] and runs[0].count(",") == 19
+    assert runs[0] == runs[1] and runs[0].count(",") == count - 1
 
 
 @pytest.fixture(scope="module")
