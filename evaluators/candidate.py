@@ -176,6 +176,7 @@ def build_evaluator(
     reuse_network: bool,
     kernel: str,
     device: str = "cpu",
+    prefix_cache_bytes: int = 0,
     asic: tuple[FlowSettings, str] | None = None,
     seed: int = 0,
     log: Callable[[str], None] = print,
@@ -185,8 +186,9 @@ def build_evaluator(
     """Load the data, train, import or reuse the network, and keep it resident for many
     evaluations (training and calibration on the first ``train_size`` training samples, all
     by default). ``preprocessing`` defaults to the dataset's; ``asic`` (flow settings, power
-    kind) adds the ASIC flow, driven by the network's workload; ``options`` are the evaluator
-    type's own fields."""
+    kind) adds the ASIC flow, driven by the network's workload; ``prefix_cache_bytes``: memory
+    for activations reused across per-layer tables (layer-wise studies); ``options`` are the
+    evaluator type's own fields."""
     if asic is not None:  # missing tools and libraries fail now, before any training or trial
         require("yosys")
         if asic[0].liberty:
@@ -210,7 +212,7 @@ def build_evaluator(
         images, labels = images[:test_size], labels[:test_size]
     inputs = preprocessing.apply(images)
     network = ApproxNetworkEvaluator(prepared.int8_onnx, inputs, labels, kernel, device,
-                                     classes=test.classes)
+                                     classes=test.classes, prefix_cache_bytes=prefix_cache_bytes)
     log(f"approximate inference: kernel {network.kernel} on {network.device}")
     objectives = None
     if asic is not None:

@@ -56,14 +56,20 @@ def mac_counts(graph: QGraph, captured: dict[str, np.ndarray]) -> dict[str, int]
     return counts
 
 
-def sample_workload(graph: QGraph, inputs: np.ndarray, length: int = 8192, images: int = 256,
-                    seed: int = 0) -> OperandStream:
-    """A stream of ``length`` multiplications drawn over all layers of the exact int8 network
-    run on the first ``images`` inputs (``graph`` is the quantized model, before folding)."""
+def _exact_run(graph: QGraph, inputs: np.ndarray, images: int) -> tuple[list[Node], dict]:
+    """The table layers and what they read and write in the exact network on ``images`` inputs."""
     layers = [n for n in graph.nodes if n.op in MAC_OPS]
     capture = [n.inputs[0] for n in layers] + [n.outputs[0] for n in layers]
     captured = approx_runner.run(graph, {graph.inputs[0]: inputs[:images]},
                                  ProductTable.exact(signed=True), cpu, capture)
+    return layers, captured
+
+
+def sample_workload(graph: QGraph, inputs: np.ndarray, length: int = 8192, images: int = 256,
+                    seed: int = 0) -> OperandStream:
+    """A stream of ``length`` multiplications drawn over all layers of the exact int8 network
+    run on the first ``images`` inputs (``graph`` is the quantized model, before folding)."""
+    layers, captured = _exact_run(graph, inputs, images)
     macs = mac_counts(graph, captured)
     rng = np.random.default_rng(seed)
     shares = rng.multinomial(length, np.array([macs[n.name] for n in layers]) / sum(macs.values()))
@@ -73,3 +79,17 @@ def sample_workload(graph: QGraph, inputs: np.ndarray, length: int = 8192, image
     b = np.concatenate([p[1] for p in parts]).astype(np.int64)
     order = rng.permutation(length)
     return OperandStream(a[order], b[order], "workload")
+
+
+def sample_layer_workloads(graph: QGraph, inputs: np.ndarray, length: int = 8192,
+                           images: int = 256, seed: int = 0) -> dict[str, OperandStream]:
+    """One stream of ``length`` multiplications per table layer (by node name, in graph
+    order), each drawn from that layer's own operands in the exact network: a multiplier's
+    power depends on what it multiplies, and layers multiply very different codes."""
+    layers, captured = _exact_run(graph, inputs, images)
+    rng = np.random.default_rng(seed)
+    streams = {}
+    for node in layers:
+        a, b = _layer_operands(graph, node, captured[node.inputs[0]], length, rng)
+        streams[node.name] = OperandStream(a.astype(np.int64), b.astype(np.int64), node.name)
+    return streams
