@@ -1,4 +1,4 @@
-"""Command line: ``python -m dse run|resume|status|compare|export|characterize|generate ...``.
+"""Command line: ``python -m dse run|resume|status|compare|export|characterize|generate|sensitivity ...``.
 
 Bad input (a malformed study file, missing data, a changed study) prints one line and exits
 with code 2; nothing already stored is touched.
@@ -23,6 +23,7 @@ EXIT_INTERRUPTED = 130
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from circuits.liberty import LibertyError
+    from circuits.library import LibraryError
     from circuits.multiplier import MultiplierError
     from circuits.tools import ToolError
     from dse.executors.base import ExecutorError
@@ -31,9 +32,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from evaluators.approx_runner import UnsupportedOpError
     from evaluators.datasets import DatasetError
     from evaluators.errors import ModelError
+    from evaluators.layerwise import AssignmentError
 
     return (StudyFileError, DatasetError, UnsupportedOpError, ModelError, LibertyError,
-            MultiplierError, ToolError, StorageError, ExecutorError, DeviceError)
+            MultiplierError, ToolError, StorageError, ExecutorError, DeviceError, LibraryError,
+            AssignmentError)
 
 
 def _log(message: str) -> None:
@@ -74,6 +77,31 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_summary(study, summary)
         if summary["driver"]:
             print(f"running: a driver holds the study ({summary['driver']})")
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    """Score each library member alone in each group of layers of a layer-wise study file."""
+    from dse.layerwise import SENSITIVITY_CSV, sensitivity
+    from dse.loop import build_evaluator
+    from dse.report import sensitivity_plot
+    from dse.study_file import load_study_file
+
+    settings = load_study_file(args.study)
+    if settings.space.type != "layerwise":
+        raise StudyFileError(f"{args.study}: space: the sensitivity is measured for a layer-wise "
+                             f"study (space type layerwise), not {settings.space.type}")
+    output = Path(args.output) if args.output else Path("sensitivity") / settings.name
+    with _writing(output, "choose another folder with --output"):
+        output.mkdir(parents=True, exist_ok=True)
+    evaluator = build_evaluator(settings, _log, None if not args.quiet else False)
+    drops = sensitivity(evaluator, progress=not args.quiet)
+    with _writing(output, "choose another folder with --output"):
+        drops.to_csv(output / SENSITIVITY_CSV)
+        sensitivity_plot(drops, output / "sensitivity.png", settings.name)
+    print("accuracy drop (percentage points), one member alone in each group of layers:")
+    print((100 * drops).to_string(float_format=lambda v: f"{v:.2f}"))
+    print(f"wrote {output / SENSITIVITY_CSV} and {output / 'sensitivity.png'}")
     return 0
 
 
@@ -442,6 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
                                        "is never written)")
     char.add_argument("--json", action="store_true", help="machine-readable output")
     char.set_defaults(func=cmd_characterize)
+    sens = sub.add_parser("sensitivity", help="layer sensitivity of a layer-wise study file: "
+                          "accuracy drop with each library member alone in each layer group")
+    sens.add_argument("study", help="a study file with space type layerwise")
+    sens.add_argument("-o", "--output", help="folder for sensitivity.csv and sensitivity.png "
+                                             "(default: sensitivity/<study name>)")
+    sens.add_argument("--quiet", action="store_true", help="no progress bars")
+    sens.set_defaults(func=cmd_sensitivity)
     gen = sub.add_parser("generate", help="generate approximate multipliers under worst-case "
                          "error thresholds (the built-in xpat generator, or SubXPAT)")
     gen.add_argument("generator", choices=["xpat", "subxpat"],

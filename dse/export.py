@@ -5,6 +5,7 @@ Every CSV reads back unchanged with ``pandas.read_csv`` defaults: configuration 
 all 36 digits; ``int(s, 0)`` or ``int(s, 2)`` reads the integer back) so that no reader takes
 them for numbers and drops their leading zeros, with the integer (``config``, ``Config_int``)
 alongside; lists and dicts are JSON text; timestamps are ISO 8601 with their UTC offset.
+Parquet holds a layer-wise study's configurations as decimal text when one exceeds int64.
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def export(study: Study, fmt: str, path: Path | None = None) -> Path:
     if fmt == "emgaxo":
         write_csv(emgaxo_table(study), path)
     elif fmt == "parquet":
-        plain(trials_table(study)).to_parquet(path, index=False)
+        table = plain(trials_table(study))
+        if table["config"].map(lambda c: c >= 2**63).any():  # layer-wise: beyond int64
+            table["config"] = table["config"].map(str)
+        table.to_parquet(path, index=False)
     else:
         write_csv(trials_table(study), path)
     return path

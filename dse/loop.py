@@ -23,7 +23,7 @@ from dse.journal import scan
 from dse.lock import holder as lock_holder
 from dse.pareto import non_dominated, to_minimization
 from dse.space import AppAxOSubspace, ChoiceSpace, Space
-from dse.storage import JOURNAL, StorageError, check_storage, constraint_dict
+from dse.storage import JOURNAL, StorageError, check_storage, constraint_dict, stored_config
 from dse.strategies import Evaluation, Proposal, make_strategy
 from dse.study import (
     BASELINE,
@@ -97,17 +97,23 @@ def freeze(settings: StudySettings, folder: Path) -> None:
     tmp.rename(folder / FROZEN)
 
 
-def make_space(settings: StudySettings) -> Space:
-    """The search space a study file's ``space`` section describes."""
+def make_space(settings: StudySettings, evaluator=None) -> Space:
+    """The search space a study file's ``space`` section describes (a layer-wise space is
+    built with its evaluator, which knows the network's layers and the library)."""
     space = settings.space
+    if space.type == "layerwise":
+        return evaluator.space
     if space.type == "xpat":
         return ChoiceSpace(space.choices())
     return AppAxOSubspace(space.free, space.fixed)
 
 
-def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = None):
-    """The candidate evaluator described by the study settings: AppAxO configurations, or
-    generator runs for an ``xpat`` space. ``progress``: the training bar (None: on a terminal)."""
+def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = None,
+                    folder: Path | None = None):
+    """The candidate evaluator described by the study settings: AppAxO configurations,
+    generator runs for an ``xpat`` space, or layer-wise assignments (their library and
+    sensitivity are read back from the study ``folder`` when it holds them). ``progress``: the
+    training bar (None: on a terminal)."""
     from circuits.characterize import FlowSettings
     from evaluators.candidate import AppAxOEvaluator, build_evaluator
     from evaluators.network import TrainingSettings
@@ -126,7 +132,9 @@ def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = N
         std=tuple(m.preprocessing.std), layout=m.preprocessing.layout)
     asic = None
     xpat = settings.space.type == "xpat"
-    if settings.needs_asic or xpat:  # generators synthesize: every xpat study runs the flow
+    layerwise = settings.space.type == "layerwise"
+    # generators synthesize, and a layer-wise study costs its members: both always run the flow
+    if settings.needs_asic or xpat or layerwise:
         h = settings.hardware
         flow = FlowSettings(liberty=h.liberty, clock_period_ns=h.clock_period_ns,
                             vectors=h.vectors, seed=settings.seed, timeout_s=h.timeout_s)
@@ -136,6 +144,10 @@ def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = N
                   preprocessing=preprocessing, reuse_network=m.reuse_checkpoint,
                   kernel=settings.evaluation.kernel, device=settings.evaluation.device,
                   asic=asic, seed=settings.seed, log=log, progress=progress)
+    if layerwise:
+        from dse.layerwise import build_evaluator as build_layerwise
+
+        return build_layerwise(settings, common, folder, log, progress)
     if xpat:
         from evaluators.generated import XpatEvaluator, XpatTrials
 
@@ -187,11 +199,13 @@ class StudyRunner:
         self.log = log
         self.progress = progress
         self.constraints = self.settings.parsed_constraints
-        self.space = make_space(self.settings)
+        self.space = make_space(self.settings, evaluator)
         self.strategy = make_strategy(self.settings.strategy.model_dump(), self.space,
-                                      study.directions, len(self.constraints), self.settings.seed)
+                                      study.directions, len(self.constraints), self.settings.seed,
+                                      initial=getattr(evaluator, "initial", ()))
         self.baseline: dict | None = None
         self._stored_points: set[tuple] = set()  # (parent_proposal_index, design) in the store
+        self.prefix = [0, 0]  # table-layer computations of this run: computed, total
         self._replay()
 
     def _replay(self) -> None:
@@ -205,7 +219,7 @@ class StudyRunner:
             if attrs.get("role") == BASELINE and t.values is not None:
                 self.baseline = attrs
             if attrs.get("role") == SEARCH:
-                proposal = Proposal(t.params["config"], attrs["proposal_index"], attrs.get("generation"))
+                proposal = Proposal(stored_config(t), attrs["proposal_index"], attrs.get("generation"))
                 values = tuple(t.values) if t.values is not None else None
                 self.strategy.tell(proposal, Evaluation(values, tuple(attrs.get("constraint_values", ()))))
 
@@ -228,6 +242,9 @@ class StudyRunner:
             self.log(f"evaluation of configuration {proposal.config} failed: {outcome.error}")
             return Evaluation(None), []
         metrics = dict(outcome.metrics)
+        if "prefix_layers" in metrics:  # layer-wise evaluations: computed and total layers
+            self.prefix[0] += metrics["prefix_layers"] - metrics["prefix_layers_skipped"]
+            self.prefix[1] += metrics["prefix_layers"]
         linked = {"role": DESIGN_POINT, "strategy": self.strategy.name,
                   "parent_proposal_index": proposal.index}
         points = []
@@ -338,6 +355,10 @@ class StudyRunner:
             # the time this run spent, up to the moment it decided to stop (so a resumed
             # study sees a time limit as reached exactly when this run did)
             store.set("elapsed_s", elapsed + time.monotonic() - start)
+        if self.prefix[1]:
+            self.log(f"prefix reuse: {self.prefix[1] - self.prefix[0]} of {self.prefix[1]} "
+                     f"table-layer computations of this run read stored activations "
+                     f"({1 - self.prefix[0] / self.prefix[1]:.0%} skipped)")
         if stop:
             self.log(stop)
         elif exhausted:
@@ -354,8 +375,8 @@ def run_study(
 
     folder = Path(folder) if folder is not None else settings.output_dir
     preflight(settings, folder)
-    evaluator = build_evaluator(settings, log, None if progress else False)  # bad data fails
-    # here, before anything is written
+    # bad data fails here, before anything is written
+    evaluator = build_evaluator(settings, log, None if progress else False, folder)
     freeze(settings, folder)
     with Study(folder, settings, driver=True, log=log) as study:
         evaluator.save_artifacts(folder)

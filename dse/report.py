@@ -36,12 +36,14 @@ NAMES = {
     "area": "area",
     "delay": "delay",
     "pdp": "power-delay product",
+    "energy": "multiplication energy per inference",
+    "energy_saving": "multiplication energy saved vs exact",
 }
 # absolute errors count least significant bits of the product; counts and fractions have none
 UNITS = {"mae": "LSB", "wce": "LSB", "fpga_delay": "ns", "fpga_power": "Vivado units"}
-LIBERTY_UNITS = {"area": "µm²", "power": "µW", "delay": "ns", "pdp": "fJ"}
+LIBERTY_UNITS = {"area": "µm²", "power": "µW", "delay": "ns", "pdp": "fJ", "energy": "nJ"}
 ESTIMATE_UNITS = {"area": "transistors", "power": "toggles/cycle", "delay": "gate levels",
-                  "pdp": "toggles × levels"}
+                  "pdp": "toggles × levels", "energy": "toggles"}
 ASIC = tuple(LIBERTY_UNITS)
 FPGA_BY_YOSYS = ("fpga_luts", "fpga_carry4")  # generated circuits: Yosys synth_xilinx counts
 PROJECTION_NOTE = ("A point non-dominated in all {k} objectives may look dominated in a 2-D "
@@ -70,6 +72,8 @@ def source(study: Study, metric: str) -> str:
         return library_name(liberty) if liberty else "estimate"
     if metric in FPGA_BY_YOSYS and study.settings.space.type == "xpat":
         return "Yosys synth_xilinx"
+    if metric in FPGA_BY_YOSYS and study.settings.space.type == "layerwise":
+        return "AppAxO model or Yosys synth_xilinx"
     return "Vivado-calibrated model" if metric.startswith("fpga_") else ""
 
 
@@ -128,6 +132,28 @@ def write_reports(study: Study) -> dict[str, Path]:
                      {k: unit(study, k) for k in trials.columns}, paths["html"])
     plot_hypervolume(study, paths["hypervolume"])
     return paths
+
+
+def sensitivity_plot(drops: pd.DataFrame, path: Path, title: str) -> None:
+    """Heat map of the layer sensitivity: accuracy drop (percentage points) with each member
+    alone in each group of layers, the exact multiplier elsewhere."""
+    plt = pyplot()
+    points = 100 * drops.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * drops.shape[1], 1.4 + 0.4 * drops.shape[0]))
+    image = ax.imshow(np.clip(points, 0, None), cmap="magma_r", aspect="auto")
+    ax.set_xticks(range(drops.shape[1]), drops.columns, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(drops.shape[0]), [_wrap(str(g), 40) for g in drops.index], fontsize=7)
+    if points.size <= 400:
+        for (i, j), value in np.ndenumerate(points):
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=6,
+                    color="white" if value > 0.6 * max(np.nanmax(points), 1e-9) else "black")
+    fig.colorbar(image, ax=ax, label="accuracy drop [percentage points]")
+    ax.set_xlabel("multiplier (library member)")
+    ax.set_ylabel("layers")
+    ax.set_title(f"{title}: layer sensitivity (one layer approximate, exact elsewhere)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
 
 
 def pyplot():

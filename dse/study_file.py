@@ -46,8 +46,13 @@ METRIC_DIRECTIONS = {
     "power": "minimize",
     "delay": "minimize",
     "pdp": "minimize",
+    "energy": "minimize",
+    "energy_saving": "maximize",
 }
-ASIC_METRICS = ("area", "power", "delay", "pdp")
+ASIC_METRICS = ("area", "power", "delay", "pdp", "energy", "energy_saving")
+LAYERWISE_METRICS = ("accuracy", "accuracy_drop", "precision_macro", "recall_macro", "f1_macro",
+                     "energy", "energy_saving", "area", "delay", "fpga_luts", "fpga_carry4",
+                     "mae", "mred", "wce", "error_probability")
 ZERO_AT_EXACT = ("mae", "mred", "wce", "error_probability")  # 0 for the exact multiplier
 KNOWN_LIBERTY = ("nangate45", "sky130hd")
 MAX_STUDY_FILE_BYTES = 1 << 20
@@ -300,7 +305,111 @@ class XpatSpace(_Section):
                    "exact_zero")))
 
 
-Space = Annotated[AppAxOSpace | XpatSpace, Field(discriminator="type")]
+def _one_or_more(value: Any) -> Any:
+    """A single path or name where a list is expected reads as a list of one."""
+    return [value] if isinstance(value, str) else value
+
+
+class LibrarySettings(_Section):
+    """The candidate multipliers of a layer-wise study, from any mix of sources; the exact
+    multiplier is always a member. ``from_study``: the Pareto designs of earlier studies;
+    ``folder``: a library saved by an earlier layer-wise study (``runs/NAME/library``)."""
+
+    appaxo: list[int] = []
+    baselines: list[str] = []
+    verilog: list[str] = []
+    catalogues: list[str] = []
+    from_study: list[str] = []
+    folder: str | None = None
+    signed: bool = True
+
+    @field_validator("appaxo", mode="before")
+    @classmethod
+    def _configs(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError("appaxo must be a list of configurations (integers or 36-character "
+                             "bit strings)")
+        return [_parse_bits(v, "appaxo entry") for v in value]
+
+    @field_validator("baselines", "verilog", "catalogues", "from_study", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _one_or_more(value)
+
+    @field_validator("baselines")
+    @classmethod
+    def _baseline_names(cls, value: list[str]) -> list[str]:
+        from circuits.baselines import parse
+
+        for name in value:
+            parse(name)  # its ValueError names the baseline and the expected forms
+        return value
+
+    @field_validator("verilog")
+    @classmethod
+    def _verilog_files(cls, value: list[str]) -> list[str]:
+        return [_existing(v, "a Verilog file of an 8x8 multiplier", want_dir=False) for v in value]
+
+    @field_validator("catalogues")
+    @classmethod
+    def _catalogue_folders(cls, value: list[str]) -> list[str]:
+        return [_existing(v, "a catalogue written by `python -m dse characterize DIR`",
+                          want_dir=True) for v in value]
+
+    @field_validator("from_study")
+    @classmethod
+    def _study_folders(cls, value: list[str]) -> list[str]:
+        for v in value:
+            _existing(v, "a study folder (runs/NAME)", want_dir=True)
+            if not (Path(os.path.expanduser(v)) / "study.yaml").is_file():
+                raise ValueError(f"folder {v!r} is not a study folder (no study.yaml)")
+        return value
+
+    @field_validator("folder")
+    @classmethod
+    def _library_folder(cls, value: str | None) -> str | None:
+        return None if value is None else _existing(
+            value, "a saved library (library.csv with tables/)", want_dir=True)
+
+    @model_validator(mode="after")
+    def _some_source(self) -> LibrarySettings:
+        if not (self.appaxo or self.baselines or self.verilog or self.catalogues
+                or self.from_study or self.folder):
+            raise ValueError("no candidate multiplier: give appaxo, baselines, verilog, "
+                             "catalogues, from_study or folder")
+        return self
+
+
+class LayerwiseSpaceSettings(_Section):
+    """One library member per table-multiplying layer (``layers``: all, or node names), or per
+    ``tie`` group of layers that must share one (``tie: all``: one multiplier everywhere, the
+    homogeneous study over the same library). ``datapath`` says how area and FPGA LUTs add up:
+    ``shared`` (one array of the distinct multipliers used, time-shared by the layers) or
+    ``spatial`` (a processing element per layer). ``sensitivity``: score each layer with each
+    member first and seed the first proposals from it."""
+
+    type: Literal["layerwise"]
+    library: LibrarySettings
+    layers: Literal["all"] | Annotated[list[str], Field(min_length=1)] = "all"
+    tie: Literal["all"] | list[Annotated[list[str], Field(min_length=1)]] = []
+    datapath: Literal["shared", "spatial"] = "shared"
+    sensitivity: bool = False
+
+    @model_validator(mode="after")
+    def _disjoint_ties(self) -> LayerwiseSpaceSettings:
+        if isinstance(self.tie, list):
+            seen: set[str] = set()
+            for group in self.tie:
+                for layer in group:
+                    if layer in seen:
+                        raise ValueError(f"tie: layer {layer!r} is in two groups")
+                    seen.add(layer)
+            if isinstance(self.layers, list) and (extra := seen - set(self.layers)):
+                raise ValueError(f"tie: {sorted(extra)[0]!r} is not among the searched layers")
+        return self
+
+
+Space = Annotated[AppAxOSpace | XpatSpace | LayerwiseSpaceSettings, Field(discriminator="type")]
 
 
 class RandomStrategy(_Section):
@@ -390,7 +499,7 @@ Strategy = Annotated[
 CONSTRAINT_METRICS = (
     "accuracy", "accuracy_drop", "precision_macro", "recall_macro", "f1_macro", "mean_error",
     "mae", "mse", "wce", "mred", "error_probability", "kept_luts", "fpga_luts", "fpga_carry4",
-    "fpga_delay", "fpga_power", "area", "power", "delay", "pdp",
+    "fpga_delay", "fpga_power", "area", "power", "delay", "pdp", "energy", "energy_saving",
 )
 
 
@@ -501,6 +610,8 @@ class EvaluationSettings(_Section):
     kernel: Literal["auto", "cpu", "torch", "reference"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     screening: ScreeningSettings | None = None
+    # activations before each table layer kept across layer-wise trials (0: off)
+    prefix_cache_mb: Annotated[int, Field(ge=0, le=1 << 20)] = 1024
 
 
 class ExecutorSettings(_Section):
@@ -592,6 +703,24 @@ class StudySettings(_Section):
             if self.evaluation.screening is not None:
                 raise ValueError("evaluation.screening is for AppAxO spaces; an xpat trial scores "
                                  "every circuit it generates in full")
+        return self
+
+    @model_validator(mode="after")
+    def _layerwise_metrics(self) -> StudySettings:
+        names = [o.metric for o in self.objectives] + [c.metric for c in self.parsed_constraints]
+        layerwise = isinstance(self.space, LayerwiseSpaceSettings)
+        if layerwise:
+            if wrong := [m for m in names if m not in LAYERWISE_METRICS]:
+                raise ValueError(f"{wrong[0]} is not measured for a layer-wise assignment; use "
+                                 f"{', '.join(LAYERWISE_METRICS)}")
+            if self.evaluation.screening is not None:
+                raise ValueError("evaluation.screening is for AppAxO spaces")
+            if isinstance(self.strategy, GridStrategy) and self.strategy.configs is not None:
+                raise ValueError("strategy.configs lists AppAxO configurations; a layer-wise grid "
+                                 "counts over the assignments")
+        elif only := [m for m in names if m in ("energy", "energy_saving")]:
+            raise ValueError(f"{only[0]} is the multiplication energy of a layer-wise "
+                             "assignment (space type layerwise)")
         return self
 
     @property
