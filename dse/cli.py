@@ -31,8 +31,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from evaluators.approx_network import DeviceError
     from evaluators.approx_runner import UnsupportedOpError
     from evaluators.datasets import DatasetError
-    from evaluators.errors import ModelError
-    from evaluators.layerwise import AssignmentError
+    from evaluators.errors import AssignmentError, ModelError
 
     return (StudyFileError, DatasetError, UnsupportedOpError, ModelError, LibertyError,
             MultiplierError, ToolError, StorageError, ExecutorError, DeviceError, LibraryError,

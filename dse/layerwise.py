@@ -15,7 +15,8 @@ from circuits.library import LibraryError, Member, MultiplierLibrary
 from dse.space import LayerwiseSpace
 from dse.study_file import LayerwiseSpaceSettings, LibrarySettings, StudyFileError, StudySettings
 from evaluators.approx_runner import table_layers
-from evaluators.layerwise import EXACT, AssignmentError, LayerwiseEvaluator, layer_costs
+from evaluators.errors import AssignmentError
+from evaluators.layerwise import EXACT, LayerwiseEvaluator, layer_costs
 from evaluators.qgraph import QGraph
 
 Log = Callable[[str], None]

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from circuits.library import MultiplierLibrary
 from evaluators.candidate import ScoredEvaluator
+from evaluators.errors import AssignmentError
 from evaluators.layer_tables import LayerTables
 from evaluators.network import int8_layer_macs
 from evaluators.qgraph import QGraph
@@ -39,10 +40,6 @@ from evaluators.workload import sample_layer_workloads
 EXACT = 0  # the library's member 0 is the exact multiplier
 WEIGHTED = ("mae", "mred", "error_probability")  # MAC-weighted over the layers
 SUMMED = ("area", "fpga_luts", "fpga_carry4")  # added up as the datapath says
-
-
-class AssignmentError(ValueError):
-    """An assignment or a layer selection that does not fit the network; one line."""
 
 
 @dataclass(frozen=True)
