@@ -34,7 +34,6 @@ COLUMNS = ("name", "signed", "signedness", "cost_model", "mean_error", "mae", "m
            "mred", "error_probability", "area", "delay", "power_uniform", "power_vectorless",
            "power_workload", "pdp_uniform", "pdp_workload", "cells", "fpga_luts", "fpga_carry4",
            "fpga_source", "table_sha256", "source", "error")
-DESIGNS = "designs"  # frame.attrs key: row name -> Design, written by ``write_catalogue``
 
 
 @dataclass(frozen=True)
@@ -43,9 +42,6 @@ class Design:
 
     verilog: str
     table: ProductTable
-
-    def __deepcopy__(self, memo: dict) -> Design:
-        return self  # immutable; pandas deep-copies ``frame.attrs`` into every derived frame
 
 
 def fpga_cost(mult: Multiplier, timeout: float, cache: ResultCache | None = None) -> dict:
@@ -76,10 +72,11 @@ def characterize_full(mult: Multiplier, settings: FlowSettings, workload: Operan
 
 def characterize_folder(folder: Path, settings: FlowSettings, workload: OperandStream | None = None,
                         cache: ResultCache | None = None, fpga: bool = True,
-                        progress: bool = True, signed: bool | None = None) -> pd.DataFrame:
-    """One catalogue row per ``*.v`` file of ``folder`` (sorted by name); ``signed``, when
-    given, is the signedness of every file (one whose ports declare the other is an error row).
-    ``frame.attrs["designs"]`` holds each characterized row's ``Design`` for ``write_catalogue``."""
+                        progress: bool = True, signed: bool | None = None
+                        ) -> tuple[pd.DataFrame, dict[str, Design]]:
+    """One catalogue row per ``*.v`` file of ``folder`` (sorted by name), and the ``Design`` of
+    each characterized row by name (for ``write_catalogue``); ``signed``, when given, is the
+    signedness of every file (one whose ports declare the other is an error row)."""
     files = sorted(Path(folder).glob("*.v"))
     rows, designs = [], {}
     for path in tqdm(files, desc="characterizing", unit="multiplier", disable=not progress):
@@ -90,9 +87,7 @@ def characterize_folder(folder: Path, settings: FlowSettings, workload: OperandS
             designs[mult.name] = Design(mult.verilog, result.table)
         except (ToolError, MultiplierError) as err:
             rows.append({"name": path.stem, "source": str(path), "error": str(err)})
-    frame = _frame(rows)
-    frame.attrs[DESIGNS] = designs
-    return frame
+    return _frame(rows), designs
 
 
 def _frame(rows: Iterable[dict]) -> pd.DataFrame:
@@ -103,19 +98,17 @@ def _frame(rows: Iterable[dict]) -> pd.DataFrame:
     return frame[list(COLUMNS)]
 
 
-def write_catalogue(frame: pd.DataFrame, folder: Path) -> tuple[Path, Path]:
+def write_catalogue(frame: pd.DataFrame, designs: dict[str, Design],
+                    folder: Path) -> tuple[Path, Path]:
     """``catalogue.csv`` and ``catalogue.parquet`` in ``folder``, and ``tables/<name>.npy`` and
-    ``verilog/<name>.v`` of every row whose ``Design`` the frame carries."""
+    ``verilog/<name>.v`` of every characterized row."""
     folder.mkdir(parents=True, exist_ok=True)
-    designs: dict[str, Design] = frame.attrs.get(DESIGNS, {})
     for kind in ("tables", "verilog"):
         (folder / kind).mkdir(exist_ok=True)
     for name, design in designs.items():
         np.save(folder / "tables" / f"{name}.npy", design.table.values)
         (folder / "verilog" / f"{name}.v").write_text(design.verilog)
-    plain = frame.copy(deep=False)
-    plain.attrs = {}  # the designs are files of their own, not parquet metadata
     csv, parquet = folder / "catalogue.csv", folder / "catalogue.parquet"
-    plain.to_csv(csv, index=False)
-    plain.to_parquet(parquet, index=False)
+    frame.to_csv(csv, index=False)
+    frame.to_parquet(parquet, index=False)
     return csv, parquet

@@ -157,11 +157,11 @@ def cmd_characterize(args: argparse.Namespace) -> int:
         except OSError as err:
             raise StudyFileError(f"{output}: cannot write the catalogue there "
                                  f"({err.strerror}); choose another folder with --output") from None
-        frame = characterize_folder(target, settings, workload, cache, fpga=not args.no_fpga,
+        frame, designs = characterize_folder(target, settings, workload, cache, fpga=not args.no_fpga,
                                     progress=not args.json, signed=signed)
         for metrics in frame.to_dict("records"):
             warn_if_ambiguous(metrics)
-        csv, parquet = write_catalogue(frame, output)
+        csv, parquet = write_catalogue(frame, designs, output)
         if args.json:
             print(frame.to_json(orient="records", indent=2))
         else:

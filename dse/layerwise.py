@@ -14,10 +14,8 @@ import pandas as pd
 from circuits.library import LibraryError, Member, MultiplierLibrary
 from dse.space import LayerwiseSpace
 from dse.study_file import LayerwiseSpaceSettings, LibrarySettings, StudyFileError, StudySettings
-from evaluators.approx_runner import table_layers
-from evaluators.errors import AssignmentError
+from evaluators.approx_runner import require_layers, table_layers
 from evaluators.layerwise import EXACT, LayerwiseEvaluator, layer_costs
-from evaluators.qgraph import QGraph
 
 Log = Callable[[str], None]
 SENSITIVITY_CSV = "sensitivity.csv"
@@ -71,13 +69,9 @@ def make_space(settings: LayerwiseSpaceSettings, layers: Sequence[str],
                members: Sequence[str]) -> LayerwiseSpace:
     """One variable per group: each tie group, then every other searched layer on its own (in
     network order). Layers left out of ``layers`` keep the exact multiplier."""
-    known = ", ".join(layers)
     named = [] if settings.layers == "all" else list(settings.layers)
     named += [] if settings.tie == "all" else [layer for group in settings.tie for layer in group]
-    for layer in named:
-        if layer not in layers:
-            raise AssignmentError(f"space: layer {layer!r} is not a table layer of the network; "
-                                  f"its layers: {known}")
+    require_layers(named, layers, "space: ")
     searched = list(layers) if settings.layers == "all" else \
         [layer for layer in layers if layer in settings.layers]
     if settings.tie == "all":
@@ -115,7 +109,8 @@ class AssignmentEvaluator:
         return {**{layer: exact for layer in self.evaluator.layers}, **self.space.assignment(config)}
 
     def evaluate(self, config: int, front=None) -> dict:
-        return {"config": int(config), **self.evaluator.evaluate(self.assignment(config), front)}
+        """The assignment's metrics (the store records ``config`` with every trial)."""
+        return self.evaluator.evaluate(self.assignment(config), front)
 
     def __getattr__(self, name: str):
         if name.startswith("__") or name in ("evaluator", "space", "initial", "drops"):
@@ -190,7 +185,7 @@ def build_evaluator(settings: StudySettings, common: dict, folder: Path | None, 
     log(f"library of {len(library)} multipliers: {', '.join(library.names)}")
     evaluator = build(LayerwiseEvaluator, **common,
                       prefix_cache_bytes=settings.evaluation.prefix_cache_mb << 20)
-    layers = table_layers(QGraph.from_onnx(evaluator.prepared.int8_onnx))
+    layers = table_layers(evaluator.network.graph)
     wrapped = AssignmentEvaluator(evaluator, make_space(space, layers, library.names))
     evaluator.library, evaluator.costs = layer_costs(
         evaluator, library, space.datapath, fpga=settings.needs_fpga_synthesis,

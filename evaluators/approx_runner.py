@@ -20,12 +20,14 @@ from accel.batch import TableBatch
 from accel.requant import output_multiplier
 from circuits.product_table import ProductTable
 from evaluators import qops
+from evaluators.errors import AssignmentError
 from evaluators.layer_tables import Assignment, Tables, assigned_layers, batch_of, layer_table
 from evaluators.qgraph import Node, QGraph, UnsupportedOpError
 from evaluators.qops import dequantize, quantize
 
 __all__ = ["OPS", "TABLE_OPS", "Context", "UnsupportedOpError", "check_layers", "check_supported",
-           "dequantize", "quantize", "register_op", "run", "run_each", "table_free", "table_layers"]
+           "dequantize", "quantize", "register_op", "require_layers", "run", "run_each", "table_free",
+           "table_layers"]
 
 
 def _zero_point(graph: QGraph, node: Node, index: int, like: np.ndarray) -> np.ndarray:
@@ -278,13 +280,17 @@ def table_layers(graph: QGraph) -> list[str]:
     return [node.name for node in graph.nodes if node.op in TABLE_OPS]
 
 
+def require_layers(named: Iterable[str], layers: Sequence[str], where: str = "") -> None:
+    """Refuse a layer name that is not one of ``layers`` (one line listing them); ``where``
+    prefixes the message with the setting that named it."""
+    if unknown := sorted(set(named) - set(layers)):
+        raise AssignmentError(f"{where}layer {unknown[0]!r} is not a table layer of the "
+                              f"network; its layers: {', '.join(layers)}")
+
+
 def check_layers(graph: QGraph, tables: Tables) -> None:
     """Refuse an assignment that names a layer the graph does not multiply in (one line)."""
-    layers = table_layers(graph)
-    unknown = sorted(assigned_layers(tables) - set(layers))
-    if unknown:
-        raise ValueError(f"no table layer named {', '.join(map(repr, unknown))} in the network; "
-                         f"its table layers are {', '.join(layers)}")
+    require_layers(assigned_layers(tables), table_layers(graph))
 
 
 def _live_nodes(graph: QGraph, feeds: dict[str, np.ndarray], wanted: set[str],

@@ -30,6 +30,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from circuits.library import MultiplierLibrary
+from evaluators.approx_runner import require_layers
 from evaluators.candidate import ScoredEvaluator
 from evaluators.errors import AssignmentError
 from evaluators.layer_tables import LayerTables
@@ -111,10 +112,9 @@ class LayerwiseEvaluator(ScoredEvaluator):
         return self.costs.layers
 
     def tables(self, assignment: Mapping[str, str]) -> LayerTables:
-        """The product table of every layer; an unknown layer or member is one line."""
-        if unknown := set(assignment) - set(self.layers):
-            raise AssignmentError(f"layer {sorted(unknown)[0]!r} is not a table layer of the "
-                                  f"network; its layers: {', '.join(self.layers)}")
+        """The product table of every layer; an unknown layer (``approx_runner.require_layers``),
+        a layer left out or an unknown member is one line."""
+        require_layers(assignment, self.layers)
         if missing := [layer for layer in self.layers if layer not in assignment]:
             raise AssignmentError(f"the assignment gives no multiplier for layer {missing[0]!r}")
         for member in assignment.values():

@@ -144,8 +144,8 @@ def catalogue(tmp_path, cache):
     write(designs, "trunc4", TRUNC4_V)
     write(designs, "exact", EXACT_V)
     write(designs, "broken", "module broken (input [7:0] a;\n")
-    frame = characterize_folder(designs, FLOW, cache=cache, fpga=False, progress=False)
-    write_catalogue(frame, tmp_path / "catalogue")
+    frame, built = characterize_folder(designs, FLOW, cache=cache, fpga=False, progress=False)
+    write_catalogue(frame, built, tmp_path / "catalogue")
     return tmp_path / "catalogue"
 
 

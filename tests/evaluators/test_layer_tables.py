@@ -124,8 +124,8 @@ def test_a_layer_the_network_does_not_have_is_refused_in_one_line(network):
     wrong = LayerTables({layers[0]: TABLES[1], "conv9": TABLES[1]}, TABLES[0])
     with pytest.raises(ValueError) as err:
         plain.logits(wrong)
-    assert str(err.value) == (f"no table layer named 'conv9' in the network; its table layers "
-                              f"are {', '.join(layers)}")
+    assert str(err.value) == (f"layer 'conv9' is not a table layer of the network; its layers: "
+                              f"{', '.join(layers)}")
     with pytest.raises(ValueError, match="'conv9'"):
         plain.logits_batch([TABLES[0], wrong])
 
