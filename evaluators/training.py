@@ -60,12 +60,13 @@ def train_classifier(
     augment: bool,
     seed: int,
     progress: Callable[[int, float], None] | None = None,
+    batch_done: Callable[[], None] | None = None,
 ) -> nn.Module:
     """Train ``model`` in place on preprocessed float32 ``inputs`` (N, ...) and int labels;
     returns it in eval mode. Adam with a one-cycle schedule peaking at ``learning_rate``;
     ``augment``: the ``augmentation`` of the input shape, per batch; ``progress(epoch, mean
-    loss)`` after each epoch. A last batch of a single sample is left out of its epoch (batch
-    norm cannot train on one value per channel)."""
+    loss)`` after each epoch, ``batch_done()`` after each batch. A last batch of a single
+    sample is left out of its epoch (batch norm cannot train on one value per channel)."""
     kind = augmentation(inputs.shape[1:]) if augment else None
     generator = torch.Generator().manual_seed(seed)
     previous = torch.are_deterministic_algorithms_enabled()
@@ -98,6 +99,8 @@ def train_classifier(
                     schedule.step()
                     total += loss.item() * len(idx)
                     seen += len(idx)
+                    if batch_done is not None:
+                        batch_done()
                 if progress is not None:
                     progress(epoch + 1, total / seen)
         model.eval()
