@@ -58,7 +58,7 @@ class RetrainSettings:
     epochs: int = 3
     gradient: str = "ste"
     batch_size: int = 64
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-3
     seed: int = 0
 
     def __post_init__(self) -> None:
