@@ -1,4 +1,5 @@
-"""Command line: ``python -m dse run|resume|status|compare|export|characterize|generate|sensitivity ...``.
+"""Command line: ``python -m dse run|resume|status|compare|export|characterize|generate|sensitivity|
+retrain|analyze ...``.
 
 Bad input (a malformed study file, missing data, a changed study) prints one line and exits
 with code 2; nothing already stored is touched.
@@ -268,6 +269,9 @@ def _summary(study) -> dict:
     front = study.pareto()
     baseline = trials[trials["role"] == "baseline"] if not trials.empty else trials
     cols = ["config_bits", "config", "design", *study.objectives]
+    retrained = study.retrained()
+    box = study_box(study)[2] if study.reference_point else 0.0
+    after = study.hypervolume(retrained=True) if not retrained.empty else None
     return {
         "study": study.name,
         "folder": str(study.folder),
@@ -282,6 +286,12 @@ def _summary(study) -> dict:
         "constraints": study.settings.constraints,
         "feasible_trials": len(study.feasible()),
         "pareto_front": front[[c for c in cols if c in front]].to_dict(orient="records"),
+        # designs retrained since (dse retrain): accuracy before and after, the front's
+        # hypervolume with each design at its best retrained accuracy
+        "retrained": retrained.drop(columns=["model"]).astype(object)
+        .where(retrained.notna(), None).to_dict(orient="records"),
+        "hypervolume_retrained": after,
+        "hypervolume_retrained_normalized": normalized(after, box) if after is not None else None,
     }
 
 
@@ -305,6 +315,28 @@ def _print_summary(study, summary: dict | None = None) -> None:
                                for k, v in row.items() if k != "config"))
     if len(front) > 20:
         print(f"  ... {len(front) - 20} more in pareto.csv")
+    _print_retrained(summary)
+
+
+def _print_retrained(summary: dict) -> None:
+    """The retrained designs, accuracy before -> after, and the hypervolume they give."""
+    if not summary["retrained"]:
+        return
+    print(f"retrained designs ({len(summary['retrained'])}; accuracy before -> after, share of "
+          "the drop against the exact multiplier recovered):")
+    for r in summary["retrained"][:20]:
+        recovered = f", {r['recovered']:.0%} recovered" if r["recovered"] is not None else ""
+        print(f"  {r['design']} (trial {r['design_trial']} -> {r['trial']}): {r['gradient']}, "
+              f"{r['epochs']} epoch{'s' if r['epochs'] != 1 else ''}: "
+              f"{r['accuracy_before']:.4f} -> {r['accuracy_after']:.4f}{recovered}"
+              f"{'' if r['feasible'] else ' (infeasible)'}")
+    if len(summary["retrained"]) > 20:
+        print(f"  ... {len(summary['retrained']) - 20} more in retrained.csv")
+    if summary["hypervolume_retrained"] is not None and summary["hypervolume"]:
+        gain = summary["hypervolume_retrained"] / summary["hypervolume"] - 1
+        print(f"hypervolume with each design at its best retrained accuracy "
+              f"{summary['hypervolume_retrained']:.6g}, "
+              f"{summary['hypervolume_retrained_normalized']:.4f} of the box ({gain:+.1%})")
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
@@ -502,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--baselines", action="store_true",
                      help="also characterize the truncated and broken-array baselines and plot them")
     gen.set_defaults(func=cmd_generate)
+    from dse.retrain import add_parser as add_retrain
+
+    add_retrain(sub)
     return parser
 
 

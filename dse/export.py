@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from circuits.appaxo import N_BITS
-from dse.study import Study
+from dse.study import RETRAINED, Study
 from dse.study_file import StudyFileError
 
 # EMGAxO's sweep tables: configuration string and integer, removed LUTs, then the metrics.
@@ -57,12 +57,14 @@ def trials_table(study: Study, front: pd.DataFrame | None = None) -> pd.DataFram
 
 def emgaxo_table(study: Study) -> pd.DataFrame:
     """Completed trials as EMGAxO lays them out: Config (36 bits, MSB first), Config_int,
-    Disabled_LUTs (removed LUTs out of 36), then every metric the study has."""
+    Disabled_LUTs (removed LUTs out of 36), then every metric the study has. Retrained trials
+    are left out: a row there is a configuration with the study's weights (the csv and
+    parquet formats hold them, with their role)."""
     if study.settings.space.type != "appaxo36":
         raise StudyFileError(f"{study.folder}: the emgaxo format lists AppAxO configurations; "
                              f"this is an {study.settings.space.type} study (use csv or parquet)")
     done = study.trials
-    done = done[done["state"] == "COMPLETE"]
+    done = done[(done["state"] == "COMPLETE") & (done["role"] != RETRAINED)]
     table = pd.DataFrame({
         "Config": done["config_bits"],
         "Config_int": done["config"].astype("int64"),

@@ -8,9 +8,10 @@ anything or exceeding the budget.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +32,12 @@ from dse.study import (
     FROZEN,
     FROZEN_HASH,
     REFERENCE_POINT,
+    RETRAINED,
     SEARCH,
     Study,
     read_frozen,
 )
-from dse.study_file import StudyFileError, StudySettings, settings_diff
+from dse.study_file import Constraint, StudyFileError, StudySettings, settings_diff
 from evaluators.screening import FrontContext
 
 Log = Callable[[str], None]
@@ -163,6 +165,16 @@ def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = N
     )
 
 
+def judge(row: dict, exact_accuracy: float, constraints: Sequence[Constraint]) -> tuple[float, ...]:
+    """Complete a measured row with its accuracy drop against the exact multiplier, its
+    constraint values and feasibility; returns the constraint values."""
+    row["accuracy_drop"] = exact_accuracy - row["accuracy"]
+    violations = tuple(c.violation(float(row[c.metric])) for c in constraints)
+    row["constraint_values"] = list(violations)
+    row["feasible"] = all(v <= 0 for v in violations)
+    return violations
+
+
 class HypervolumeTracker:
     """The hypervolume of the feasible front, updated one evaluation at a time."""
 
@@ -209,9 +221,12 @@ class StudyRunner:
         self._replay()
 
     def _replay(self) -> None:
-        """Tell the strategy every stored search trial and warm the evaluation cache."""
+        """Tell the strategy every stored search trial and warm the evaluation cache (retrained
+        trials are neither: they were scored with other weights, and no strategy proposed them)."""
         for t in self.study.store.trials():
             attrs = t.user_attrs
+            if attrs.get("role") == RETRAINED:
+                continue
             if attrs.get("role") == DESIGN_POINT:
                 self._stored_points.add((attrs["parent_proposal_index"], attrs["design"]))
             if t.values is not None:
@@ -262,10 +277,7 @@ class StudyRunner:
         """Store one measured row with its accuracy drop, constraint values and feasibility."""
         self.evaluator.remember(row)
         baseline = self.baseline or row  # the exact multiplier is evaluated first
-        row["accuracy_drop"] = baseline["accuracy"] - row["accuracy"]
-        violations = tuple(c.violation(float(row[c.metric])) for c in self.constraints)
-        row["constraint_values"] = list(violations)
-        row["feasible"] = all(v <= 0 for v in violations)
+        violations = judge(row, baseline["accuracy"], self.constraints)
         values = tuple(float(row[k]) for k in self.study.objectives)
         self.study.store.add(config, values, row, started, constraint_dict(violations),
                              self.space.params(config))
@@ -369,9 +381,11 @@ class StudyRunner:
 def run_study(
     settings: StudySettings, folder: Path | None = None, *, log: Log = print, progress: bool = True
 ) -> Study:
-    """Start or continue the study a study file describes, as its only driver; write its
-    reports at the end."""
+    """Start or continue the study a study file describes, as its only driver; retrain the
+    final front when the study file's ``retrain`` section asks (designs retrained before are
+    skipped); write its reports at the end."""
     from dse.report import write_reports
+    from dse.retrain import retrain_study
 
     folder = Path(folder) if folder is not None else settings.output_dir
     preflight(settings, folder)
@@ -382,9 +396,11 @@ def run_study(
         evaluator.save_artifacts(folder)
         executor = make_executor(settings.executor, evaluator, folder, log)
         try:
-            StudyRunner(study, evaluator, log, progress, executor).run()
+            with contextlib.closing(executor):
+                StudyRunner(study, evaluator, log, progress, executor).run()
+            if settings.retrain is not None and settings.retrain.front:
+                retrain_study(study, None, settings.retrain, log=log, progress=progress)
         finally:
-            executor.close()
             write_reports(study)
             evaluator.export(study.pareto(), folder / "pareto")
     return study

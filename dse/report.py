@@ -1,5 +1,5 @@
-"""What a study leaves for people: trials.csv, pareto.csv, the front and hypervolume plots and
-the interactive page.
+"""What a study leaves for people: trials.csv, pareto.csv, retrained.csv (when designs were
+retrained), the front and hypervolume plots and the interactive page.
 
 Plots follow what a reader of a paper expects: titles, axis labels with units, a front of three
 or four objectives shown as pairwise projections (a scatter matrix, no staircases: a point
@@ -20,7 +20,7 @@ from dse.export import trials_table, write_csv
 from dse.html_report import write_front_html
 from dse.indicators import hypervolume_box, normalized
 from dse.pareto import to_minimization
-from dse.study import BASELINE, Study
+from dse.study import BASELINE, RETRAINED, Study
 
 NAMES = {
     "accuracy": "test accuracy",
@@ -123,11 +123,16 @@ def write_reports(study: Study) -> dict[str, Path]:
     # Verilog of generated designs stays in the store and in pareto/, not in the tables
     write_csv(trials.drop(columns=["verilog"], errors="ignore"), paths["trials"])
     write_csv(front.drop(columns=["verilog"], errors="ignore"), paths["pareto"])
+    retrained = study.retrained()
+    if not retrained.empty:
+        paths["retrained"] = study.folder / "retrained.csv"
+        write_csv(retrained, paths["retrained"])
     plot_front(study, trials, front, paths["plot"])
     if len(study.objectives) > 2 and not front.empty:
         paths["parallel"] = study.folder / "pareto_parallel.png"
         plot_parallel(study, trials, front, paths["parallel"])
-    write_front_html(study.name, trials, front, study.objectives, study.directions,
+    measured = trials[trials["role"] != RETRAINED]  # the page shows what the search measured
+    write_front_html(study.name, measured, front, study.objectives, study.directions,
                      {k: label(study, k) for k in study.objectives},
                      {k: unit(study, k) for k in trials.columns}, paths["html"])
     plot_hypervolume(study, paths["hypervolume"])
@@ -203,12 +208,19 @@ def objective_pairs(objectives: list[str]) -> list[tuple[str, str]]:
     return [(objectives[j], objectives[i]) for i, j in combinations(range(len(objectives)), 2)]
 
 
+def completed(trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The completed trials: (measured, retrained)."""
+    done = trials[trials["state"] == "COMPLETE"]
+    return done[done["role"] != RETRAINED], done[done["role"] == RETRAINED]
+
+
 def plot_front(study: Study, trials: pd.DataFrame, front: pd.DataFrame, path: Path) -> None:
     """The front over all objectives among every evaluated configuration: one panel for two
     objectives (with the staircase the front bounds), every pair of objectives for three or
-    four (no staircases: they would be the front of the projection, not of the study)."""
+    four (no staircases: they would be the front of the projection, not of the study).
+    Retrained designs are arrows from each design's accuracy before to after."""
     plt = pyplot()
-    done = trials[trials["state"] == "COMPLETE"]
+    done, retrained = completed(trials)
     k = len(study.objectives)
     pairs = objective_pairs(study.objectives)
     rows, cols = (len(pairs) + 2) // 3, min(len(pairs), 3)
@@ -216,13 +228,15 @@ def plot_front(study: Study, trials: pd.DataFrame, front: pd.DataFrame, path: Pa
                              dpi=130, squeeze=False)
     for ax, (x_key, y_key) in zip(axes.flat, pairs):
         _front_panel(study, ax, done, front, x_key, y_key, staircase=k == 2)
+        _retrained_arrows(ax, done, retrained, x_key, y_key)
         ax.set_xlabel(label(study, x_key), fontsize=9)
         ax.set_ylabel(label(study, y_key), fontsize=9)
     senses = "; ".join(f"{NAMES.get(m, m)}: {sense(d)}"
                        for m, d in zip(study.objectives, study.directions))
     caption = f"{senses}." if k == 2 else f"{senses}. {PROJECTION_NOTE.format(k=k)}"
     handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=9, frameon=False,
+    fig.legend(handles, names, loc="lower center", ncol=2 if len(handles) == 4 else 3,
+               fontsize=9, frameon=False,
                bbox_to_anchor=(0.5, 0.35 / fig.get_figheight()))
     fig.text(0.5, 0.08 / fig.get_figheight(), _wrap(caption, 110 if k == 2 else 190), fontsize=8.5,
              ha="center", va="bottom")
@@ -257,12 +271,31 @@ def _front_panel(study: Study, ax, done: pd.DataFrame, front: pd.DataFrame, x_ke
     ax.grid(alpha=0.3)
 
 
+def _retrained_arrows(ax, done: pd.DataFrame, retrained: pd.DataFrame, x_key: str,
+                      y_key: str) -> None:
+    """Each retrained trial as a triangle, with an arrow from its design's point (before) to
+    it (after) where the projection separates them."""
+    if retrained.empty:
+        return
+    before = done.set_index("trial")
+    for _, row in retrained.iterrows():
+        if row["design_trial"] in before.index:
+            start = before.loc[row["design_trial"]]
+            if (start[x_key], start[y_key]) != (row[x_key], row[y_key]):
+                ax.annotate("", xy=(row[x_key], row[y_key]), xytext=(start[x_key], start[y_key]),
+                            arrowprops={"arrowstyle": "->", "color": "tab:green", "lw": 1.2},
+                            zorder=4)
+    ax.scatter(retrained[x_key], retrained[y_key], marker="^", s=40, c="tab:green",
+               edgecolors="k", linewidths=0.5, zorder=5,
+               label=f"retrained ({len(retrained)}; arrow: its design before → after)")
+
+
 def plot_parallel(study: Study, trials: pd.DataFrame, front: pd.DataFrame, path: Path) -> None:
     """Parallel coordinates of a non-empty front: one vertical axis per objective, scaled
     between the worst and best evaluated value and turned so that up is better; one line per
     member, coloured by the first objective."""
     plt = pyplot()
-    done = trials[trials["state"] == "COMPLETE"]
+    done, _ = completed(trials)
     k = len(study.objectives)
     fig, ax = plt.subplots(figsize=(2.4 * k + 2, 5), dpi=130)
     evaluated = minimization_form(study, done)

@@ -3,7 +3,13 @@
 Layout of a study folder (default ``runs/<name>/``): ``study.yaml`` (the frozen, validated
 settings) and ``study.sha256``, ``trials.journal`` (the Optuna trial store), ``network/`` (the
 float and int8 ONNX models it was scored with), ``workload.npz`` (when power is an objective),
-``trials.csv``, ``pareto.csv``, ``pareto.png``, ``pareto/`` (design files of the front).
+``trials.csv``, ``pareto.csv``, ``pareto.png``, ``pareto/`` (design files of the front),
+``retrained/<design>-<gradient>-e<epochs>/int8.onnx`` (retrained networks; ``-lr<rate>-b<batch>``
+appended where those are not the defaults) and ``retrained.csv``.
+
+Retrained trials (role ``retrained``, ``dse.retrain``) are the study's designs with fine-tuned
+weights: they never count as search trials, and the front, the hypervolume and the feasible
+trials mean the measured designs unless ``retrained=True`` asks for each design at its best.
 """
 
 from __future__ import annotations
@@ -13,18 +19,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from optuna.distributions import CategoricalDistribution
 
 from dse.indicators import hypervolume
 from dse.pareto import non_dominated, to_minimization
 from dse.storage import JOURNAL, StorageError, TrialStore, stored_config
-from dse.study_file import StudyFileError, StudySettings, load_study_file
+from dse.study_file import StudyFileError, StudySettings, identity_sha256, load_study_file
 
 FROZEN = "study.yaml"
 FROZEN_HASH = "study.sha256"
 BASELINE = "baseline"
 SEARCH = "search"
 DESIGN_POINT = "design_point"  # a further circuit of a search trial's generator run
+RETRAINED = "retrained"  # a design with retrained weights, linked to it by ``design_trial``
 REFERENCE_POINT = "reference_point"
 
 
@@ -41,10 +49,15 @@ def read_frozen(folder: Path) -> StudySettings:
     except (OSError, UnicodeDecodeError):
         raise StudyFileError(f"{folder / FROZEN_HASH}: missing or unreadable; it holds the hash of "
                              f"{FROZEN} that the study's trials were measured under") from None
-    if recorded != settings.sha256():
+    if recorded not in (settings.sha256(), identity_sha256(_frozen_dump(path))):
         raise StudyFileError(f"{path}: edited after the study started (its settings no longer match "
                              f"{FROZEN_HASH}); restore it, or start a new study with the new settings")
     return settings
+
+
+def _frozen_dump(path: Path) -> dict:
+    """The mapping ``study.yaml`` holds, as frozen (read before a well-formed load)."""
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def _iso(moment: dt.datetime | None) -> str | None:
@@ -110,8 +123,8 @@ class Study:
         """The hypervolume reference point, fixed when the exact baseline was first evaluated."""
         return self.store.get(REFERENCE_POINT)
 
-    def feasible(self) -> pd.DataFrame:
-        """Completed trials that meet every constraint (the only ones a front may hold)."""
+    def _usable(self) -> pd.DataFrame:
+        """Completed trials at full fidelity that meet every constraint, retrained ones too."""
         done = self.trials
         if done.empty:
             return done
@@ -122,12 +135,53 @@ class Study:
             done = done[done["fidelity"].fillna("full") != "screened"]
         return done
 
-    def hypervolume(self, reference: dict[str, float] | None = None) -> float:
-        """Hypervolume of the feasible front against the study's reference point (or another)."""
+    def feasible(self, retrained: bool = False) -> pd.DataFrame:
+        """Measured trials that meet every constraint (the only ones a front may hold); with
+        ``retrained``, each design replaced by its most accurate feasible retrained trial
+        where that one is more accurate (or the design itself was infeasible)."""
+        done = self._usable()
+        if done.empty:
+            return done
+        measured = done[done["role"] != RETRAINED]
+        after = done[done["role"] == RETRAINED]
+        if not retrained or after.empty:
+            return measured
+        best = after.sort_values("accuracy", ascending=False).drop_duplicates("design_trial")
+        before = best["design_trial"].map(measured.set_index("trial")["accuracy"])
+        better = best[~(best["accuracy"] <= before)]  # NaN before: the design was infeasible
+        if better.empty:
+            return measured
+        return pd.concat([measured[~measured["trial"].isin(better["design_trial"])], better])
+
+    def retrained(self) -> pd.DataFrame:
+        """One row per completed retrained trial: its design (``design_trial``), how it was
+        retrained, the accuracy before and after, and ``recovered``: the share of the design's
+        accuracy drop against the exact multiplier that retraining won back (NaN where the
+        design lost nothing)."""
+        done = self.trials
+        columns = ["design", "design_trial", "trial", "epochs", "gradient", "learning_rate",
+                   "batch_size", "accuracy_exact", "accuracy_before", "accuracy_after",
+                   "recovered", "feasible", "retrain_seconds", "model"]
+        if done.empty or not (done["role"] == RETRAINED).any():
+            return pd.DataFrame(columns=columns)
+        done = done[done["state"] == "COMPLETE"]
+        rows = done[done["role"] == RETRAINED].rename(columns={"accuracy": "accuracy_after"})
+        exact = done.loc[done["role"] == BASELINE, "accuracy"]
+        rows["accuracy_exact"] = float(exact.iloc[0]) if not exact.empty else np.nan
+        lost = rows["accuracy_exact"] - rows["accuracy_before"]
+        gained = rows["accuracy_after"] - rows["accuracy_before"]
+        rows["recovered"] = (gained / lost).where(lost > 0)
+        rows = rows.reindex(columns=columns).reset_index(drop=True)
+        return rows.astype({"design_trial": int, "epochs": int, "batch_size": int})
+
+    def hypervolume(self, reference: dict[str, float] | None = None,
+                    retrained: bool = False) -> float:
+        """Hypervolume of the feasible front against the study's reference point (or another);
+        ``retrained``: of the front with each design at its best retrained accuracy."""
         reference = reference or self.reference_point
         if reference is None:
             return 0.0
-        done = self.feasible()
+        done = self.feasible(retrained)
         points = to_minimization(done[self.objectives].to_numpy(dtype=float), self.directions)
         ref = to_minimization(np.array([[reference[k] for k in self.objectives]]), self.directions)[0]
         return hypervolume(points, ref)
@@ -164,9 +218,11 @@ class Study:
         """Finished search trials (the budget counts these; the exact baseline is extra)."""
         return sum(1 for t in self.store.trials() if t.user_attrs.get("role") == SEARCH)
 
-    def pareto(self) -> pd.DataFrame:
-        """The non-dominated feasible trials, sorted by the first objective."""
-        done = self.feasible()
+    def pareto(self, retrained: bool = False) -> pd.DataFrame:
+        """The non-dominated feasible trials, sorted by the first objective; ``retrained``:
+        the front where each design takes its best retrained accuracy (retrained rows keep
+        their role and ``design_trial``)."""
+        done = self.feasible(retrained)
         if done.empty:
             return done
         mask = non_dominated(done[self.objectives].to_numpy(dtype=float), self.directions)

@@ -629,6 +629,23 @@ class ExecutorSettings(_Section):
     temp_dir: str | None = None  # Ray's session folder; default: inside the study folder
 
 
+class RetrainOption(_Section):
+    """Retrain the final front's members after the search ends (``python -m dse retrain``
+    does the same for any design later): ``epochs`` of fine-tuning through each design's
+    product table(s), gradients ``ste`` (straight-through: the exact product's) or ``table``
+    (finite differences of the table), Adam with a one-cycle schedule peaking at
+    ``learning_rate`` (float weight units), ``batch_size`` images per step. Every scale and
+    zero point of the int8 network is kept, so a retrained design keeps the hardware figures
+    the study measured. ``front: false`` keeps the section but retrains nothing at the end.
+    The defaults are ``evaluators.retraining.RetrainSettings``'s."""
+
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 3
+    gradient: Literal["ste", "table"] = "ste"  # evaluators.retraining.GRADIENTS
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    batch_size: Annotated[int, Field(ge=2, le=65536)] = 64
+    front: bool = True
+
+
 class StudySettings(_Section):
     """A whole study file."""
 
@@ -651,6 +668,7 @@ class StudySettings(_Section):
     constraints: list[str] = []
     reference_point: dict[str, float] | None = Field(default=None, validate_default=True)
     budget: Budget
+    retrain: RetrainOption | None = None  # absent: nothing is retrained after the search
 
     @field_validator("storage")
     @classmethod
@@ -741,18 +759,34 @@ class StudySettings(_Section):
         return Path(os.path.expanduser(self.output)) if self.output else Path("runs") / self.name
 
     def canonical(self) -> dict[str, Any]:
-        """Settings as plain data, defaults filled in; what is frozen into the study folder."""
-        return self.model_dump(mode="json")
+        """Settings as plain data, defaults filled in; what is frozen into the study folder.
+        An absent ``retrain`` section stays absent, so the settings of a study frozen before
+        that section existed keep their hash."""
+        data = self.model_dump(mode="json")
+        if data["retrain"] is None:
+            del data["retrain"]
+        return data
 
     def identity(self) -> dict[str, Any]:
         """What defines the study's results: every setting but where evaluations run."""
-        return {k: v for k, v in self.canonical().items() if k != "executor"}
+        return identity(self.canonical())
 
     def sha256(self) -> str:
         """Identity of the settings: equal for files that differ only in layout, comments or
         executor."""
-        text = json.dumps(self.identity(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return identity_sha256(self.canonical())
+
+
+def identity(canonical: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a canonical dump that define results (all but ``executor``)."""
+    return {k: v for k, v in canonical.items() if k != "executor"}
+
+
+def identity_sha256(canonical: dict[str, Any]) -> str:
+    """The hash of a canonical dump's identity: ``study.sha256`` holds the one of the dump
+    frozen into ``study.yaml``, which also verifies a file frozen by an older dse whose dump
+    lacked settings added since (their defaults are filled in on loading)."""
+    return hashlib.sha256(json.dumps(identity(canonical), sort_keys=True).encode()).hexdigest()
 
 
 def _tags(union: Any) -> set[str]:

@@ -168,6 +168,26 @@ def test_an_edited_or_broken_frozen_study_file_is_refused(tmp_path, mnist_dir, e
     assert "study.sha256: missing or unreadable" in one_error_line(capsys.readouterr().err)
 
 
+def test_a_study_frozen_before_later_settings_existed_still_opens(tmp_path, mnist_dir, env, capsys):
+    """A folder frozen by an older dse lacks settings added since (their defaults fill in on
+    loading): its own dump still verifies against its hash, and an edit is still refused."""
+    from dse.study_file import identity_sha256
+
+    folder = tmp_path / "mini"
+    run(study_data(folder, mnist_dir, budget={"trials": 2}))
+    frozen = folder / "study.yaml"
+    older = yaml.safe_load(frozen.read_text())
+    del older["evaluation"]["prefix_cache_mb"], older["dataset"]["train_size"]
+    frozen.write_text(yaml.safe_dump(older))
+    (folder / "study.sha256").write_text(identity_sha256(older) + "\n")
+    assert main(["status", str(folder), "--json"]) == 0
+    assert main(["resume", str(folder), "-q"]) == 0
+    capsys.readouterr()
+    frozen.write_text(yaml.safe_dump({**older, "seed": 99}))
+    assert main(["status", str(folder)]) == 2
+    assert "edited after the study started" in one_error_line(capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("url, expected", [
     ("sqlite:///{tmp}/no/such/folder/s.db", "does not exist"),
     ("mysql://dse@127.0.0.1:1/studies", "is not installed"),
