@@ -6,14 +6,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := yosys opensta dataset-fashion-mnist postgresql
+DEBIAN_PACKAGES := yosys opensta dataset-fashion-mnist postgresql chromium
 
 .PHONY: setup system-packages run test test-slow bench clean
 
 setup: system-packages $(VENV)/.installed
 
-# Yosys and OpenSTA (hardware flow), Fashion-MNIST (quickstart data) and PostgreSQL (the shared
-# trial store's tests) from Debian, when missing.
+# Yosys and OpenSTA (hardware flow), Fashion-MNIST (quickstart data), PostgreSQL (the shared
+# trial store's tests) and Chromium (the headless check of the analysis page) from Debian, when
+# missing.
 system-packages:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

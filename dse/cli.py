@@ -534,9 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--baselines", action="store_true",
                      help="also characterize the truncated and broken-array baselines and plot them")
     gen.set_defaults(func=cmd_generate)
+    from dse.analysis import add_parser as add_analyze
     from dse.retrain import add_parser as add_retrain
 
     add_retrain(sub)
+    add_analyze(sub)
     return parser
 
 

@@ -17,8 +17,14 @@ from evaluators.errors import ModelError
 from evaluators.layer_tables import LayerTables
 from evaluators.preprocess import Preprocessing
 from evaluators.qgraph import QGraph
-from evaluators.retraining import (ProductModel, RetrainSettings, TableNetwork, product_model,
-                                   quantized_model, retrain)
+from evaluators.retraining import (
+    ProductModel,
+    RetrainSettings,
+    TableNetwork,
+    product_model,
+    quantized_model,
+    retrain,
+)
 
 EXACT = ProductTable.exact(True)
 AGGRESSIVE = appaxo.table(0b010000011101001111100111111011111111)  # loses points on LeNet-5
