@@ -51,6 +51,7 @@ bench: setup
 	$(BIN)/python bench/bench_xpat.py
 	$(BIN)/python bench/bench_failfast.py
 	$(BIN)/python bench/bench_prefix_reuse.py --generations 6 --population 16
+	$(BIN)/python bench/bench_retrain.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
