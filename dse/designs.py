@@ -25,11 +25,15 @@ class DesignError(StudyFileError):
 
 
 def measured(study: Study) -> pd.DataFrame:
-    """The completed trials that measured a design (not the retrained ones)."""
+    """The completed trials that measured a design on the whole test set (not the retrained
+    ones, nor those screened on a subset, whose accuracy is not comparable)."""
     done = study.trials
     if done.empty:
         return done
-    return done[(done["state"] == "COMPLETE") & done["role"].isin(DESIGN_ROLES)]
+    done = done[(done["state"] == "COMPLETE") & done["role"].isin(DESIGN_ROLES)]
+    if "fidelity" in done:
+        done = done[done["fidelity"].fillna("full") != "screened"]
+    return done
 
 
 def find_design(study: Study, spec: str) -> pd.Series:

@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 import dse
 from dse.cli import main
+from dse.designs import DesignError, find_design, measured
 from dse.export import emgaxo_table, export
 from dse.loop import StudyRunner, build_evaluator, resume_study, run_study
 from dse.retrain import retrain_designs, retrain_option
@@ -265,3 +266,18 @@ def test_the_python_api_refuses_what_the_cli_refuses(finished):
         retrain_option(epochs=0)
     with pytest.raises(dse.StudyFileError, match="no completed trial"):
         retrain_designs(finished, ["424242"], option=retrain_option(1), log=quiet)
+
+
+def test_a_design_screened_on_a_subset_is_not_offered(data, tmp_path):
+    """A screened trial's accuracy is of a subset of the test images: neither a design to
+    retrain nor a before to compare with."""
+    folder = tmp_path / "screened"
+    settings = parse_settings({**data, "output": str(folder), "budget": {"trials": 8},
+                               "evaluation": {"screening": {"images": 100}}})
+    run_study(settings, log=quiet, progress=False)
+    study = load_study(folder)
+    screened = study.trials[study.trials["fidelity"] == "screened"]
+    assert not screened.empty, "the case needs a screened trial"
+    with pytest.raises(DesignError, match="no completed trial"):
+        find_design(study, screened["design"].iloc[0])
+    assert not measured(study)["fidelity"].eq("screened").any()
