@@ -1,5 +1,5 @@
 """Command line: ``python -m dse run|resume|status|compare|export|characterize|generate|sensitivity|
-retrain|analyze ...``.
+retrain|analyze|onnx ...``.
 
 Bad input (a malformed study file, missing data, a changed study) prints one line and exits
 with code 2; nothing already stored is touched.
@@ -535,10 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also characterize the truncated and broken-array baselines and plot them")
     gen.set_defaults(func=cmd_generate)
     from dse.analysis import add_parser as add_analyze
+    from dse.onnx_approx import add_parser as add_onnx_approx
     from dse.retrain import add_parser as add_retrain
 
     add_retrain(sub)
     add_analyze(sub)
+    onnx = sub.add_parser("onnx", help="approximate ONNX models: write them, run them in "
+                                       "onnxruntime with dse's custom ops")
+    onnx_sub = onnx.add_subparsers(dest="onnx_command", required=True)
+    add_onnx_approx(onnx_sub)
     return parser
 
 

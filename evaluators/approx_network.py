@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from accel.batch import PerTable
-from evaluators import approx_runner
+from evaluators import (
+    approx_onnx,  # noqa: F401  (registers the runner's Approx* ops)
+    approx_runner,
+)
 from evaluators.classification import logits_metrics
 from evaluators.layer_tables import Assignment, batch_of
 from evaluators.prefix_cache import PrefixCache

@@ -330,6 +330,7 @@ SURROGATES: dict[str, Callable] = {
     "AveragePool": lambda node, t, a, exact: _avg_pool(t[0], node),
 }
 SOFTMAX = {"Softmax", "QLinearSoftmax"}
+TRAINED_OPS = ("QLinearConv", "QGemm", "QLinearMatMul")  # the table ops with trainable weights
 
 
 class TableNetwork(nn.Module):
@@ -348,6 +349,9 @@ class TableNetwork(nn.Module):
         self.factors: dict[str, _Factors] = {}
         for node in self.nodes:
             if node.op in approx_runner.TABLE_OPS:
+                if node.op not in TRAINED_OPS:
+                    raise ModelError(f"retraining: node {node.name!r} ({node.op}) carries its own "
+                                     "multiplier; retrain the int8 model it was written from")
                 if node.inputs[3] not in self.layers:
                     self.layers[node.inputs[3]] = TableLayer(graph, node)
                 table = layer_table(tables, node.name)

@@ -1,0 +1,316 @@
+"""Approximate ONNX models: a QOperator int8 model whose chosen QLinearConv / QGemm /
+QLinearMatMul nodes multiply through an approximate multiplier, as a file that runs in dse's
+runner and in onnxruntime itself.
+
+Each chosen node becomes ``Approx<op>`` (``ApproxQLinearConv``, ``ApproxQGemm``,
+``ApproxQLinearMatMul``) in the custom domain ``ai.dse.approx``, with the node's inputs (missing
+optional ones written as ``""``) and attributes, and its multiplier: an AppAxO configuration as
+the integer attribute ``INIT_Value``, any other multiplier as its 256x256 int32 product table,
+an initializer read as one extra last input. Every node carries its own multiplier, so
+per-layer assignments (``LayerTables``) are written as they are. The op names carry the
+``Approx`` prefix because ``QGraph.from_onnx`` reads op types without their domain.
+
+EMGAxO mode writes what EMGAxO writes: ``ApproxQGemm`` nodes in domain ``test.customop``
+with ``INIT_Value``, for QGemm nodes and AppAxO configurations only; both forms are read back.
+
+The runner executes the custom nodes with their own table (it wins over the run's table);
+onnxruntime executes them through onnxruntime-extensions Python custom ops (``session``) that
+call the same runner code and ``accel.cpu`` kernels, so both give identical results.
+
+QDQ models are not rewritten: their multiplying nodes are float Conv/Gemm/MatMul between
+DequantizeLinear and QuantizeLinear, which onnxruntime fuses only when it loads the file; such a
+node is refused by name (quantize the model in QOperator format).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from accel.batch import TableBatch
+from circuits import appaxo
+from circuits.product_table import ProductTable
+from evaluators.approx_runner import OPS, Context, register_op
+from evaluators.errors import ModelError
+from evaluators.layer_tables import LayerTables, LayerTablesBatch
+from evaluators.qgraph import Node, QGraph
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+__all__ = ["DSE_DOMAIN", "EMGAXO_DOMAIN", "ApproxExportError", "Carried", "Multipliers",
+           "approximate_model", "for_onnxruntime", "session"]
+
+DSE_DOMAIN = "ai.dse.approx"
+EMGAXO_DOMAIN = "test.customop"
+CONFIG_ATTR = "INIT_Value"  # EMGAxO's attribute name for the AppAxO configuration
+ORT_ATTRS = "dse_attrs"  # the node's attributes as JSON, for onnxruntime-extensions (scalars only)
+PREFIX = "Approx"
+BASE_INPUTS = {"QLinearConv": 9, "QGemm": 9, "QLinearMatMul": 8}  # inputs before the table
+OPTIONAL_INPUTS = {"QLinearConv": {8: "bias"}, "QGemm": {2: "zp", 5: "zp", 6: "bias", 8: "zp"},
+                   "QLinearMatMul": {}}
+
+Carried = int | ProductTable
+"""A node's multiplier: an AppAxO configuration or a product table."""
+
+Multipliers = Carried | LayerTables | Mapping[str, Carried]
+"""One multiplier for every chosen node, a layer assignment, or node name -> multiplier."""
+
+
+class ApproxExportError(ModelError):
+    """A node the approximate export cannot rewrite, or a multiplier it cannot carry."""
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+def approximate_model(model: onnx.ModelProto, multipliers: Multipliers,
+                      nodes: list[str] | None = None, *, emgaxo: bool = False) -> onnx.ModelProto:
+    """The model with each chosen node (default: every table-multiplying node, or the ones a
+    mapping names; QGemm nodes only in EMGAxO mode) replaced by its approximate custom node.
+    Nodes are named as ``QGraph.from_onnx`` names them (an unnamed node is ``<op>_<index>``),
+    the names ``LayerTables`` are keyed by."""
+    chosen = _chosen(model, multipliers, nodes, emgaxo)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {t.name: t for t in out.graph.initializer}
+    domain = EMGAXO_DOMAIN if emgaxo else DSE_DOMAIN
+    for name, node in zip(_names(out), out.graph.node):
+        if name in chosen:
+            _rewrite(node, name, _multiplier_of(multipliers, name), inits, out.graph, domain)
+    if not any(o.domain == domain for o in out.opset_import):
+        out.opset_import.append(helper.make_opsetid(domain, 1))
+    return out
+
+
+def _names(model: onnx.ModelProto) -> list[str]:
+    """Each node's name as ``QGraph.from_onnx`` gives it."""
+    return [n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)]
+
+
+def _chosen(model: onnx.ModelProto, multipliers: Multipliers, nodes: list[str] | None,
+            emgaxo: bool) -> set[str]:
+    """The node names to rewrite, each checked to be a rewritable node of the model."""
+    allowed = {"QGemm"} if emgaxo else set(BASE_INPUTS)
+    by_name = dict(zip(_names(model), model.graph.node))
+    if isinstance(multipliers, Mapping):
+        nodes = list(multipliers) if nodes is None else nodes
+        if missing := [n for n in nodes if n not in multipliers]:
+            raise ApproxExportError(f"node {missing[0]!r} is chosen but given no multiplier")
+    if nodes is None:
+        nodes = [name for name, n in by_name.items() if n.op_type in allowed]
+        if not nodes:
+            float_ops = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+            hint = f"; node {float_ops[0].name!r} is a float {float_ops[0].op_type} (a QDQ or " \
+                   "float model: quantize it in QOperator format)" if float_ops else ""
+            raise ApproxExportError(f"the model has no {'/'.join(sorted(allowed))} node to "
+                                    f"make approximate{hint}")
+    for name in nodes:
+        if name not in by_name:
+            raise ApproxExportError(f"node {name!r} is not in the model")
+        if by_name[name].op_type not in allowed:
+            why = "EMGAxO mode replaces QGemm nodes only" if emgaxo else \
+                "only QOperator QLinearConv, QGemm and QLinearMatMul nodes multiply through a table"
+            raise ApproxExportError(
+                f"node {name!r} ({by_name[name].op_type}) cannot be rewritten: {why}")
+    return set(nodes)
+
+
+def _multiplier_of(multipliers: Multipliers, name: str) -> Carried:
+    if isinstance(multipliers, LayerTables):
+        return multipliers.table(name)
+    if isinstance(multipliers, Mapping):
+        return multipliers[name]
+    return multipliers
+
+
+def _rewrite(node: onnx.NodeProto, name: str, multiplier: Carried,
+             inits: dict[str, onnx.TensorProto], graph: onnx.GraphProto, domain: str) -> None:
+    """Turn ``node`` into its approximate custom node in place."""
+    base, inputs = node.op_type, list(node.input)
+    weight = inits.get(inputs[3])
+    if weight is None:
+        raise ApproxExportError(f"node {name!r} ({base}): its weight {inputs[3]!r} is not "
+                                "an initializer")
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if base == "QGemm" and (len(inputs) < 8 or not inputs[7] or attrs.get("transA", 0)):
+        raise ApproxExportError(f"node {name!r} (QGemm): float output and transA are not "
+                                "supported")
+    signed = weight.data_type == onnx.TensorProto.INT8
+    if domain == EMGAXO_DOMAIN and not isinstance(multiplier, int):
+        raise ApproxExportError(f"node {name!r}: EMGAxO mode carries AppAxO configurations "
+                                "only (INIT_Value), not a product table")
+    if isinstance(multiplier, int):
+        if not signed:
+            raise ApproxExportError(f"node {name!r} ({base}) has uint8 weights; AppAxO "
+                                    "multipliers are signed (int8 operands)")
+        node.attribute.append(helper.make_attribute(CONFIG_ATTR, appaxo.check_config(multiplier)))
+    else:
+        if multiplier.signed != signed:
+            raise ApproxExportError(
+                f"node {name!r} ({base}) has {'int8' if signed else 'uint8'} weights but the "
+                f"product table is {'signed' if multiplier.signed else 'unsigned'}")
+        inputs += [""] * (BASE_INPUTS[base] - len(inputs))
+        table_name = f"dse_product_table_{multiplier.sha256[:16]}"
+        if table_name not in inits:
+            inits[table_name] = numpy_helper.from_array(multiplier.values, table_name)
+            graph.initializer.append(inits[table_name])
+        del node.input[:]
+        node.input.extend([*inputs, table_name])
+    node.op_type, node.domain = PREFIX + base, domain
+
+
+# --- the runner ------------------------------------------------------------------------------
+
+class _OwnTableContext(Context):
+    """A run's context in which one node multiplies with the table it carries."""
+
+    def __init__(self, ctx: Context, table: ProductTable | TableBatch):
+        super().__init__(ctx.graph, ctx.tables, ctx.kernels, ctx.capture)
+        self.captured, self.table = ctx.captured, table
+
+    def table_for(self, node: Node) -> ProductTable | TableBatch:
+        return self.table
+
+
+@functools.lru_cache(maxsize=64)
+def _appaxo_table(config: int) -> ProductTable:
+    return appaxo.table(config)
+
+
+def _own_table(node: Node, base: str, args: list) -> ProductTable:
+    """The multiplier a custom node carries (its INIT_Value or its last input)."""
+    config = node.attr(CONFIG_ATTR)
+    if config is not None:
+        return _appaxo_table(int(config))
+    if len(args) <= BASE_INPUTS[base] or args[BASE_INPUTS[base]] is None:
+        raise ModelError(f"node {node.name!r} ({node.op}) carries no multiplier: neither the "
+                         f"{CONFIG_ATTR} attribute nor a product table input")
+    return ProductTable(args[BASE_INPUTS[base]], signed=args[3].dtype == np.int8)
+
+
+def _runner_op(base: str) -> Callable[[Node, list, Context], list[np.ndarray]]:
+    """The runner's implementation of ``Approx<base>``: the plain op with the node's own table
+    (repeated for every assignment in batched mode)."""
+
+    def op(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+        table = _own_table(node, base, args)
+        if isinstance(ctx.tables, (TableBatch, LayerTablesBatch)):
+            table = TableBatch((table,) * len(ctx.tables))
+        n = BASE_INPUTS[base]
+        attrs = {k: v for k, v in node.attrs.items() if k != CONFIG_ATTR}
+        plain = Node(base, node.name, node.inputs[:n], node.outputs, attrs)
+        return OPS[base](plain, list(args[:n]), _OwnTableContext(ctx, table))
+
+    return op
+
+
+for _base in BASE_INPUTS:
+    register_op(PREFIX + _base, _runner_op(_base), multiplies=True)
+
+
+# --- onnxruntime ------------------------------------------------------------------------------
+
+def session(model: str | Path | onnx.ModelProto,
+            options: onnxruntime.SessionOptions | None = None) -> onnxruntime.InferenceSession:
+    """An ``onnxruntime.InferenceSession`` (CPU) for an approximate model, dse's or EMGAxO's,
+    with the custom ops registered (onnxruntime-extensions Python ops in ``ai.dse.approx``)."""
+    import onnxruntime as ort
+    from onnxruntime_extensions import get_library_path
+
+    _register_ort_ops()
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    options = options or ort.SessionOptions()
+    options.register_custom_ops_library(get_library_path())
+    return ort.InferenceSession(for_onnxruntime(proto).SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model as the Python custom ops take it: every custom node in ``ai.dse.approx`` with a
+    table input (AppAxO tables computed from INIT_Value), no missing inputs (zero zero points,
+    an empty bias) and its attributes as one JSON string (the ops take scalar attributes only)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {t.name: t for t in out.graph.initializer}
+    for node in out.graph.node:
+        if node.domain in (DSE_DOMAIN, EMGAXO_DOMAIN) and node.op_type.startswith(PREFIX):
+            _prepare_for_ort(node, inits, out.graph)
+    if not any(o.domain == DSE_DOMAIN for o in out.opset_import):
+        out.opset_import.append(helper.make_opsetid(DSE_DOMAIN, 1))
+    return out
+
+
+def _prepare_for_ort(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
+                     graph: onnx.GraphProto) -> None:
+    base = node.op_type.removeprefix(PREFIX)
+    if base not in BASE_INPUTS:
+        raise ModelError(f"node {node.name!r}: unknown approximate op {node.op_type!r}; expected "
+                         f"one of {', '.join(PREFIX + b for b in BASE_INPUTS)}")
+    weight = inits.get(node.input[3])
+    if weight is None or weight.data_type != onnx.TensorProto.INT8:
+        raise ModelError(f"node {node.name!r} ({node.op_type}): the onnxruntime custom ops take "
+                         "int8 operands (S8S8 models) with constant weights only")
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    config = attrs.pop(CONFIG_ATTR, None)
+    n = BASE_INPUTS[base]
+    inputs = list(node.input) + [""] * (n + 1 - len(node.input))
+    if config is not None:
+        inputs[n] = _initializer(inits, graph, f"dse_appaxo_{int(config)}",
+                                 lambda: appaxo.product_table(int(config)))
+    for i, kind in OPTIONAL_INPUTS[base].items():
+        if not inputs[i]:
+            inputs[i] = _initializer(inits, graph, f"dse_empty_{kind}", lambda kind=kind: (
+                np.zeros((0,), np.int32) if kind == "bias" else np.zeros((), np.int8)))
+    del node.input[:], node.attribute[:]
+    node.input.extend(inputs)
+    attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+    node.attribute.append(helper.make_attribute(ORT_ATTRS, json.dumps(attrs)))
+    node.domain = DSE_DOMAIN
+
+
+def _initializer(inits: dict[str, onnx.TensorProto], graph: onnx.GraphProto, name: str,
+                 values: Callable[[], np.ndarray]) -> str:
+    if name not in inits:
+        inits[name] = numpy_helper.from_array(np.asarray(values()), name)
+        graph.initializer.append(inits[name])
+    return name
+
+
+@functools.cache
+def _register_ort_ops() -> None:
+    """Register the three Python custom ops with onnxruntime-extensions (once per process)."""
+    from onnxruntime_extensions import PyCustomOpDef, onnx_op
+
+    i8, f32, i32 = PyCustomOpDef.dt_int8, PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32
+    types = {"QLinearConv": [i8, f32, i8, i8, f32, i8, f32, i8, i32, i32],
+             "QGemm": [i8, f32, i8, i8, f32, i8, i32, f32, i8, i32],
+             "QLinearMatMul": [i8, f32, i8, i8, f32, i8, f32, i8, i32]}
+    for base, inputs in types.items():
+        onnx_op(op_type=f"{DSE_DOMAIN}::{PREFIX}{base}", inputs=inputs, outputs=[i8],
+                attrs={ORT_ATTRS: PyCustomOpDef.dt_string})(_ort_compute(base))
+
+
+def _ort_compute(base: str) -> Callable[..., np.ndarray]:
+    """The body of one Python custom op: the node alone as a graph, run by dse's runner with
+    the ``accel.cpu`` kernels and the table it was given."""
+
+    def compute(*inputs: np.ndarray, **attrs: str) -> np.ndarray:
+        from accel import cpu
+        from evaluators.approx_runner import run
+
+        *operands, table = inputs
+        names = tuple(f"in{i}" if v.size else "" for i, v in enumerate(operands))
+        node = Node(base, PREFIX + base, names, ("y",), json.loads(attrs[ORT_ATTRS]))
+        consts = {name: v for name, v in zip(names[1:], operands[1:]) if name}
+        graph = QGraph((node,), consts, ("in0",), ("y",))
+        return run(graph, {"in0": operands[0]}, ProductTable(table, signed=True), cpu)["y"]
+
+    compute.__name__ = f"dse_{PREFIX}{base}"
+    return compute
