@@ -536,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
     from dse.analysis import add_parser as add_analyze
     from dse.onnx_approx import add_parser as add_onnx_approx
+    from dse.onnx_sweep import add_parser as add_onnx_sweep
     from dse.retrain import add_parser as add_retrain
 
     add_retrain(sub)
@@ -544,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "onnxruntime with dse's custom ops")
     onnx_sub = onnx.add_subparsers(dest="onnx_command", required=True)
     add_onnx_approx(onnx_sub)
+    add_onnx_sweep(onnx_sub)
     return parser
 
 
