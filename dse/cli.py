@@ -536,16 +536,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
     from dse.analysis import add_parser as add_analyze
     from dse.onnx_approx import add_parser as add_onnx_approx
+    from dse.onnx_integer import add_parser as add_onnx_integer
     from dse.onnx_sweep import add_parser as add_onnx_sweep
     from dse.retrain import add_parser as add_retrain
 
     add_retrain(sub)
     add_analyze(sub)
-    onnx = sub.add_parser("onnx", help="approximate ONNX models: write them, run them in "
-                                       "onnxruntime with dse's custom ops")
+    onnx = sub.add_parser("onnx", help="approximate ONNX models (written, swept, scored, run in "
+                                       "onnxruntime with dse's custom ops) and integer-only graphs")
     onnx_sub = onnx.add_subparsers(dest="onnx_command", required=True)
     add_onnx_approx(onnx_sub)
     add_onnx_sweep(onnx_sub)
+    add_onnx_integer(onnx_sub)
     return parser
 
 
