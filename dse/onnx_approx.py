@@ -38,9 +38,9 @@ def add_parser(onnx_sub: argparse._SubParsersAction) -> None:
 
 def cmd_approx(args: argparse.Namespace) -> int:
     from evaluators.approx_onnx import DSE_DOMAIN, EMGAXO_DOMAIN, approximate_model
-    from evaluators.model_import import _load
+    from evaluators.model_import import load_model
 
-    model = _load(Path(args.model))
+    model = load_model(Path(args.model))
     multiplier = read_multiplier(args.multiplier, args.signedness == "signed")
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
     approx = approximate_model(model, multiplier, nodes, emgaxo=args.emgaxo)

@@ -12,8 +12,6 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from evaluators.errors import ModelError
-
 DEFAULT_STEPS = ("add_rescaling,embed_act,prune_qdq,fold_op_scales,split_bias_add,integer_ops,"
                  "scale_out")
 
@@ -37,15 +35,6 @@ def add_parser(onnx_sub: argparse._SubParsersAction) -> None:
     integer.set_defaults(func=cmd_integer)
 
 
-def _load(path: Path) -> onnx.ModelProto:
-    if not path.is_file():
-        raise ModelError(f"{path}: no such ONNX file")
-    try:
-        return onnx.load(str(path))
-    except Exception as err:  # protobuf raises its own DecodeError types
-        raise ModelError(f"{path}: not a readable ONNX model ({err})") from None
-
-
 def _predictions(model: onnx.ModelProto, images: np.ndarray, preprocessing) -> np.ndarray:
     import onnxruntime as ort
 
@@ -59,8 +48,9 @@ def cmd_integer(args: argparse.Namespace) -> int:
     """Run the steps; print, after each, how many predictions differ from the quantized
     model's, and at the end whether the graph is integer-only."""
     from evaluators.integer_graph import integer_only, parse_steps, run_steps
+    from evaluators.model_import import load_model
 
-    model = _load(Path(args.model))
+    model = load_model(Path(args.model))
     steps = parse_steps(args.steps)
     check = None
     if args.dataset:

@@ -68,11 +68,11 @@ def configurations(free: str, fixed: str, count: int | None, seed: int) -> list[
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from evaluators.model_import import _load
+    from evaluators.model_import import load_model
     from evaluators.onnx_sweep import sweep
 
     configs = configurations(args.free, args.fixed, args.count, args.seed)
-    model = _load(Path(args.model))
+    model = load_model(Path(args.model))
     with tqdm(total=len(configs), unit="model", disable=args.quiet, desc="sweep") as bar:
         written = sweep(model, configs, Path(args.output), Path(args.model).stem,
                         emgaxo=args.emgaxo, progress=lambda n: bar.update(1))

@@ -54,7 +54,7 @@ def inspect_model(path: Path) -> ModelInfo:
     """Read and check a user's ONNX classifier: one float32 input (batch, ...), one output
     (batch, classes), and its format; ``ModelError`` (one line) when it cannot be used."""
     path = Path(path)
-    model = _load(path)
+    model = load_model(path)
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
@@ -122,7 +122,7 @@ def import_model(path: Path, folder: Path, calibration: np.ndarray,
     return info
 
 
-def _load(path: Path) -> onnx.ModelProto:
+def load_model(path: Path) -> onnx.ModelProto:
     """The model proto, its external data checked for, and onnx's checker passed."""
     if not path.is_file():
         raise ModelError(f"{path}: no such ONNX model file")
