@@ -88,8 +88,9 @@ def design_tables(study: Study, row: pd.Series):
 
 def _circuit_table(study: Study, row: pd.Series, table_type):
     """A generated circuit's table: cached by hash, else in ``pareto/``, else simulated."""
-    from circuits.characterize import FlowSettings, characterize, stored_table
+    from circuits.characterize import characterize, stored_table
     from circuits.multiplier import Multiplier
+    from dse.loop import flow_settings
 
     signed, sha = bool(row["signed"]), str(row["table_sha256"])
     try:
@@ -101,12 +102,8 @@ def _circuit_table(study: Study, row: pd.Series, table_type):
         table = table_type(np.load(path), signed)
         if table.sha256 == sha:
             return table
-    hardware = study.settings.hardware
-    flow = FlowSettings(liberty=hardware.liberty, clock_period_ns=hardware.clock_period_ns,
-                        vectors=hardware.vectors, seed=study.settings.seed,
-                        timeout_s=hardware.timeout_s)
     table = characterize(Multiplier(row["design"], row["verilog"], row["design"], signed),
-                         flow).table
+                         flow_settings(study.settings)).table
     if table.sha256 != sha:
         raise DesignError(f"design {row['design']}: its Verilog simulates to a table other than "
                           "the one the study measured")
@@ -130,8 +127,9 @@ class StudyData:
 
 def study_data(study: Study, log=print) -> StudyData:
     """Load the study's data exactly as ``build_evaluator`` did (same sizes, preprocessing)."""
+    from dse.loop import model_preprocessing
     from evaluators.datasets import load_split
-    from evaluators.preprocess import Preprocessing, default_preprocessing
+    from evaluators.preprocess import default_preprocessing
 
     settings = study.settings
     folder = study.folder / "network"
@@ -139,13 +137,11 @@ def study_data(study: Study, log=print) -> StudyData:
     if not int8.is_file():
         raise DesignError(f"{int8}: the study's int8 network is missing; "
                           f"`python -m dse resume {study.folder}` writes it again")
-    d, m = settings.dataset, settings.model
+    d = settings.dataset
     log(f"loading the {d.source} training and test data")
     train = load_split(d.source, "train", d.location, download=d.download).head(d.train_size)
     test = load_split(d.source, "test", d.location, download=d.download)
-    preprocessing = default_preprocessing(d.source) if m.preprocessing is None else Preprocessing(
-        scale=m.preprocessing.scale, mean=tuple(m.preprocessing.mean),
-        std=tuple(m.preprocessing.std), layout=m.preprocessing.layout)
+    preprocessing = model_preprocessing(settings) or default_preprocessing(d.source)
     images, labels = test.images, test.labels
     if d.test_size is not None:
         images, labels = images[:d.test_size], labels[:d.test_size]

@@ -110,16 +110,33 @@ def make_space(settings: StudySettings, evaluator=None) -> Space:
     return AppAxOSubspace(space.free, space.fixed)
 
 
+def model_preprocessing(settings: StudySettings):
+    """The study file's ``model.preprocessing`` as an ``evaluators.preprocess.Preprocessing``,
+    or None for the dataset's default."""
+    from evaluators.preprocess import Preprocessing
+
+    p = settings.model.preprocessing
+    return None if p is None else Preprocessing(scale=p.scale, mean=tuple(p.mean),
+                                                std=tuple(p.std), layout=p.layout)
+
+
+def flow_settings(settings: StudySettings):
+    """The study file's ``hardware`` section as the ASIC flow's ``FlowSettings``."""
+    from circuits.characterize import FlowSettings
+
+    h = settings.hardware
+    return FlowSettings(liberty=h.liberty, clock_period_ns=h.clock_period_ns, vectors=h.vectors,
+                        seed=settings.seed, timeout_s=h.timeout_s)
+
+
 def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = None,
                     folder: Path | None = None):
     """The candidate evaluator described by the study settings: AppAxO configurations,
     generator runs for an ``xpat`` space, or layer-wise assignments (their library and
     sensitivity are read back from the study ``folder`` when it holds them). ``progress``: the
     training bar (None: on a terminal)."""
-    from circuits.characterize import FlowSettings
     from evaluators.candidate import AppAxOEvaluator, build_evaluator
     from evaluators.network import TrainingSettings
-    from evaluators.preprocess import Preprocessing
     from evaluators.screening import Screening
 
     m, d = settings.model, settings.dataset
@@ -129,18 +146,13 @@ def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = N
         calibration_size=settings.quantization.calibration_size,
         checkpoint=m.checkpoint, onnx=m.onnx,
     )
-    preprocessing = None if m.preprocessing is None else Preprocessing(
-        scale=m.preprocessing.scale, mean=tuple(m.preprocessing.mean),
-        std=tuple(m.preprocessing.std), layout=m.preprocessing.layout)
+    preprocessing = model_preprocessing(settings)
     asic = None
     xpat = settings.space.type == "xpat"
     layerwise = settings.space.type == "layerwise"
     # generators synthesize, and a layer-wise study costs its members: both always run the flow
     if settings.needs_asic or xpat or layerwise:
-        h = settings.hardware
-        flow = FlowSettings(liberty=h.liberty, clock_period_ns=h.clock_period_ns,
-                            vectors=h.vectors, seed=settings.seed, timeout_s=h.timeout_s)
-        asic = (flow, h.power)
+        asic = (flow_settings(settings), settings.hardware.power)
     common = dict(dataset=d.source, dataset_path=d.location, download=d.download,
                   train_size=d.train_size, test_size=d.test_size, training=training,
                   preprocessing=preprocessing, reuse_network=m.reuse_checkpoint,

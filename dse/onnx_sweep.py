@@ -88,6 +88,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     folder, results = Path(args.folder), Path(args.output)
     if not folder.is_dir():
         raise StudyFileError(f"{folder}: not a folder of approximate models")
+    if args.images is not None and args.images < 1:
+        raise StudyFileError(f"--images {args.images}: expected at least 1")
     test = load_split(args.dataset, "test", args.path)
     images, labels = test.images[: args.images], test.labels[: args.images]
     inputs = default_preprocessing(args.dataset).apply(images)

@@ -14,6 +14,7 @@ from accel.batch import PerTable
 from evaluators import (
     approx_onnx,  # noqa: F401  (registers the runner's Approx* ops)
     approx_runner,
+    integer_graph,  # noqa: F401  (registers ConvInteger, MatMulInteger and the integer ops)
 )
 from evaluators.classification import logits_metrics
 from evaluators.layer_tables import Assignment, batch_of

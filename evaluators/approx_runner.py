@@ -26,8 +26,8 @@ from evaluators.qgraph import Node, QGraph, UnsupportedOpError
 from evaluators.qops import dequantize, quantize
 
 __all__ = ["OPS", "TABLE_OPS", "Context", "UnsupportedOpError", "check_layers", "check_supported",
-           "dequantize", "quantize", "register_op", "require_layers", "run", "run_each", "table_free",
-           "table_layers"]
+           "dequantize", "qgemm_arguments", "qlinear_matmul_arguments", "quantize", "register_op",
+           "require_layers", "run", "run_each", "table_free", "table_layers"]
 
 
 def _zero_point(graph: QGraph, node: Node, index: int, like: np.ndarray) -> np.ndarray:
@@ -90,12 +90,42 @@ def _qlinear_conv(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
     return [ctx.kernels.qlinear_conv(x, w, ctx.table_for(node), **qconv)]
 
 
-def _gemm(node: Node, ctx: Context, a, a_zp, b, b_zp, bias, multiplier, y_zp) -> np.ndarray:
+def _gemm_operands(node: Node, ctx: Context, a, a_zp, b, b_zp, bias, multiplier, y_zp) -> tuple:
     ctx.check_operands(node, a, b)
-    lead = a.shape[:-1]
-    a = a.reshape(-1, a.shape[-1])
     gemm = dict(a_zero_point=int(qops.scalar(a_zp, "activation zero point", node)),
                 b_zero_point=b_zp.astype(np.int64))
+    return a, b, gemm, bias, multiplier, y_zp
+
+
+def qgemm_arguments(node: Node, args: list, ctx: Context) -> tuple:
+    """(a (..., K), b (K, O), keyword arguments of the kernels' gemm accumulators, bias,
+    multiplier, output zero point) of a QGemm node."""
+    g = ctx.graph
+    a, a_scale, _, b, b_scale, _, c = args[:7]
+    if len(node.inputs) < 8 or not node.inputs[7]:
+        raise UnsupportedOpError(f"node {node.name!r} (QGemm): float output is not supported")
+    if node.attr("transA", 0):
+        raise UnsupportedOpError(f"node {node.name!r} (QGemm): transA is not supported")
+    b = b.T if node.attr("transB", 0) else b
+    mult = output_multiplier(a_scale, b_scale, args[7], float(node.attr("alpha", 1.0)))
+    return _gemm_operands(node, ctx, a, _zero_point(g, node, 2, a), b, _zero_point(g, node, 5, b),
+                          c, mult, _zero_point(g, node, 8, a))
+
+
+def qlinear_matmul_arguments(node: Node, args: list, ctx: Context) -> tuple:
+    """What ``qgemm_arguments`` gives, for a QLinearMatMul node (no bias)."""
+    g = ctx.graph
+    a, a_scale, _, b, b_scale, _, y_scale, _ = args
+    if b.ndim != 2:
+        raise UnsupportedOpError(f"node {node.name!r} (QLinearMatMul): the weight must be 2-D")
+    mult = output_multiplier(a_scale, b_scale, y_scale)
+    return _gemm_operands(node, ctx, a, _zero_point(g, node, 2, a), b, _zero_point(g, node, 5, b),
+                          None, mult, _zero_point(g, node, 7, a))
+
+
+def _gemm(node: Node, ctx: Context, a, b, gemm: dict, bias, multiplier, y_zp) -> np.ndarray:
+    lead = a.shape[:-1]
+    a = a.reshape(-1, a.shape[-1])
     if node.outputs[0] in ctx.capture:
         acc = ctx.kernels.gemm_accumulate(a, b, ctx.table_for(node), **gemm)
         ctx.captured[node.outputs[0] + ":acc"] = acc if bias is None else acc + bias.reshape(1, -1)
@@ -105,26 +135,11 @@ def _gemm(node: Node, ctx: Context, a, a_zp, b, b_zp, bias, multiplier, y_zp) ->
 
 
 def _qgemm(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
-    g = ctx.graph
-    a, a_scale, _, b, b_scale, _, c = args[:7]
-    if len(node.inputs) < 8 or not node.inputs[7]:
-        raise UnsupportedOpError(f"node {node.name!r} (QGemm): float output is not supported")
-    if node.attr("transA", 0):
-        raise UnsupportedOpError(f"node {node.name!r} (QGemm): transA is not supported")
-    b = b.T if node.attr("transB", 0) else b
-    mult = output_multiplier(a_scale, b_scale, args[7], float(node.attr("alpha", 1.0)))
-    return [_gemm(node, ctx, a, _zero_point(g, node, 2, a), b, _zero_point(g, node, 5, b), c,
-                  mult, _zero_point(g, node, 8, a))]
+    return [_gemm(node, ctx, *qgemm_arguments(node, args, ctx))]
 
 
 def _qlinear_matmul(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
-    g = ctx.graph
-    a, a_scale, _, b, b_scale, _, y_scale, _ = args
-    if b.ndim != 2:
-        raise UnsupportedOpError(f"node {node.name!r} (QLinearMatMul): the weight must be 2-D")
-    mult = output_multiplier(a_scale, b_scale, y_scale)
-    return [_gemm(node, ctx, a, _zero_point(g, node, 2, a), b, _zero_point(g, node, 5, b), None,
-                  mult, _zero_point(g, node, 7, a))]
+    return [_gemm(node, ctx, *qlinear_matmul_arguments(node, args, ctx))]
 
 
 def _flatten(x: np.ndarray, node: Node) -> np.ndarray:

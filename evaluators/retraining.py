@@ -350,8 +350,9 @@ class TableNetwork(nn.Module):
         for node in self.nodes:
             if node.op in approx_runner.TABLE_OPS:
                 if node.op not in TRAINED_OPS:
-                    raise ModelError(f"retraining: node {node.name!r} ({node.op}) carries its own "
-                                     "multiplier; retrain the int8 model it was written from")
+                    raise ModelError(f"retraining: node {node.name!r} ({node.op}) has no trainable "
+                                     f"int8 weights here; retraining takes {', '.join(TRAINED_OPS)} "
+                                     "(the QOperator model a study scores)")
                 if node.inputs[3] not in self.layers:
                     self.layers[node.inputs[3]] = TableLayer(graph, node)
                 table = layer_table(tables, node.name)
@@ -414,7 +415,9 @@ class TableNetwork(nn.Module):
             surrogate = _conv_surrogate(x_t, w_t, factors, conv)
             bias, multiplier, y_zero = conv["bias"], conv["multiplier"], conv["y_zero_point"]
         else:
-            a, b, gemm, bias, multiplier, y_zero = _gemm_arguments(node, args, ctx)
+            arguments = approx_runner.qgemm_arguments if node.op == "QGemm" else \
+                approx_runner.qlinear_matmul_arguments
+            a, b, gemm, bias, multiplier, y_zero = arguments(node, args, ctx)
             shape_out = (*a.shape[:-1], b.shape[1])
             acc = ctx.kernels.gemm_accumulate(a.reshape(-1, a.shape[-1]), b, ctx.table_for(node),
                                               **gemm)
@@ -434,27 +437,6 @@ class TableNetwork(nn.Module):
         if node.op != "QLinearConv":
             y, codes = y.reshape(shape_out), codes.reshape(shape_out)
         return _exact(y, codes), codes
-
-
-def _gemm_arguments(node: Node, args: list, ctx) -> tuple:
-    """(a, b (K, O), zero points, bias, multiplier, y zero point) of QGemm / QLinearMatMul."""
-    from accel.requant import output_multiplier
-
-    g = ctx.graph
-    if node.op == "QGemm":
-        a, a_scale, _, b, b_scale, _, bias = args[:7]
-        b = b.T if node.attr("transB", 0) else b
-        multiplier = output_multiplier(a_scale, b_scale, args[7], float(node.attr("alpha", 1.0)))
-        y_zero = approx_runner._zero_point(g, node, 8, a)
-    else:
-        a, a_scale, _, b, b_scale, _, y_scale, _ = args
-        bias = None
-        multiplier = output_multiplier(a_scale, b_scale, y_scale)
-        y_zero = approx_runner._zero_point(g, node, 7, a)
-    ctx.check_operands(node, a, b)
-    gemm = dict(a_zero_point=int(np.asarray(approx_runner._zero_point(g, node, 2, a))),
-                b_zero_point=approx_runner._zero_point(g, node, 5, b).astype(np.int64))
-    return a, b, gemm, bias, multiplier, y_zero
 
 
 def _conv_surrogate(x: torch.Tensor, w: torch.Tensor, factors: _Factors, conv: dict) -> torch.Tensor:
