@@ -16,7 +16,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from dse.study_file import StudyFileError
+from dse.study_file import DATASET_NAMES, StudyFileError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -468,8 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     zex = zoo.add_parser("export", help="train (or reuse) a registry network on a dataset and "
                          "write its ONNX file")
     zex.add_argument("arch", help="registry architecture (python -m dse zoo list)")
-    zex.add_argument("--dataset", default="mnist",
-                     choices=["mnist", "fashion_mnist", "cifar10", "cifar100"])
+    zex.add_argument("--dataset", default="mnist", choices=DATASET_NAMES)
     zex.add_argument("--path", help="folder holding the dataset's files")
     zex.add_argument("--npz", help="your own data instead: x_train, y_train, x_test, y_test")
     zex.add_argument("--checkpoint", help="PyTorch state dict: use these weights, do not train")

@@ -73,7 +73,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "jets")
 
 
 def _existing(value: str, what: str, want_dir: bool) -> str:

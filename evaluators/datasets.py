@@ -1,21 +1,24 @@
 """Datasets behind one facade, ``load_split``: each split found or downloaded, verified, read.
 
 The formats: MNIST and Fashion-MNIST as the standard IDX gz files (read here), CIFAR-10 and
-CIFAR-100 as the official python tarballs or their extracted folders (``evaluators.cifar``), and
-a user's own ``npz`` file (``evaluators.npz_data``). Every split comes out as a ``Split``: uint8
-NHWC images (or float32 feature vectors), int64 labels, a class count and an md5 identifying
-the data.
+CIFAR-100 as the official python tarballs or their extracted folders (``evaluators.cifar``),
+the hls4ml LHC jets (``jets``, OpenML 42468) as OpenML's ARFF file (read here, split and
+standardized as the hls4ml tutorial does), and a user's own ``npz`` file
+(``evaluators.npz_data``). Every split comes out as a ``Split``: uint8 NHWC images (or float32
+feature vectors), int64 labels, a class count and an md5 identifying the data.
 
 An IDX file is only used when its checksum matches the published one: either the md5 of the .gz
 as published, or the md5 of its decompressed content (Debian recompresses the .gz files, so only
-the latter matches there); a CIFAR tarball or batch file only when its md5 is the published one.
+the latter matches there); a CIFAR tarball or batch file only when its md5 is the published one;
+a downloaded OpenML file only when its md5 is the one OpenML's data description lists (a file
+found in a folder is checked by its ARFF header and instance count).
 Search order for a split of a registered dataset, first folder holding its files wins:
 
 1. the ``path`` argument (an explicit path is a promise: no fall-through when the files are absent),
 2. ``$DSE_DATA_DIR/<dataset>``, then ``$DSE_DATA_DIR`` itself,
 3. the user cache ``cache_dir()/datasets/<dataset>``,
 4. system folders (Debian's ``dataset-fashion-mnist`` package for Fashion-MNIST),
-5. a download from public mirrors into the user cache.
+5. a download from public mirrors (for ``jets``, OpenML's API) into the user cache.
 
 An ``npz`` file is never searched for: ``path`` names it.
 """
@@ -24,8 +27,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import math
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -35,7 +40,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import lru_cache, partial
 from http.client import HTTPException, HTTPResponse
 from pathlib import Path
 from typing import BinaryIO
@@ -112,6 +117,35 @@ class NpzData:
         default_factory=lambda: dict(npz_data.KEYS))
 
 
+@dataclass(frozen=True)
+class OpenMLDataset:
+    """A tabular classification dataset published on OpenML as one dense ARFF file (numeric
+    features, one nominal target), split and standardized here as its reference code does:
+    sklearn's ``train_test_split(test_size, random_state=split_seed)``, then a
+    ``StandardScaler`` fitted on the training part and applied to both."""
+
+    name: str
+    title: str
+    data_id: int
+    file: str
+    """The file's name in a data folder (``<file>.gz`` is read too)."""
+    features: tuple[str, ...]
+    """The numeric attributes, in file order."""
+    labels: tuple[str, ...]
+    """The target's values in class-index order (sorted, as sklearn's LabelEncoder orders them)."""
+    rows: int | None
+    """Instances in the published file (None: any number)."""
+    test_size: float = 0.2
+    split_seed: int = 42
+    mirrors: tuple[str, ...] = ("https://api.openml.org/",)
+    """OpenML servers: ``<mirror>api/v1/json/data/<data_id>`` names the file and its md5."""
+    splits: tuple[str, ...] = ("train", "test")
+
+    @property
+    def classes(self) -> int:
+        return len(self.labels)
+
+
 @dataclass(frozen=True, eq=False)
 class Split:
     """One loaded split.
@@ -138,7 +172,17 @@ class Split:
                        md5=digest.hexdigest())
 
 
-Registered = IdxDataset | CifarDataset | NpzData
+Registered = IdxDataset | CifarDataset | OpenMLDataset | NpzData
+Searched = IdxDataset | CifarDataset | OpenMLDataset
+"""The datasets found in folders or downloaded (an npz file is named, never searched for)."""
+
+JET_FEATURES = (
+    "zlogz", "c1_b0_mmdt", "c1_b1_mmdt", "c1_b2_mmdt", "c2_b1_mmdt", "c2_b2_mmdt", "d2_b1_mmdt",
+    "d2_b2_mmdt", "d2_a1_b1_mmdt", "d2_a1_b2_mmdt", "m2_b1_mmdt", "m2_b2_mmdt", "n2_b1_mmdt",
+    "n2_b2_mmdt", "mass_mmdt", "multiplicity",
+)
+"""The 16 high-level features of a jet in OpenML's hls4ml_lhc_jets_hlf (the HDF5 files'
+j_-prefixed names without the prefix)."""
 
 DATASETS: dict[str, Registered] = {
     "mnist": IdxDataset(
@@ -273,6 +317,18 @@ DATASETS: dict[str, Registered] = {
         classes=100,
         mirrors=("https://www.cs.toronto.edu/~kriz/",),
     ),
+    # OpenML 42468 (hls4ml_lhc_jets_hlf, 830,000 simulated jets) as the hls4ml tutorial reads
+    # it: fetch_openml's ARFF file, labels g, q, t, w, z by LabelEncoder, an 80/20
+    # train_test_split with random_state=42 and a StandardScaler fitted on the training part.
+    "jets": OpenMLDataset(
+        name="jets",
+        title="hls4ml LHC jets",
+        data_id=42468,
+        file="hls4ml_lhc_jets_hlf.arff",
+        features=JET_FEATURES,
+        labels=("g", "q", "t", "w", "z"),
+        rows=830_000,
+    ),
     "npz": NpzData(),
 }
 
@@ -402,17 +458,22 @@ def _find(ds: Registered, split: str, path: str | Path | None) -> tuple[Path, ..
                  if (files := _files_in(ds, split, folder))), None)
 
 
-def _files_in(ds: IdxDataset | CifarDataset, split: str, folder: Path) -> tuple[Path, ...] | None:
+def _files_in(ds: Searched, split: str, folder: Path) -> tuple[Path, ...] | None:
     """By name only, the files in ``folder`` that serve the split (the preferred ones)."""
     if isinstance(ds, CifarDataset):
         return cifar.find_files(folder, ds, split)
+    if isinstance(ds, OpenMLDataset):
+        return next(((p,) for name in (ds.file, ds.file + ".gz") if (p := folder / name).is_file()),
+                    None)
     pair = _complete_pair(folder, ds.splits[split])
     return None if pair is None else tuple(folder / f.name for f in pair.files)
 
 
-def _what_is_missing(ds: IdxDataset | CifarDataset, split: str, folder: Path) -> str:
+def _what_is_missing(ds: Searched, split: str, folder: Path) -> str:
     if isinstance(ds, CifarDataset):
         return f"expected {ds.archive} or its extracted {ds.folder}/ folder"
+    if isinstance(ds, OpenMLDataset):
+        return f"expected {ds.file} or {ds.file}.gz"
     closest = min(ds.splits[split], key=lambda p: len(p.missing(folder)))
     return f"missing {', '.join(closest.missing(folder))}"
 
@@ -421,7 +482,7 @@ def _complete_pair(folder: Path, pairs: tuple[IdxPair, ...]) -> IdxPair | None:
     return next((p for p in pairs if not p.missing(folder)), None)
 
 
-def _search_dirs(ds: IdxDataset | CifarDataset) -> list[Path]:
+def _search_dirs(ds: Searched) -> list[Path]:
     """Folders searched when no explicit path is given, in order."""
     dirs: list[Path] = []
     if data_dir := os.environ.get("DSE_DATA_DIR"):
@@ -431,7 +492,7 @@ def _search_dirs(ds: IdxDataset | CifarDataset) -> list[Path]:
     return [*dirs, _cache_folder(ds), *system]
 
 
-def _cache_folder(ds: IdxDataset | CifarDataset) -> Path:
+def _cache_folder(ds: Searched) -> Path:
     return cache_dir() / "datasets" / ds.name
 
 
@@ -440,19 +501,22 @@ Verify = Callable[[Path, str], None]
 
 
 def _fetch(
-    ds: IdxDataset | CifarDataset, split: str, download: bool, mirrors: Sequence[str]
+    ds: Searched, split: str, download: bool, mirrors: Sequence[str]
 ) -> tuple[Path, ...]:
     """Download the split's files into the user cache, or say in one line which files to put
     where."""
-    downloads = _downloads(ds, split)
     if not download:
         raise DatasetError(_not_found(ds, split, "download disabled"))
+    folder = _cache_folder(ds)
     try:
-        folder = _cache_folder(ds)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise DatasetError(f"cannot create {folder}: {err.strerror}") from None
+        if isinstance(ds, OpenMLDataset):
+            _download_openml(ds, folder / ds.file, mirrors)
+            return (folder / ds.file,)
+        downloads = _downloads(ds, split)
         for name, verify in downloads.items():
             if not (folder / name).is_file():
                 _download_file(name, folder / name, mirrors, verify)
@@ -477,7 +541,14 @@ def _verify_idx(ds: IdxDataset, spec: IdxFile, tmp: Path, url: str) -> None:
     _unpack(ds, spec, tmp.read_bytes(), url)
 
 
-def _not_found(ds: IdxDataset | CifarDataset, split: str, why: str) -> str:
+def _not_found(ds: Searched, split: str, why: str) -> str:
+    if isinstance(ds, OpenMLDataset):
+        return (
+            f"{ds.title} {split} data not found: save the ARFF file of OpenML dataset "
+            f"{ds.data_id} (https://www.openml.org/d/{ds.data_id}; "
+            f"{_description_url(ds.mirrors[0], ds)} names it) as {ds.file} in "
+            f"{_cache_folder(ds)} or in the folder named by $DSE_DATA_DIR ({why})"
+        )
     if isinstance(ds, CifarDataset):
         searched = ", ".join(str(d) for d in _search_dirs(ds))
         return (
@@ -491,6 +562,52 @@ def _not_found(ds: IdxDataset | CifarDataset, split: str, why: str) -> str:
         f"{ds.title} {split} files not found: put {names} in {_cache_folder(ds)} "
         f"or in the folder named by $DSE_DATA_DIR ({why})"
     )
+
+
+def _download_openml(ds: OpenMLDataset, dest: Path, mirrors: Sequence[str]) -> None:
+    """From the first OpenML server that answers: the data description names the file and its
+    md5, then the file is downloaded and checked against that md5 (as sklearn's fetch_openml
+    does)."""
+    failures = []
+    for mirror in mirrors:
+        url = _description_url(mirror, ds)
+        try:
+            file_id, md5 = _openml_file(url, ds)
+            url = f"{mirror.rstrip('/')}/data/v1/download/{file_id}"
+            _download_to(url, dest, partial(_verify_md5, md5))
+            return
+        except (OSError, HTTPException, DatasetError) as err:
+            failures.append(_failure(url, err))
+    raise DatasetError("; ".join(failures) or "no mirror to try")
+
+
+def _description_url(mirror: str, ds: OpenMLDataset) -> str:
+    return f"{mirror.rstrip('/')}/api/v1/json/data/{ds.data_id}"
+
+
+def _openml_file(url: str, ds: OpenMLDataset) -> tuple[str, str]:
+    """The file id and md5 an OpenML data description lists for the dataset's ARFF file."""
+    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        raw = response.read()
+    try:
+        description = json.loads(raw)["data_set_description"]
+        file_id, md5, form = (str(description[k]) for k in ("file_id", "md5_checksum", "format"))
+    except (ValueError, KeyError, TypeError):
+        raise DatasetError(f"{url}: not an OpenML data description (no data_set_description "
+                           "with file_id, md5_checksum and format)") from None
+    if form.lower() != "arff":
+        raise DatasetError(f"{url}: OpenML {ds.data_id} is in {form} format, expected ARFF")
+    return file_id, md5
+
+
+def _verify_md5(md5: str, tmp: Path, url: str) -> None:
+    digest = hashlib.md5()
+    with tmp.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != md5:
+        raise DatasetError(f"{url}: checksum {digest.hexdigest()} does not match the md5 {md5} "
+                           "OpenML lists")
 
 
 def _download_file(name: str, dest: Path, mirrors: Sequence[str], verify: Verify) -> None:
@@ -551,6 +668,9 @@ def _read(ds: Registered, split: str, files: tuple[Path, ...]) -> Split:
         if isinstance(ds, CifarDataset):
             images, labels = cifar.read(files, ds, split)
             classes = ds.classes
+        elif isinstance(ds, OpenMLDataset):
+            images, labels = _openml_split(files[0], ds, split)
+            classes = ds.classes
         else:
             images, labels, classes = npz_data.read_split(files[0], split)
     return Split(images, labels, files, _arrays_md5(images, labels), classes)
@@ -561,6 +681,99 @@ def _arrays_md5(images: np.ndarray, labels: np.ndarray) -> str:
     digest = hashlib.md5(np.ascontiguousarray(images).tobytes())
     digest.update(labels.astype("<i8").tobytes())
     return digest.hexdigest()
+
+
+_NUMERIC = ("numeric", "real", "integer")
+_ATTRIBUTE = re.compile(r"@attribute\s+('[^']*'|\"[^\"]*\"|\S+)\s+(.+?)\s*$", re.IGNORECASE)
+
+
+def _openml_split(path: Path, ds: OpenMLDataset, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The split's standardized float32 features (N, F) and int64 labels, as the reference code
+    computes them (the scaler fitted on the training part in float64)."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    stat = path.stat()
+    x, y = _read_arff(path, ds, (stat.st_mtime_ns, stat.st_size))
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=ds.test_size, random_state=ds.split_seed)
+    scaler = StandardScaler().fit(x_train)
+    x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
+    return scaler.transform(x).astype(np.float32), y
+
+
+@lru_cache(maxsize=1)
+def _read_arff(path: Path, ds: OpenMLDataset, stamp: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """float64 features (N, F) and int64 class indices of a dense ARFF file, checked against the
+    registry (attributes, class values, instance count). The last file read is kept (by its
+    modification time and size) so that loading the second split does not parse it again."""
+    import pandas as pd
+
+    try:
+        with (gzip.open(path, "rt") if path.suffix == ".gz" else path.open()) as f:
+            attributes = _arff_header(f, path)
+            features, target = _check_attributes(attributes, ds, path)
+            try:  # unnamed columns: a first line with extra values is then refused, not cut
+                frame = pd.read_csv(
+                    f, header=None, quotechar="'", skipinitialspace=True, na_values=["?"],
+                    keep_default_na=False, comment="%",
+                    dtype={**dict.fromkeys(features, np.float64), target: "category"})
+            except ValueError as err:  # pandas' parser errors are ValueErrors
+                raise ValueError(f"{path}: malformed ARFF data ({_one_line(err)})") from None
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as err:
+        raise ValueError(f"{path}: not a readable ARFF file ({_one_line(err)})") from None
+    if frame.shape[1] != len(attributes):
+        raise ValueError(f"{path}: malformed ARFF data ({frame.shape[1]} values on the first "
+                         f"data line, expected {len(attributes)})")
+    if ds.rows is not None and len(frame) != ds.rows:
+        raise ValueError(f"{path}: {len(frame)} instances, expected the published {ds.rows} "
+                         "(an incomplete or different file)")
+    x = frame[features].to_numpy(np.float64)
+    labels = pd.Categorical(frame[target], categories=ds.labels).codes.astype(np.int64)
+    bad = np.flatnonzero(np.isnan(x).any(axis=1) | (labels < 0))
+    if len(bad):
+        raise ValueError(f"{path}: instance {bad[0]} has a missing value or a class outside "
+                         f"{', '.join(ds.labels)} ({len(bad)} such instances)")
+    return x, labels
+
+
+def _arff_header(lines: Iterator[str], path: Path) -> list[tuple[str, str]]:
+    """The (name, type) of each @attribute, reading up to and including the @data line."""
+    attributes = []
+    for line in lines:
+        text = line.strip()
+        keyword = text.split(maxsplit=1)[0].lower() if text else ""
+        if not text or text.startswith("%") or keyword == "@relation":
+            continue
+        if keyword == "@data":
+            return attributes
+        match = _ATTRIBUTE.match(text)
+        if match is None:
+            raise ValueError(f"{path}: not an ARFF header line: {text[:60]!r}")
+        attributes.append((match[1].strip("'\""), match[2]))
+    raise ValueError(f"{path}: no @data line (not an ARFF file)")
+
+
+def _check_attributes(attributes: list[tuple[str, str]], ds: OpenMLDataset,
+                      path: Path) -> tuple[list[int], int]:
+    """The columns of the features and of the target, once the attributes are the registry's:
+    its numeric features in order, and one nominal target whose values are its labels."""
+    numeric = [i for i, (_, kind) in enumerate(attributes) if kind.lower() in _NUMERIC]
+    nominal = [i for i, (_, kind) in enumerate(attributes) if kind.lower() not in _NUMERIC]
+    kind = attributes[nominal[0]][1] if len(nominal) == 1 else ""
+    values = kind.strip("{}").replace("'", "").replace('"', "").split(",") \
+        if kind.startswith("{") else []
+    names = tuple(attributes[i][0] for i in numeric)
+    if names != ds.features or sorted(v.strip() for v in values) != sorted(ds.labels):
+        found = ", ".join(f"{n} {k}" for n, k in attributes[:20])
+        raise ValueError(f"{path}: not the {ds.title} ARFF file of OpenML {ds.data_id}: expected "
+                         f"the numeric attributes {', '.join(ds.features)} and a nominal class "
+                         f"{{{','.join(ds.labels)}}}, found {found or 'no attributes'}")
+    return numeric, nominal[0]
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
 def _read_idx(ds: IdxDataset, split: str, files: tuple[Path, ...]) -> Split:

@@ -200,12 +200,13 @@ def train_model(settings: TrainingSettings, inputs: np.ndarray, labels: np.ndarr
     """The registry network of ``settings`` trained on preprocessed ``inputs`` (seeded
     initialization and training: the same call gives the same weights)."""
     from evaluators.training import train_classifier
-    from evaluators.zoo import build_model
+    from evaluators.zoo import architecture, build_model
 
     model = build_model(settings.arch, inputs.shape[1:], classes, seed=settings.seed)
     return train_classifier(model, inputs, labels, epochs=settings.epochs,
                             batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-                            augment=settings.augment, seed=settings.seed, progress=progress)
+                            augment=settings.augment, seed=settings.seed,
+                            l1=architecture(settings.arch).l1, progress=progress)
 
 
 def _train(settings: TrainingSettings, train: Split, inputs: np.ndarray, log,

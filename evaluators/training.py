@@ -49,6 +49,11 @@ def _crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> tor
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
+def _kernels(model: nn.Module) -> list[torch.Tensor]:
+    """The weight tensors an L1 kernel penalty covers: those of every Linear and Conv2d."""
+    return [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
 def train_classifier(
     model: nn.Module,
     inputs: np.ndarray,
@@ -59,6 +64,7 @@ def train_classifier(
     learning_rate: float,
     augment: bool,
     seed: int,
+    l1: float = 0.0,
     progress: Callable[[int, float], None] | None = None,
     batch_done: Callable[[], None] | None = None,
 ) -> nn.Module:
@@ -66,7 +72,9 @@ def train_classifier(
     returns it in eval mode. Adam with a one-cycle schedule peaking at ``learning_rate``;
     ``augment``: the ``augmentation`` of the input shape, per batch; ``progress(epoch, mean
     loss)`` after each epoch, ``batch_done()`` after each batch. A last batch of a single
-    sample is left out of its epoch (batch norm cannot train on one value per channel)."""
+    sample is left out of its epoch (batch norm cannot train on one value per channel).
+    ``l1``: a penalty ``l1 * sum|w|`` over the Linear/Conv2d kernels (not biases) added to every
+    batch's loss, as Keras's ``kernel_regularizer=l1(...)`` does; the reported loss includes it."""
     kind = augmentation(inputs.shape[1:]) if augment else None
     generator = torch.Generator().manual_seed(seed)
     previous = torch.are_deterministic_algorithms_enabled()
@@ -78,6 +86,7 @@ def train_classifier(
             y = torch.from_numpy(labels.astype(np.int64))
             starts = [s for s in range(0, len(x), batch_size) if len(x) - s > 1 or s == 0]
             optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate / 3)
+            kernels = _kernels(model)
             schedule = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=learning_rate, total_steps=epochs * len(starts)
             )
@@ -93,6 +102,8 @@ def train_classifier(
                     elif kind == CROP_FLIP:
                         xb = _crop_flip(xb, generator)
                     loss = F.cross_entropy(model(xb), y[idx])
+                    if l1:
+                        loss = loss + l1 * sum(w.abs().sum() for w in kernels)
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()

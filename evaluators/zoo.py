@@ -14,6 +14,7 @@ goes through the product table in the approximate runner (padded positions inclu
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ class Architecture:
     description: str
     images_only: bool = True
     """Convolutional: needs (C, H, W) samples, not feature vectors."""
+    l1: float = 0.0
+    """L1 penalty on the kernels in the network's default training (``train_classifier``'s
+    ``l1``): the source trains with one (Keras's ``kernel_regularizer=l1(...)``)."""
 
 
 def _pool(size: tuple[int, int]) -> tuple[nn.Module, tuple[int, int]]:
@@ -97,6 +101,34 @@ class FCNN(nn.Module):
         x = F.relu(self.fc1(x))
         x = F.relu(self.fc2(x))
         return self.fc3(x)
+
+
+class JetDNN(nn.Module):
+    """The hls4ml tutorial's jet tagger as issue #16 sizes it: the 16 high-level features of a
+    jet (any feature vector; images are flattened) - dense 32 - ReLU - dense 32 - ReLU -
+    dense 32 - ReLU - dense classes - softmax, with Keras's initialization (LeCun-uniform
+    kernels, zero biases) and an L1 penalty of 1e-4 on the kernels in training (the tutorial's
+    ``kernel_regularizer=l1(0.0001)``; its first layer has 64 units). The softmax is applied in
+    eval mode only: training minimizes cross entropy on the logits, while the exported graph
+    ends with the softmax as the tutorial's does (QLinearSoftmax once quantized)."""
+
+    def __init__(self, input_shape: Shape, classes: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(math.prod(input_shape), 32)
+        self.fc2 = nn.Linear(32, 32)
+        self.fc3 = nn.Linear(32, 32)
+        self.output = nn.Linear(32, classes)
+        for layer in (self.fc1, self.fc2, self.fc3, self.output):
+            bound = (3 / layer.in_features) ** 0.5
+            nn.init.uniform_(layer.weight, -bound, bound)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        x = self.output(F.relu(self.fc3(x)))
+        return x if self.training else F.softmax(x, dim=1)
 
 
 class MnistCNN(nn.Module):
@@ -256,6 +288,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     for a in (
         Architecture("lenet5", "LeNet-5", LeNet5, LeNet5.__doc__ or ""),
         Architecture("fcnn", "FCNN", FCNN, FCNN.__doc__ or "", images_only=False),
+        Architecture("jet_dnn", "Jet-tagging DNN", JetDNN, JetDNN.__doc__ or "",
+                     images_only=False, l1=1e-4),
         Architecture("mnist_cnn", "MNIST CNN", MnistCNN, MnistCNN.__doc__ or ""),
         Architecture("resnet8", "ResNet-8", _resnet(1), _RESNET.format(n=1)),
         Architecture("resnet20", "ResNet-20", _resnet(3), _RESNET.format(n=3)),

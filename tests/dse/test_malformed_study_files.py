@@ -314,7 +314,7 @@ ROWS: list[tuple[str, Writer, str]] = [
      "name: String should have at most 100 characters"),
     # other sections
     ("unknown dataset", text(study(dataset={"name": "imagenet"})),
-     "dataset.name: Input should be 'mnist', 'fashion_mnist', 'cifar10' or 'cifar100'"),
+     "dataset.name: Input should be 'mnist', 'fashion_mnist', 'cifar10', 'cifar100' or 'jets'"),
     ("npz and name", text(study(dataset={"name": "mnist", "npz": str(REPO / "pyproject.toml")})),
      "dataset: give either npz (your own data) or name (and path), not both"),
     ("npz missing", text(study(dataset={"npz": "/no/such/data.npz"})),
