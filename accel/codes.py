@@ -51,6 +51,18 @@ def map_pairs(table: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def recentre(codes: np.ndarray, zero_point, signed: bool) -> tuple[np.ndarray, object]:
+    """Codes and their zero point in a multiplier's domain (int8 for a signed one, uint8 for an
+    unsigned one): a code of the other kind moves by 128 and so does its zero point, so
+    ``code - zero_point`` (the real value over the scale) and the table index are unchanged.
+    In hardware this is the operand's top bit inverted: a uint8 activation feeds a signed
+    multiplier, or an int8 weight an unsigned one, exactly."""
+    if (codes.dtype == np.int8) == signed:
+        return codes, zero_point
+    flipped = (codes.view(np.uint8) ^ np.uint8(0x80)).view(np.int8 if signed else np.uint8)
+    return flipped, zero_point - 128 if signed else zero_point + 128
+
+
 def _index(x: np.ndarray) -> np.ndarray:
     """The codes' table indices (``x - min code``) as uint8."""
     u = x.view(np.uint8)
@@ -68,10 +80,11 @@ def flat_bytes(x: np.ndarray) -> np.ndarray | None:
     """The bytes of a one-byte array as a flat array, without a copy, when it fills its memory
     in some order (C, or any transposition of a C array, as ``accel.cpu``'s channel-last
     results are), else None."""
-    if x.size == 0 or x.ndim == 0:
+    filled = x.squeeze()  # an axis of length 1 has no layout, whatever its stride says
+    if x.size == 0 or filled.ndim == 0:
         return x.reshape(-1).view(np.uint8)
-    order = np.argsort(x.strides)[::-1]
-    if min(x.strides) <= 0 or not x.transpose(order).flags.c_contiguous:
+    order = np.argsort(filled.strides)[::-1]
+    if min(filled.strides) <= 0 or not filled.transpose(order).flags.c_contiguous:
         return None
     return np.lib.stride_tricks.as_strided(x.view(np.uint8), shape=(x.size,), strides=(1,))
 

@@ -183,7 +183,7 @@ def build_evaluator(settings: StudySettings, common: dict, folder: Path | None, 
     for name, kept in library.dropped:
         log(f"library: {name} has the same product table as {kept}; kept once as {kept}")
     log(f"library of {len(library)} multipliers: {', '.join(library.names)}")
-    evaluator = build(LayerwiseEvaluator, **common,
+    evaluator = build(LayerwiseEvaluator, **common, signed=library.signed,
                       prefix_cache_bytes=settings.evaluation.prefix_cache_mb << 20)
     layers = table_layers(evaluator.network.graph)
     wrapped = AssignmentEvaluator(evaluator, make_space(space, layers, library.names))

@@ -144,7 +144,8 @@ def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = N
         arch=m.architecture, epochs=m.epochs, batch_size=m.batch_size,
         learning_rate=m.learning_rate, augment=m.augment, seed=settings.seed,
         calibration_size=settings.quantization.calibration_size,
-        checkpoint=m.checkpoint, onnx=m.onnx,
+        checkpoint=m.checkpoint, onnx=m.onnx, scheme=settings.quantization.scheme,
+        quant_format=settings.quantization.format,
     )
     preprocessing = model_preprocessing(settings)
     asic = None
@@ -169,7 +170,8 @@ def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = N
                                                    "time_limit_s"})
         trials = XpatTrials(make_space(settings), fixed, settings.space.signed,
                             fpga=settings.needs_fpga_synthesis)
-        return build_evaluator(XpatEvaluator, **common, trials=trials)
+        return build_evaluator(XpatEvaluator, **common, trials=trials,
+                               signed=settings.space.signed)
     screen = settings.evaluation.screening
     return build_evaluator(
         AppAxOEvaluator, **common,

@@ -194,9 +194,14 @@ class ModelSettings(_Section):
 
 
 class QuantizationSettings(_Section):
-    """Static int8 quantization with onnxruntime (symmetric activations, per-channel weights)."""
+    """Static 8-bit quantization with onnxruntime (``evaluators.quantization``): per-channel
+    weights, MinMax calibration. ``scheme``: activations then weights, signed (s8) or unsigned
+    (u8); ``format``: the graph form the study scores. Both apply when dse quantizes the
+    network (an imported quantized model is used as it is)."""
 
     calibration_size: Annotated[int, Field(ge=1, le=60000)] = 1000
+    scheme: Literal["s8s8", "u8s8", "u8u8"] = "s8s8"
+    format: Literal["qoperator", "qdq"] = "qoperator"
 
 
 def _parse_bits(value: Any, field: str) -> int:

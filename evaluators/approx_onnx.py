@@ -6,8 +6,10 @@ Each chosen node becomes ``Approx<op>`` (``ApproxQLinearConv``, ``ApproxQGemm``,
 ``ApproxQLinearMatMul``) in the custom domain ``ai.dse.approx``, with the node's inputs (missing
 optional ones written as ``""``) and attributes, and its multiplier: an AppAxO configuration as
 the integer attribute ``INIT_Value``, any other multiplier as its 256x256 int32 product table,
-an initializer read as one extra last input. Every node carries its own multiplier, so
-per-layer assignments (``LayerTables``) are written as they are. The op names carry the
+an initializer read as one extra last input with its signedness as the attribute
+``table_signed`` (1 or 0). Every node carries its own multiplier, so per-layer assignments
+(``LayerTables``) are written as they are. Any operand scheme (S8S8, U8S8, U8U8) takes any
+multiplier: the runner moves codes into the multiplier's domain (``accel.codes.recentre``). The op names carry the
 ``Approx`` prefix because ``QGraph.from_onnx`` reads op types without their domain.
 
 EMGAxO mode writes what EMGAxO writes: ``ApproxQGemm`` nodes in domain ``test.customop``
@@ -25,6 +27,7 @@ node is refused by name (quantize the model in QOperator format).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -51,9 +54,11 @@ __all__ = ["DSE_DOMAIN", "EMGAXO_DOMAIN", "ApproxExportError", "Carried", "Multi
 DSE_DOMAIN = "ai.dse.approx"
 EMGAXO_DOMAIN = "test.customop"
 CONFIG_ATTR = "INIT_Value"  # EMGAxO's attribute name for the AppAxO configuration
+SIGNED_ATTR = "table_signed"  # 1: the table initializer is indexed as a signed multiplier's
 ORT_ATTRS = "dse_attrs"  # the node's attributes as JSON, for onnxruntime-extensions (scalars only)
 PREFIX = "Approx"
 BASE_INPUTS = {"QLinearConv": 9, "QGemm": 9, "QLinearMatMul": 8}  # inputs before the table
+_CODE_TYPES = {onnx.TensorProto.INT8: "s8", onnx.TensorProto.UINT8: "u8"}
 OPTIONAL_INPUTS = {"QLinearConv": {8: "bias"}, "QGemm": {2: "zp", 5: "zp", 6: "bias", 8: "zp"},
                    "QLinearMatMul": {}}
 
@@ -134,28 +139,20 @@ def _rewrite(node: onnx.NodeProto, name: str, multiplier: Carried,
              inits: dict[str, onnx.TensorProto], graph: onnx.GraphProto, domain: str) -> None:
     """Turn ``node`` into its approximate custom node in place."""
     base, inputs = node.op_type, list(node.input)
-    weight = inits.get(inputs[3])
-    if weight is None:
+    if inputs[3] not in inits:
         raise ApproxExportError(f"node {name!r} ({base}): its weight {inputs[3]!r} is not "
                                 "an initializer")
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if base == "QGemm" and (len(inputs) < 8 or not inputs[7] or attrs.get("transA", 0)):
         raise ApproxExportError(f"node {name!r} (QGemm): float output and transA are not "
                                 "supported")
-    signed = weight.data_type == onnx.TensorProto.INT8
     if domain == EMGAXO_DOMAIN and not isinstance(multiplier, int):
         raise ApproxExportError(f"node {name!r}: EMGAxO mode carries AppAxO configurations "
                                 "only (INIT_Value), not a product table")
     if isinstance(multiplier, int):
-        if not signed:
-            raise ApproxExportError(f"node {name!r} ({base}) has uint8 weights; AppAxO "
-                                    "multipliers are signed (int8 operands)")
         node.attribute.append(helper.make_attribute(CONFIG_ATTR, appaxo.check_config(multiplier)))
     else:
-        if multiplier.signed != signed:
-            raise ApproxExportError(
-                f"node {name!r} ({base}) has {'int8' if signed else 'uint8'} weights but the "
-                f"product table is {'signed' if multiplier.signed else 'unsigned'}")
+        node.attribute.append(helper.make_attribute(SIGNED_ATTR, int(multiplier.signed)))
         inputs += [""] * (BASE_INPUTS[base] - len(inputs))
         table_name = f"dse_product_table_{multiplier.sha256[:16]}"
         if table_name not in inits:
@@ -192,7 +189,7 @@ def _own_table(node: Node, base: str, args: list) -> ProductTable:
     if len(args) <= BASE_INPUTS[base] or args[BASE_INPUTS[base]] is None:
         raise ModelError(f"node {node.name!r} ({node.op}) carries no multiplier: neither the "
                          f"{CONFIG_ATTR} attribute nor a product table input")
-    return ProductTable(args[BASE_INPUTS[base]], signed=args[3].dtype == np.int8)
+    return ProductTable(args[BASE_INPUTS[base]], signed=bool(node.attr(SIGNED_ATTR, 1)))
 
 
 def _runner_op(base: str) -> Callable[[Node, list, Context], list[np.ndarray]]:
@@ -204,7 +201,7 @@ def _runner_op(base: str) -> Callable[[Node, list, Context], list[np.ndarray]]:
         if isinstance(ctx.tables, (TableBatch, LayerTablesBatch)):
             table = TableBatch((table,) * len(ctx.tables))
         n = BASE_INPUTS[base]
-        attrs = {k: v for k, v in node.attrs.items() if k != CONFIG_ATTR}
+        attrs = {k: v for k, v in node.attrs.items() if k not in (CONFIG_ATTR, SIGNED_ATTR)}
         plain = Node(base, node.name, node.inputs[:n], node.outputs, attrs)
         return OPS[base](plain, list(args[:n]), _OwnTableContext(ctx, table))
 
@@ -254,11 +251,14 @@ def _prepare_for_ort(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
         raise ModelError(f"node {node.name!r}: unknown approximate op {node.op_type!r}; expected "
                          f"one of {', '.join(PREFIX + b for b in BASE_INPUTS)}")
     weight = inits.get(node.input[3])
-    if weight is None or weight.data_type != onnx.TensorProto.INT8:
+    if weight is None or weight.data_type not in _CODE_TYPES:
         raise ModelError(f"node {node.name!r} ({node.op_type}): the onnxruntime custom ops take "
-                         "int8 operands (S8S8 models) with constant weights only")
+                         "constant int8 or uint8 weights only")
+    activations = _activation_type(node, inits)
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     config = attrs.pop(CONFIG_ATTR, None)
+    if config is not None:
+        attrs[SIGNED_ATTR] = 1
     n = BASE_INPUTS[base]
     inputs = list(node.input) + [""] * (n + 1 - len(node.input))
     if config is not None:
@@ -266,13 +266,26 @@ def _prepare_for_ort(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
                                  lambda: appaxo.product_table(int(config)))
     for i, kind in OPTIONAL_INPUTS[base].items():
         if not inputs[i]:
-            inputs[i] = _initializer(inits, graph, f"dse_empty_{kind}", lambda kind=kind: (
-                np.zeros((0,), np.int32) if kind == "bias" else np.zeros((), np.int8)))
+            code = activations if i != 5 else weight.data_type
+            inputs[i] = _initializer(inits, graph, f"dse_empty_{kind}_{code}", lambda kind=kind, code=code: (
+                np.zeros((0,), np.int32) if kind == "bias" else
+                np.zeros((), helper.tensor_dtype_to_np_dtype(code))))
     del node.input[:], node.attribute[:]
     node.input.extend(inputs)
     attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
     node.attribute.append(helper.make_attribute(ORT_ATTRS, json.dumps(attrs)))
+    node.op_type = f"{PREFIX}{base}_{_CODE_TYPES[activations]}{_CODE_TYPES[weight.data_type]}"
     node.domain = DSE_DOMAIN
+
+
+def _activation_type(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> int:
+    """int8 or uint8 activations, read from the node's activation or output zero point (the
+    quantizer writes both with the activations' type); int8 when neither is given."""
+    base = node.op_type.removeprefix(PREFIX)
+    for index in (2, 8 if base == "QGemm" else 7):
+        if len(node.input) > index and node.input[index] in inits:
+            return inits[node.input[index]].data_type
+    return onnx.TensorProto.INT8
 
 
 def _initializer(inits: dict[str, onnx.TensorProto], graph: onnx.GraphProto, name: str,
@@ -285,16 +298,20 @@ def _initializer(inits: dict[str, onnx.TensorProto], graph: onnx.GraphProto, nam
 
 @functools.cache
 def _register_ort_ops() -> None:
-    """Register the three Python custom ops with onnxruntime-extensions (once per process)."""
+    """Register the Python custom ops with onnxruntime-extensions (once per process): each of
+    the three ops for int8 and uint8 activations and weights (``<op>_<scheme>``)."""
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
-    i8, f32, i32 = PyCustomOpDef.dt_int8, PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32
-    types = {"QLinearConv": [i8, f32, i8, i8, f32, i8, f32, i8, i32, i32],
-             "QGemm": [i8, f32, i8, i8, f32, i8, i32, f32, i8, i32],
-             "QLinearMatMul": [i8, f32, i8, i8, f32, i8, f32, i8, i32]}
-    for base, inputs in types.items():
-        onnx_op(op_type=f"{DSE_DOMAIN}::{PREFIX}{base}", inputs=inputs, outputs=[i8],
-                attrs={ORT_ATTRS: PyCustomOpDef.dt_string})(_ort_compute(base))
+    f32, i32 = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32
+    code = {"s8": PyCustomOpDef.dt_int8, "u8": PyCustomOpDef.dt_uint8}
+    for x, w in itertools.product(code, code):
+        a, b = code[x], code[w]
+        types = {"QLinearConv": [a, f32, a, b, f32, b, f32, a, i32, i32],
+                 "QGemm": [a, f32, a, b, f32, b, i32, f32, a, i32],
+                 "QLinearMatMul": [a, f32, a, b, f32, b, f32, a, i32]}
+        for base, inputs in types.items():
+            onnx_op(op_type=f"{DSE_DOMAIN}::{PREFIX}{base}_{x}{w}", inputs=inputs, outputs=[a],
+                    attrs={ORT_ATTRS: PyCustomOpDef.dt_string})(_ort_compute(base))
 
 
 def _ort_compute(base: str) -> Callable[..., np.ndarray]:
@@ -306,11 +323,13 @@ def _ort_compute(base: str) -> Callable[..., np.ndarray]:
         from evaluators.approx_runner import run
 
         *operands, table = inputs
+        node_attrs = json.loads(attrs[ORT_ATTRS])
+        signed = bool(node_attrs.pop(SIGNED_ATTR, 1))
         names = tuple(f"in{i}" if v.size else "" for i, v in enumerate(operands))
-        node = Node(base, PREFIX + base, names, ("y",), json.loads(attrs[ORT_ATTRS]))
+        node = Node(base, PREFIX + base, names, ("y",), node_attrs)
         consts = {name: v for name, v in zip(names[1:], operands[1:]) if name}
         graph = QGraph((node,), consts, ("in0",), ("y",))
-        return run(graph, {"in0": operands[0]}, ProductTable(table, signed=True), cpu)["y"]
+        return run(graph, {"in0": operands[0]}, ProductTable(table, signed=signed), cpu)["y"]
 
     compute.__name__ = f"dse_{PREFIX}{base}"
     return compute

@@ -17,6 +17,7 @@ from types import ModuleType
 import numpy as np
 
 from accel.batch import TableBatch
+from accel.codes import recentre
 from accel.requant import output_multiplier
 from circuits.product_table import ProductTable
 from evaluators import qops
@@ -49,22 +50,29 @@ class Context:
         carries the name of the layer it absorbed."""
         return layer_table(self.tables, node.name)
 
-    def check_operands(self, node: Node, x: np.ndarray, w: np.ndarray) -> None:
+    def operands(self, node: Node, x: np.ndarray, x_zero_point: int, w: np.ndarray,
+                 w_zero_point: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+        """Activation and weight codes with their zero points in the domain of the node's
+        multiplier (``accel.codes.recentre``): S8S8, U8S8 and U8U8 layers multiply through
+        signed and unsigned tables alike, the zero-point cross terms exact."""
+        for name, codes in (("activations", x), ("weights", w)):
+            if codes.dtype not in (np.int8, np.uint8):
+                raise UnsupportedOpError(f"node {node.name!r} ({node.op}) has {codes.dtype} "
+                                         f"{name}; the multipliers take int8 or uint8 codes")
         signed = self.table_for(node).signed
-        kind = np.int8 if signed else np.uint8
-        if x.dtype != kind or w.dtype != kind:
-            raise UnsupportedOpError(
-                f"node {node.name!r} ({node.op}) multiplies {x.dtype} by {w.dtype}, but the "
-                f"{'signed' if signed else 'unsigned'} multiplier needs {np.dtype(kind)} "
-                "activations and weights"
-            )
+        x, x_zero_point = recentre(x, x_zero_point, signed)
+        w, w_zero_point = recentre(w, w_zero_point, signed)
+        return x, x_zero_point, w, w_zero_point
 
 
 def conv_arguments(node: Node, args: list, ctx: Context) -> tuple:
     """(x, w, keyword arguments of the kernels' qlinear_conv) of a QLinearConv node."""
     g = ctx.graph
     x, x_scale, _, w, w_scale, _, y_scale, _ = args[:8]
-    ctx.check_operands(node, x, w)
+    y_zero_point = _zero_point(g, node, 7, x)
+    x, x_zero_point, w, w_zero_point = ctx.operands(
+        node, x, int(qops.scalar(_zero_point(g, node, 2, x), "activation zero point", node)),
+        w, _zero_point(g, node, 5, w).astype(np.int64))
     if w.ndim != 4:
         raise UnsupportedOpError(f"node {node.name!r} (QLinearConv): only 2-D convolutions are supported")
     if node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
@@ -74,14 +82,14 @@ def conv_arguments(node: Node, args: list, ctx: Context) -> tuple:
         pads=tuple(node.attr("pads", [0, 0, 0, 0])),
         dilations=tuple(node.attr("dilations", [1, 1])),
         group=int(node.attr("group", 1)),
-        x_zero_point=int(qops.scalar(_zero_point(g, node, 2, x), "activation zero point", node)),
-        w_zero_point=_zero_point(g, node, 5, w).astype(np.int64),
+        x_zero_point=x_zero_point,
+        w_zero_point=w_zero_point,
     )
     bias = args[8] if len(args) > 8 else None
     if node.outputs[0] in ctx.capture:
         acc = ctx.kernels.conv_accumulate(x, w, ctx.table_for(node), **conv)
         ctx.captured[node.outputs[0] + ":acc"] = acc if bias is None else acc + bias.reshape(1, -1, 1, 1)
-    return x, w, {**conv, "bias": bias, "y_zero_point": _zero_point(g, node, 7, x),
+    return x, w, {**conv, "bias": bias, "y_zero_point": y_zero_point,
                   "multiplier": output_multiplier(x_scale, w_scale, y_scale)}
 
 
@@ -91,10 +99,9 @@ def _qlinear_conv(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
 
 
 def _gemm_operands(node: Node, ctx: Context, a, a_zp, b, b_zp, bias, multiplier, y_zp) -> tuple:
-    ctx.check_operands(node, a, b)
-    gemm = dict(a_zero_point=int(qops.scalar(a_zp, "activation zero point", node)),
-                b_zero_point=b_zp.astype(np.int64))
-    return a, b, gemm, bias, multiplier, y_zp
+    a, a_zp, b, b_zp = ctx.operands(node, a, int(qops.scalar(a_zp, "activation zero point", node)),
+                                    b, b_zp.astype(np.int64))
+    return a, b, dict(a_zero_point=a_zp, b_zero_point=b_zp), bias, multiplier, y_zp
 
 
 def qgemm_arguments(node: Node, args: list, ctx: Context) -> tuple:

@@ -178,6 +178,7 @@ def build_evaluator(
     device: str = "cpu",
     prefix_cache_bytes: int = 0,
     asic: tuple[FlowSettings, str] | None = None,
+    signed: bool = True,
     seed: int = 0,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
@@ -186,7 +187,8 @@ def build_evaluator(
     """Load the data, train, import or reuse the network, and keep it resident for many
     evaluations (training and calibration on the first ``train_size`` training samples, all
     by default). ``preprocessing`` defaults to the dataset's; ``asic`` (flow settings, power
-    kind) adds the ASIC flow, driven by the network's workload; ``prefix_cache_bytes``: memory
+    kind) adds the ASIC flow, driven by the network's workload drawn as operands of ``signed``
+    (or unsigned) multipliers; ``prefix_cache_bytes``: memory
     for activations reused across per-layer tables (layer-wise studies); ``options`` are the
     evaluator type's own fields."""
     if asic is not None:  # missing tools and libraries fail now, before any training or trial
@@ -220,7 +222,7 @@ def build_evaluator(
         log(f"sampling the power workload: {flow.vectors} operand pairs from the exact "
             "network's multiplications")
         workload = sample_workload(QGraph.from_onnx(prepared.int8_onnx), inputs, flow.vectors,
-                                   seed=seed)
+                                   seed=seed, signed=signed)
         objectives = AsicObjectives(flow, power, workload)
     return evaluator_type(network, prepared, {}, objectives,
                           ResultCache() if asic is not None else None, **options)

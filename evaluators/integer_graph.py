@@ -3,10 +3,11 @@
 Each step is a small object whose ``apply(model)`` returns ``(new model, changed)``, in the
 style of ``evaluators.transforms`` but on an ``onnx.ModelProto``: after every step the model
 still runs in onnxruntime. The chain starts from the int8 QDQ model that
-``evaluators.quantization.quantize_int8(..., quant_format="qdq")`` writes (symmetric S8S8: int8
-activations and per-channel int8 weights, zero points 0, int32 biases), and ends with a graph of
+``evaluators.quantization.quantize_int8(..., quant_format="qdq")`` writes (S8S8: int8
+activations and per-channel int8 weights, zero points 0; U8S8 and U8U8: uint8 activations with
+their zero points, int8 or uint8 weights; int32 biases), and ends with a graph of
 ConvInteger / MatMulInteger accumulators, int32 bias additions and fixed-point requantizations
-whose output is the int8 logit codes (same arg-max as the dequantized logits).
+whose output is the 8-bit logit codes (same arg-max as the dequantized logits).
 
 Order and what each step accepts:
 
@@ -17,17 +18,19 @@ Order and what each step accepts:
 - ``prune_qdq``: QDQ; DequantizeLinear moves past ops that accept codes as well as reals
   (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Identity, and Relu when the zero
   point is 0), then DequantizeLinear -> QuantizeLinear pairs with equal parameters are removed.
-- ``fold_op_scales``: QDQ Conv/Gemm with DequantizeLinear inputs (zero points 0, bias scale =
-  input scale x weight scale) followed by one QuantizeLinear: the layer works on the codes and
-  the QuantizeLinear scale becomes output scale / (input scale x weight scale), per channel.
+- ``fold_op_scales``: QDQ Conv/Gemm with DequantizeLinear inputs (bias scale = input scale x
+  weight scale, bias zero point 0) followed by one QuantizeLinear (or a Relu and one): the layer
+  works on the codes minus their zero points and the QuantizeLinear scale becomes output scale /
+  (input scale x weight scale), per channel.
 - ``split_bias_add``: a Conv/Gemm with a constant bias (or a Cast of one) becomes the layer
   without bias and an Add.
-- ``integer_ops``: a Conv/Gemm reading Casts of int8 codes becomes ConvInteger / MatMulInteger
-  (weights transposed to (K, O)) with int32 accumulators; its bias Add becomes an int32 Add.
+- ``integer_ops``: a Conv/Gemm reading Casts of 8-bit codes becomes ConvInteger / MatMulInteger
+  (weights transposed to (K, O); the zero points as their inputs) with int32 accumulators; its
+  bias Add becomes an int32 Add, and a Relu after it a Relu on the int32 accumulators.
 - ``scale_out``: the rescalings left (Cast int -> float -> QuantizeLinear, DequantizeLinear ->
   QuantizeLinear) become a fixed-point mantissa multiplication and a division by 2^frac_bits
   (round half up, where QuantizeLinear rounds half to even: the source of rare differences);
-  the output DequantizeLinear is dropped, so the graph returns the int8 codes.
+  the output DequantizeLinear is dropped, so the graph returns the 8-bit codes.
 
 A node a step cannot rewrite is refused with a one-line ``ModelError`` naming it.
 """
@@ -289,17 +292,19 @@ def _cast(graph: _Graph, tensor: str, to: int, before: onnx.NodeProto) -> str:
 
 
 class FoldOpScales:
-    """Conv(DQ(x, sx), DQ(w, sw), DQ(b, sx sw)) -> QuantizeLinear(sy) becomes
-    Conv(x, w, b) on the codes (cast to float: integer sums, exact below 2^24) ->
-    QuantizeLinear(sy / (sx sw), per channel): the input and weight scales are folded into the
-    output scale, and the bias, whose scale is sx sw, keeps its int32 codes. Same for Gemm.
-    Needs symmetric quantization (zero points 0) and a single QuantizeLinear reading the layer;
-    the rounding of the folded scale can change a code in rare ties."""
+    """Conv(DQ(x, sx, zx), DQ(w, sw, zw), DQ(b, sx sw)) -> QuantizeLinear(sy) becomes
+    Conv(x - zx, w - zw, b) on the codes (cast to float: integer sums, exact below 2^24; the
+    subtraction only where a zero point is not 0) -> QuantizeLinear(sy / (sx sw), per channel):
+    the input and weight scales are folded into the output scale, and the bias, whose scale is
+    sx sw, keeps its int32 codes. Same for Gemm. One QuantizeLinear reads the layer, directly or
+    through a Relu (which commutes with the positive scaling); the rounding of the folded scale
+    can change a code in rare ties."""
 
     def apply(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
         graph, changed = _Graph(model), False
         for layer in [n for n in graph.nodes if n.op_type in _LAYERS]:
-            if all(_made_by(graph, name, "Cast") for name in layer.input if name):
+            if all(_made_by(graph, name, "Cast") or _made_by(graph, name, "Sub")
+                   for name in layer.input if name):
                 continue  # folded already
             self._fold(graph, layer)
             changed = True
@@ -310,18 +315,18 @@ class FoldOpScales:
         if len(dqs) < 2 or any(d is None or d.op_type != "DequantizeLinear" for d in dqs):
             raise ModelError(f"fold_op_scales cannot rewrite node {label(layer)}: every input "
                              "must come from a DequantizeLinear (a QDQ model)")
-        readers = graph.consumers(layer.output[0])
-        if len(readers) != 1 or readers[0].op_type != "QuantizeLinear":
+        q = _requantization(graph, layer.output[0])
+        if q is None:
             raise ModelError(f"fold_op_scales cannot rewrite node {label(layer)}: its output "
-                             "must be read by one QuantizeLinear")
+                             "must be read by one QuantizeLinear (directly or through a Relu)")
         if layer.op_type == "Gemm" and (_attr(layer, "transA", 0) or _attr(layer, "alpha", 1.0) != 1
                                         or _attr(layer, "beta", 1.0) != 1):
             raise ModelError(f"fold_op_scales cannot rewrite node {label(layer)}: transA, alpha "
                              "and beta must be defaults")
         params = [_scalar_params(graph, d) for d in dqs]
-        if any(np.any(zp) for _, zp in params):
-            raise ModelError(f"fold_op_scales cannot rewrite node {label(layer)}: zero points "
-                             "must be 0 (symmetric S8S8 quantization)")
+        if len(params) > 2 and np.any(params[2][1]):
+            raise ModelError(f"fold_op_scales cannot rewrite node {label(layer)}: the bias zero "
+                             "point must be 0")
         sx, sw = params[0][0].astype(np.float64), params[1][0].astype(np.float64)
         if sx.size != 1:
             raise ModelError(f"fold_op_scales cannot rewrite node {label(layer)}: the input "
@@ -331,12 +336,13 @@ class FoldOpScales:
                                             folded, rtol=1e-5):
             raise ModelError(f"fold_op_scales cannot rewrite node {label(layer)}: the bias "
                              "scale is not input scale x weight scale")
-        q = readers[0]
         sy, _ = _scalar_params(graph, q)
         if sy.size != 1:
             raise ModelError(f"node {label(q)}: fold_op_scales needs a per-tensor output scale")
         for i, dq in enumerate(dqs):
             layer.input[i] = _cast(graph, dq.input[0], TensorProto.FLOAT, layer)
+            if i < 2 and np.any(params[i][1]):
+                layer.input[i] = _centred(graph, layer.input[i], dq, layer)
         scale = (float(sy.reshape(())) / folded).astype(np.float32)
         q.input[1] = graph.const(q.input[1] + "_folded", scale if scale.size > 1 else scale[0])
         zp = _scalar_params(graph, q)[1]
@@ -345,6 +351,30 @@ class FoldOpScales:
                                    if scale.size > 1 else zp)]
         del q.attribute[:]
         q.attribute.append(helper.make_attribute("axis", 1))
+
+
+def _requantization(graph: _Graph, tensor: str) -> onnx.NodeProto | None:
+    """The one QuantizeLinear reading ``tensor``, directly or through one Relu, if so."""
+    readers = graph.consumers(tensor)
+    if len(readers) == 1 and readers[0].op_type == "Relu" and not graph.is_output(tensor):
+        readers = graph.consumers(readers[0].output[0])
+    return readers[0] if len(readers) == 1 and readers[0].op_type == "QuantizeLinear" else None
+
+
+def _centred(graph: _Graph, codes: str, dq: onnx.NodeProto, before: onnx.NodeProto) -> str:
+    """``Cast(codes) - Cast(zero point)`` in float: the zero point of ``dq`` as an integer
+    constant laid out along its axis, which ``integer_ops`` hands to ConvInteger /
+    MatMulInteger."""
+    zp = graph.optional(dq, 2)
+    if zp.size > 1:
+        rank = graph.array(dq.input[0], dq).ndim
+        shape = [1] * rank
+        shape[_axis(dq) % rank] = -1
+        zp = zp.reshape(shape)
+    name = _cast(graph, graph.const(dq.input[2] + "_laid_out", zp), TensorProto.FLOAT, before)
+    out = graph.fresh(codes + "_centred")
+    graph.insert(before, helper.make_node("Sub", [codes, name], [out], name=graph.fresh("centre")))
+    return out
 
 
 def _bias_source(graph: _Graph, layer: onnx.NodeProto) -> tuple[np.ndarray, bool]:
@@ -397,25 +427,45 @@ class IntegerOps:
         return (graph.finish(), True) if changed else (model, False)
 
     @staticmethod
-    def _integer_node(graph: _Graph, layer: onnx.NodeProto, acc: str) -> onnx.NodeProto:
-        casts = [graph.producer(name) for name in layer.input]
-        if len(casts) != 2 or any(c is None or c.op_type != "Cast" for c in casts):
+    def _operand(graph: _Graph, layer: onnx.NodeProto, tensor: str) -> tuple[str, str]:
+        """(codes, integer zero point constant or "") of one input: a Cast of 8-bit codes, or
+        the Sub of two such Casts that ``fold_op_scales`` writes for a zero point."""
+        node = graph.producer(tensor)
+        zero_point = ""
+        if node is not None and node.op_type == "Sub":
+            centre = graph.producer(node.input[1])
+            if centre is None or centre.op_type != "Cast" or centre.input[0] not in graph.inits:
+                raise ModelError(f"integer_ops cannot rewrite node {label(layer)}: a Sub must "
+                                 "take a constant zero point (run fold_op_scales first)")
+            zero_point, node = centre.input[0], graph.producer(node.input[0])
+        if node is None or node.op_type != "Cast":
             raise ModelError(f"integer_ops cannot rewrite node {label(layer)}: it must read two "
-                             "Casts of int8 codes (run fold_op_scales and split_bias_add first)")
-        x, w = (c.input[0] for c in casts)
+                             "Casts of 8-bit codes (run fold_op_scales and split_bias_add first)")
+        return node.input[0], zero_point
+
+    def _integer_node(self, graph: _Graph, layer: onnx.NodeProto, acc: str) -> onnx.NodeProto:
+        if len(layer.input) != 2:
+            raise ModelError(f"integer_ops cannot rewrite node {label(layer)}: it must read two "
+                             "Casts of 8-bit codes (run fold_op_scales and split_bias_add first)")
+        (x, zx), (w, zw) = (self._operand(graph, layer, name) for name in layer.input)
         weight = graph.array(w, layer)
-        if weight.dtype != np.int8:
+        if weight.dtype not in (np.int8, np.uint8):
             raise ModelError(f"integer_ops cannot rewrite node {label(layer)}: weights must be "
-                             f"int8, got {weight.dtype}")
+                             f"int8 or uint8, got {weight.dtype}")
+        if zw:  # ConvInteger / MatMulInteger take one weight zero point per output channel
+            zp = graph.inits[zw].reshape(-1)
+            zw = graph.const(zw + "_per_output", zp[:1].reshape(()) if np.all(zp == zp[0]) else zp)
+        zero_points = [zx, zw] if zw else [zx] if zx else []
         if layer.op_type == "Conv":
             attrs = {a.name: helper.get_attribute_value(a) for a in layer.attribute}
-            return helper.make_node("ConvInteger", [x, w], [acc], name=layer.name, **attrs)
+            return helper.make_node("ConvInteger", [x, w, *zero_points], [acc], name=layer.name,
+                                    **attrs)
         if _attr(layer, "transA", 0) or _attr(layer, "alpha", 1.0) != 1:
             raise ModelError(f"integer_ops cannot rewrite node {label(layer)}: transA and alpha "
                              "must be defaults")
         b = np.ascontiguousarray(weight.T if _attr(layer, "transB", 0) else weight)
-        return helper.make_node("MatMulInteger", [x, graph.const(w + "_t", b)], [acc],
-                                name=layer.name)
+        return helper.make_node("MatMulInteger", [x, graph.const(w + "_t", b), *zero_points],
+                                [acc], name=layer.name)
 
     def _rewrite(self, graph: _Graph, layer: onnx.NodeProto) -> None:
         acc = graph.fresh(layer.output[0] + "_acc")
@@ -429,6 +479,13 @@ class IntegerOps:
                                         graph.fresh("bias_add")))
             graph.nodes.remove(add)
             acc, float_out = summed, add.output[0]
+        readers = graph.consumers(float_out)
+        if len(readers) == 1 and readers[0].op_type == "Relu" and not graph.is_output(float_out):
+            relu = readers[0]  # on the int32 accumulators, before the Cast
+            rectified = graph.fresh(acc + "_relu")
+            new.append(helper.make_node("Relu", [acc], [rectified], name=relu.name))
+            graph.nodes.remove(relu)
+            acc, float_out = rectified, relu.output[0]
         new.append(helper.make_node("Cast", [acc], [float_out], to=TensorProto.FLOAT,
                                     name=graph.fresh("cast")))
         index = graph.nodes.index(layer)
@@ -452,7 +509,8 @@ class ScaleOut:
     ``mantissa_bits`` bits (int64 arithmetic; the division floors thanks to a positive
     offset). It rounds halves up where QuantizeLinear rounds them to even, and ``m`` is not
     exactly ``M``: both can move a code by one in rare cases. The output DequantizeLinear is
-    dropped: the graph returns the codes (positive scale, zero point 0: same arg-max)."""
+    dropped: the graph returns the codes (a positive scale and one zero point for the tensor:
+    same arg-max)."""
 
     def __init__(self, mantissa_bits: int = 24) -> None:
         self.mantissa_bits = mantissa_bits
@@ -530,7 +588,7 @@ class ScaleOut:
             if dq is None or dq.op_type != "DequantizeLinear":
                 continue
             scale, zp = _scalar_params(graph, dq)
-            if np.any(scale <= 0) or np.any(zp):
+            if np.any(scale <= 0) or zp.size != 1:
                 continue
             producer = graph.producer(dq.input[0])
             if producer is None:
@@ -624,25 +682,24 @@ def _zero_point_arg(args: list, index: int) -> np.ndarray | int:
 
 
 def _conv_integer(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
-    x, w = args[:2]
-    ctx.check_operands(node, x, w)
     if node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         raise approx_runner.UnsupportedOpError(f"node {node.name!r} (ConvInteger): auto_pad is "
                                                "not supported")
+    x, x_zero_point, w, w_zero_point = ctx.operands(
+        node, args[0], int(np.asarray(_zero_point_arg(args, 2))), args[1],
+        np.asarray(_zero_point_arg(args, 3)).astype(np.int64))
     return [ctx.kernels.conv_accumulate(
         x, w, ctx.table_for(node), strides=tuple(node.attr("strides", [1, 1])),
         pads=tuple(node.attr("pads", [0, 0, 0, 0])), dilations=tuple(node.attr("dilations", [1, 1])),
-        group=int(node.attr("group", 1)), x_zero_point=int(np.asarray(_zero_point_arg(args, 2))),
-        w_zero_point=np.asarray(_zero_point_arg(args, 3)).astype(np.int64))]
+        group=int(node.attr("group", 1)), x_zero_point=x_zero_point, w_zero_point=w_zero_point)]
 
 
 def _matmul_integer(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
-    a, b = args[:2]
-    ctx.check_operands(node, a, b)
-    acc = ctx.kernels.gemm_accumulate(
-        a.reshape(-1, a.shape[-1]), b, ctx.table_for(node),
-        a_zero_point=int(np.asarray(_zero_point_arg(args, 2))),
-        b_zero_point=np.asarray(_zero_point_arg(args, 3)).astype(np.int64))
+    a, a_zero_point, b, b_zero_point = ctx.operands(
+        node, args[0], int(np.asarray(_zero_point_arg(args, 2))), args[1],
+        np.asarray(_zero_point_arg(args, 3)).astype(np.int64))
+    acc = ctx.kernels.gemm_accumulate(a.reshape(-1, a.shape[-1]), b, ctx.table_for(node),
+                                      a_zero_point=a_zero_point, b_zero_point=b_zero_point)
     return [acc.reshape(*a.shape[:-1], b.shape[1])]
 
 

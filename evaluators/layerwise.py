@@ -195,7 +195,7 @@ def layer_costs(evaluator: ScoredEvaluator, library: MultiplierLibrary, datapath
     log(f"sampling {flow.vectors} operand pairs per layer ({len(macs)} layers) and measuring "
         f"each member's energy per multiplication under them")
     streams = sample_layer_workloads(QGraph.from_onnx(int8), evaluator.network.inputs,
-                                     flow.vectors, seed=seed)
+                                     flow.vectors, seed=seed, signed=library.signed)
     energy = library.energy_per_multiplication(flow, streams, evaluator.asic_cache,
                                                progress=progress)
     unit = energy.attrs.get("unit", "")

@@ -2,11 +2,11 @@
 
 A float model takes the EMGAxO route: onnxruntime's pre-processing (symbolic shape inference and
 graph optimization), then static quantization with calibration inputs from the study's dataset
-(``evaluators.quantization.quantize_int8``: symmetric int8 activations, per-channel int8
-weights). An already quantized model (QOperator or QDQ) is used as it is. Either way the int8
+(``evaluators.quantization.quantize_int8``, in the study's scheme and format). An already
+quantized model (QOperator or QDQ; S8S8, U8S8 or U8U8) is used as it is. Either way the int8
 file is checked before any study work: onnxruntime runs it, the approximate runner supports
-every op, and its table-multiplying layers use signed int8 operands, which AppAxO's signed 8x8
-multipliers need. Every refusal is one line naming the file and what is expected.
+every op, and with the exact table it gives onnxruntime's outputs. Every refusal is one line
+naming the file and what is expected.
 """
 
 from __future__ import annotations
@@ -96,11 +96,12 @@ def check_data(info: ModelInfo, input_shape: tuple[int, ...], classes: int) -> N
                          f"{classes} classes; expected a classifier with one output per class")
 
 
-def import_model(path: Path, folder: Path, calibration: np.ndarray,
-                 log: Log = print) -> ModelInfo:
+def import_model(path: Path, folder: Path, calibration: np.ndarray, log: Log = print, *,
+                 scheme: str = "s8s8", quant_format: str = "qoperator") -> ModelInfo:
     """Write ``folder/int8.onnx`` (and ``folder/float.onnx`` for a float model) from a user's
-    model, quantizing a float one with ``calibration`` (preprocessed float32 inputs (N, ...)),
-    and check that the study can run it; returns what ``inspect_model`` found."""
+    model, quantizing a float one with ``calibration`` (preprocessed float32 inputs (N, ...))
+    in ``scheme`` and ``quant_format`` (``quantize_int8``), and check that the study can run
+    it; returns what ``inspect_model`` found."""
     path, folder = Path(path), Path(folder)
     calibration = np.ascontiguousarray(calibration, dtype=np.float32)
     info = inspect_model(path)
@@ -114,7 +115,7 @@ def import_model(path: Path, folder: Path, calibration: np.ndarray,
         log(f"importing float ONNX model {path}: quantizing to int8 "
             f"(calibration on {len(calibration)} samples)")
         onnx.save(model, str(folder / FLOAT_ONNX))
-        _quantize(path, folder / FLOAT_ONNX, int8, calibration, log)
+        _quantize(path, folder / FLOAT_ONNX, int8, calibration, log, scheme, quant_format)
     else:
         log(f"importing {info.format} ONNX model {path}: used as it is")
         onnx.save(model, str(int8))
@@ -181,7 +182,7 @@ def _free_batch(model: onnx.ModelProto) -> bool:
 
 
 def _quantize(origin: Path, float_onnx: Path, int8: Path, calibration: np.ndarray,
-              log: Log) -> None:
+              log: Log, scheme: str, quant_format: str) -> None:
     """onnxruntime's pre-processing (or the plain model where it fails), then static int8
     quantization."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -196,7 +197,7 @@ def _quantize(origin: Path, float_onnx: Path, int8: Path, calibration: np.ndarra
             log(f"onnxruntime's pre-processing failed ({_one_line(err)}); quantizing the plain model")
             source = float_onnx
         try:
-            quantize_int8(source, int8, calibration)
+            quantize_int8(source, int8, calibration, quant_format=quant_format, scheme=scheme)
         except Exception as err:
             raise ModelError(f"{origin}: onnxruntime could not quantize the model "
                              f"({_one_line(err)})") from None
@@ -222,7 +223,6 @@ def _verify(info: ModelInfo, int8: Path, samples: np.ndarray, log: Log) -> None:
         graph = QGraph.from_onnx(int8)
     except ModelError as err:  # the runner's UnsupportedOpError included
         raise ModelError(f"{info.path}: {err}") from None
-    _check_signed(info.path, graph)
     _check_table_layers(info.path, graph)
     try:
         graph = optimize(graph)
@@ -236,16 +236,19 @@ def _verify(info: ModelInfo, int8: Path, samples: np.ndarray, log: Log) -> None:
             f"from onnxruntime's on {differ} of {len(samples)} samples; please report this model")
 
 
-def _check_signed(path: Path, graph: QGraph) -> None:
-    """Refuse table-multiplying layers with uint8 operands: AppAxO multipliers are signed."""
+def operand_scheme(graph: QGraph) -> str:
+    """The operand types of the table-multiplying layers as onnxruntime names its schemes
+    (activations then weights: ``s8s8``, ``u8s8``, ``u8u8``; ``mixed`` when layers differ)."""
+    schemes = set()
     for node in graph.nodes:
-        for index, what in zip(_OPERAND_ZERO_POINTS.get(node.op, ()), ("activations", "weights")):
-            if len(node.inputs) > index and node.inputs[index] in graph.initializers \
-                    and graph.initializers[node.inputs[index]].dtype == np.uint8:
-                raise ModelError(
-                    f"{path}: node {node.name!r} ({node.op}) multiplies uint8 {what}, but AppAxO "
-                    "multipliers are signed 8x8; quantize the model with int8 activations and "
-                    "weights (onnxruntime QuantType.QInt8) or give the float model")
+        if node.op in _OPERAND_ZERO_POINTS and node.inputs[3] in graph.initializers:
+            zero_point = node.inputs[_OPERAND_ZERO_POINTS[node.op][0]] \
+                if len(node.inputs) > 2 else ""
+            activations = graph.initializers.get(zero_point, np.zeros((), np.int8)).dtype
+            weights = graph.initializers[node.inputs[3]].dtype
+            schemes.add(("s8" if activations == np.int8 else "u8")
+                        + ("s8" if weights == np.int8 else "u8"))
+    return schemes.pop() if len(schemes) == 1 else "mixed"  # U8U8 QOperator: int8 conv weights
 
 
 def _check_table_layers(path: Path, graph: QGraph) -> None:

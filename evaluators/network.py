@@ -12,8 +12,8 @@ with calibration samples drawn (seeded) from the training split. The model is ch
 the data (sample shape, class count) before any training or quantization. A prepared network
 is keyed by everything that determines it (route, architecture and training settings, the
 checkpoint's or ONNX file's sha256, preprocessing, seed, both splits' checksums, calibration
-size, torch and onnxruntime versions), so a second study with the same settings reuses it.
-Training shows a progress bar with rate and ETA on an interactive stderr, and one log line per
+size, quantization scheme and format, torch and onnxruntime versions), so a second study with
+the same settings reuses it. Training shows a progress bar with rate and ETA on an interactive stderr, and one log line per
 epoch otherwise.
 """
 
@@ -37,7 +37,9 @@ from circuits.cache import cache_dir
 from evaluators.classification import logits_metrics
 from evaluators.datasets import Split
 from evaluators.errors import ModelError
+from evaluators.model_import import operand_scheme
 from evaluators.preprocess import Preprocessing
+from evaluators.qgraph import QGraph
 from evaluators.zoo import export_onnx as export_onnx  # re-exported: tests export small models
 
 FLOAT_ONNX = "float.onnx"
@@ -62,6 +64,8 @@ class TrainingSettings:
     calibration_size: int
     checkpoint: str | None = None
     onnx: str | None = None
+    scheme: str = "s8s8"  # evaluators.quantization.SCHEMES
+    quant_format: str = "qoperator"
 
     @property
     def route(self) -> str:
@@ -112,6 +116,8 @@ def network_key(settings: TrainingSettings, train: Split, test: Split,
         "onnxruntime": onnxruntime.__version__,
         "format": _FORMAT,
     }
+    if (settings.scheme, settings.quant_format) != ("s8s8", "qoperator"):
+        ident["quantization"] = [settings.scheme, settings.quant_format]  # S8S8 keys unchanged
     if settings.route == "onnx":
         ident["onnx_sha256"] = _sha256(Path(settings.onnx))
     else:
@@ -257,6 +263,7 @@ def _build(settings: TrainingSettings, checked, train: Split, test: Split,
         "test_images": len(test.labels),
         "test_md5": test.md5,
         "calibration_images": len(pick),
+        "operand_scheme": operand_scheme(QGraph.from_onnx(work / INT8_ONNX)),
     })
     report.update(_measure(work, preprocessing.apply(test.images), test.labels, train.classes,
                            log))
@@ -268,7 +275,8 @@ def _import(settings: TrainingSettings, work: Path, calibration: np.ndarray, log
     read from the int8 graph."""
     from evaluators.model_import import import_model
 
-    info = import_model(Path(settings.onnx), work, calibration, log)
+    info = import_model(Path(settings.onnx), work, calibration, log, scheme=settings.scheme,
+                        quant_format=settings.quant_format)
     layers = int8_layer_macs(work / INT8_ONNX, calibration[:1])
     return {"route": "onnx", "arch": None, "source": str(Path(settings.onnx).resolve()),
             "format": info.format, "parameters": layer_parameters(work / INT8_ONNX),
@@ -284,8 +292,10 @@ def _quantize(settings: TrainingSettings, model, work: Path, calibration: np.nda
 
     shape = calibration.shape[1:]
     zoo.export_float_onnx(model, shape, work / FLOAT_ONNX)
-    log(f"quantizing to int8 (calibration on {len(calibration)} training images)")
-    quantize_int8(work / FLOAT_ONNX, work / INT8_ONNX, calibration)
+    log(f"quantizing to 8 bits, {settings.scheme.upper()} {settings.quant_format} (calibration on "
+        f"{len(calibration)} training images)")
+    quantize_int8(work / FLOAT_ONNX, work / INT8_ONNX, calibration,
+                  quant_format=settings.quant_format, scheme=settings.scheme)
     layers = zoo.model_layer_macs(model, shape)
     report = {"route": settings.route, "arch": settings.arch,
               "source": settings.checkpoint and str(Path(settings.checkpoint).resolve()),
@@ -319,7 +329,6 @@ def int8_layer_macs(int8_onnx: Path, sample: np.ndarray) -> dict[str, int]:
     from accel import cpu
     from circuits.product_table import ProductTable
     from evaluators import approx_runner
-    from evaluators.qgraph import QGraph
     from evaluators.workload import MAC_OPS, mac_counts
 
     graph = QGraph.from_onnx(int8_onnx)
@@ -332,7 +341,6 @@ def int8_layer_macs(int8_onnx: Path, sample: np.ndarray) -> dict[str, int]:
 def layer_parameters(int8_onnx: Path) -> int:
     """Weights and biases of the table-multiplying layers of a quantized model."""
     from evaluators import approx_runner
-    from evaluators.qgraph import QGraph
 
     graph = QGraph.from_onnx(int8_onnx)
     total = 0

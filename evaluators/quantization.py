@@ -1,8 +1,13 @@
-"""Static int8 quantization with onnxruntime: what a signed 8x8 multiplier needs.
+"""Static 8-bit quantization with onnxruntime, in one of its three schemes.
 
-Symmetric int8 activations (zero point 0) and symmetric per-channel int8 weights, MinMax
-calibration on training images, QOperator format (QLinearConv / QGemm nodes), so the integer
-layers the approximate runner replaces are explicit in the graph.
+``s8s8`` (the default): symmetric int8 activations (zero point 0) and symmetric per-channel int8
+weights, what a signed 8x8 multiplier pairs with. ``u8s8``: asymmetric uint8 activations (a zero
+point per tensor) and the same int8 weights, onnxruntime's default on x86. ``u8u8``: asymmetric
+uint8 activations and per-channel uint8 weights, which onnxruntime centres on zero point 128 (its
+QLinear ops take one weight zero point for all channels). MinMax calibration on training
+images; QOperator format (QLinearConv / QGemm nodes, the integer layers explicit in the graph)
+or QDQ. Any scheme multiplies through signed and unsigned tables alike: the runner moves codes
+of the other kind into the multiplier's domain (``accel.codes.recentre``).
 """
 
 from __future__ import annotations
@@ -13,13 +18,18 @@ from pathlib import Path
 import numpy as np
 
 
+SCHEMES = ("s8s8", "u8s8", "u8u8")  # activations then weights: signed or unsigned 8-bit
+FORMATS = ("qoperator", "qdq")
+
+
 def quantize_int8(float_model: Path, int8_model: Path, calibration: np.ndarray, batch: int = 100,
-                  quant_format: str = "qoperator", keep_float: tuple[str, ...] = ()) -> None:
+                  quant_format: str = "qoperator", keep_float: tuple[str, ...] = (),
+                  scheme: str = "s8s8") -> None:
     """Quantize ``float_model`` into ``int8_model`` using ``calibration`` inputs (N, ...) float32.
 
-    ``quant_format``: "qoperator" (what studies score) or "qdq" (the form onnxruntime's own
-    int8 kernels run fastest: the benchmarks' yardstick); ops of the types in ``keep_float``
-    stay float (tests of mixed graphs)."""
+    ``quant_format``: "qoperator" (what studies score by default) or "qdq" (the form
+    onnxruntime's own int8 kernels run fastest: the benchmarks' yardstick); ``scheme``: one of
+    ``SCHEMES``; ops of the types in ``keep_float`` stay float (tests of mixed graphs)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -28,6 +38,11 @@ def quantize_int8(float_model: Path, int8_model: Path, calibration: np.ndarray, 
         quantize_static,
     )
 
+    if scheme not in SCHEMES or quant_format not in FORMATS:
+        raise ValueError(f"quantization scheme {scheme!r} / format {quant_format!r}: expected "
+                         f"one of {', '.join(SCHEMES)} / {', '.join(FORMATS)}")
+    activations = QuantType.QInt8 if scheme == "s8s8" else QuantType.QUInt8
+    weights = QuantType.QUInt8 if scheme == "u8u8" else QuantType.QInt8
     graph = onnx.load(str(float_model)).graph
     excluded = [n.name for n in graph.node if n.op_type in keep_float]
     constants = {t.name for t in graph.initializer}  # old exporters list them as inputs too
@@ -52,10 +67,11 @@ def quantize_int8(float_model: Path, int8_model: Path, calibration: np.ndarray, 
             _Reader(),
             quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
             per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
+            activation_type=activations,
+            weight_type=weights,
             nodes_to_exclude=excluded,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": activations == QuantType.QInt8,
+                           "WeightSymmetric": True},
         )
     finally:
         root.setLevel(level)

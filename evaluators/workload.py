@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from accel import cpu
+from accel.codes import recentre
 from accel.reference import pad_input
 from circuits.activity import OperandStream
 from circuits.product_table import ProductTable
@@ -61,8 +62,9 @@ def _gemm_operands(graph: QGraph, node: Node, x: np.ndarray) -> tuple[np.ndarray
 
 
 def _layer_operands(graph: QGraph, node: Node, x: np.ndarray, count: int,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` uniformly drawn multiplications of one layer, as (activation, weight) codes."""
+                    rng: np.random.Generator, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` uniformly drawn multiplications of one layer, as (activation, weight) codes of
+    a ``signed`` or unsigned multiplier."""
     if node.op == "QLinearConv":
         conv = ConvOperands.of(graph, node, x)
         (sh, sw), (dh, dw), (oh, ow) = conv.strides, conv.dilations, conv.out_shape
@@ -70,10 +72,12 @@ def _layer_operands(graph: QGraph, node: Node, x: np.ndarray, count: int,
         n_i, y, xx = (rng.integers(0, s, count) for s in (conv.xp.shape[0], oh, ow))
         oc, c, p, q = (rng.integers(0, s, count) for s in (o, cg, kh, kw))
         channel = (oc // (o // conv.group)) * cg + c
-        return conv.xp[n_i, channel, y * sh + p * dh, xx * sw + q * dw], conv.w[oc, c, p, q]
-    a, b = _gemm_operands(graph, node, x)  # (M, K), (K, O)
-    rows, k, oc = (rng.integers(0, s, count) for s in (a.shape[0], b.shape[0], b.shape[1]))
-    return a[rows, k], b[k, oc]
+        a, b = conv.xp[n_i, channel, y * sh + p * dh, xx * sw + q * dw], conv.w[oc, c, p, q]
+    else:
+        a, b = _gemm_operands(graph, node, x)  # (M, K), (K, O)
+        rows, k, oc = (rng.integers(0, s, count) for s in (a.shape[0], b.shape[0], b.shape[1]))
+        a, b = a[rows, k], b[k, oc]
+    return recentre(a, 0, signed)[0], recentre(b, 0, signed)[0]
 
 
 def mac_counts(graph: QGraph, captured: dict[str, np.ndarray]) -> dict[str, int]:
@@ -101,14 +105,15 @@ def _exact_run(graph: QGraph, inputs: np.ndarray, images: int,
 
 
 def sample_workload(graph: QGraph, inputs: np.ndarray, length: int = 8192, images: int = 256,
-                    seed: int = 0) -> OperandStream:
+                    seed: int = 0, signed: bool = True) -> OperandStream:
     """A stream of ``length`` multiplications drawn over all layers of the exact int8 network
-    run on the first ``images`` inputs (``graph`` is the quantized model, before folding)."""
+    run on the first ``images`` inputs (``graph`` is the quantized model, before folding), as
+    operands of a ``signed`` or unsigned multiplier (``accel.codes.recentre``)."""
     layers, captured = _exact_run(graph, inputs, images)
     macs = mac_counts(graph, captured)
     rng = np.random.default_rng(seed)
     shares = rng.multinomial(length, np.array([macs[n.name] for n in layers]) / sum(macs.values()))
-    parts = [_layer_operands(graph, n, captured[n.inputs[0]], int(k), rng)
+    parts = [_layer_operands(graph, n, captured[n.inputs[0]], int(k), rng, signed)
              for n, k in zip(layers, shares) if k]
     a = np.concatenate([p[0] for p in parts]).astype(np.int64)
     b = np.concatenate([p[1] for p in parts]).astype(np.int64)
@@ -117,7 +122,8 @@ def sample_workload(graph: QGraph, inputs: np.ndarray, length: int = 8192, image
 
 
 def sample_layer_workloads(graph: QGraph, inputs: np.ndarray, length: int = 8192,
-                           images: int = 256, seed: int = 0) -> dict[str, OperandStream]:
+                           images: int = 256, seed: int = 0,
+                           signed: bool = True) -> dict[str, OperandStream]:
     """One stream of ``length`` multiplications per table layer (by node name, in graph
     order), each drawn from that layer's own operands in the exact network: a multiplier's
     power depends on what it multiplies, and layers multiply very different codes."""
@@ -125,7 +131,7 @@ def sample_layer_workloads(graph: QGraph, inputs: np.ndarray, length: int = 8192
     rng = np.random.default_rng(seed)
     streams = {}
     for node in layers:
-        a, b = _layer_operands(graph, node, captured[node.inputs[0]], length, rng)
+        a, b = _layer_operands(graph, node, captured[node.inputs[0]], length, rng, signed)
         streams[node.name] = OperandStream(a.astype(np.int64), b.astype(np.int64), node.name)
     return streams
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from accel.codes import map_codes, map_pairs
+from accel.codes import flat_bytes, map_codes, map_pairs
 
 
 def layouts(x: np.ndarray) -> list[np.ndarray]:
@@ -45,3 +45,12 @@ def test_pair_tables_equal_numpy(dtype):
         np.testing.assert_array_equal(map_pairs(table.T, small, a), expected)
     assert map_pairs(table, a[0, 0, 0, 0], b[0, 0, 0, 0]) == \
         table[int(a[0, 0, 0, 0]) - info.min, int(b[0, 0, 0, 0]) - info.min]
+
+
+def test_an_axis_of_length_one_does_not_hide_a_filled_layout():
+    """numpy may give a length-1 axis any stride (0 here, as a transposed image batch has):
+    the bytes still fill memory, so they are read without a copy."""
+    x = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    odd = np.lib.stride_tricks.as_strided(x, (2, 1, 28, 28), (784, 0, 28, 1))
+    np.testing.assert_array_equal(flat_bytes(odd), x.reshape(-1))
+    assert flat_bytes(x[:, ::2]) is None  # gaps: not filled

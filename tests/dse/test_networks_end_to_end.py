@@ -59,6 +59,22 @@ def test_every_registry_architecture_runs_a_study(arch, tmp_path, mnist_dir, mni
     assert report["arch"] == arch and report["macs_per_image"] > 0
 
 
+@pytest.mark.parametrize("scheme, fmt", [("u8s8", "qoperator"), ("u8u8", "qdq")])
+def test_a_study_quantizes_in_the_scheme_its_file_names(scheme, fmt, tmp_path, mnist_dir, mnist,
+                                                        env):
+    """The study file's quantization scheme and format reach onnxruntime's quantizer; the
+    signed AppAxO multipliers take the uint8 operands and the exact one still scores what
+    onnxruntime scores."""
+    folder = tmp_path / scheme
+    data = small_study(folder, mnist_dir, model={"arch": "lenet5"})
+    data["quantization"].update(scheme=scheme, format=fmt)
+    assert run_cli(tmp_path, data) == 0
+    exact_matches_onnxruntime(folder, mnist[1])
+    report = yaml.safe_load((folder / "network" / "network.json").read_text())
+    assert report["operand_scheme"] == scheme
+    assert (report["settings"]["scheme"], report["settings"]["quant_format"]) == (scheme, fmt)
+
+
 @pytest.fixture(scope="module")
 def fcnn_onnx(tmp_path_factory, mnist_dir):
     """A trained float FCNN written by the documented command (``zoo export``)."""

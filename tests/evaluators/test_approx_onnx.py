@@ -113,7 +113,6 @@ def test_nodes_that_cannot_be_rewritten_are_one_line_errors(lenet):
         (dict(multipliers=CONFIG, nodes=["/conv1/Conv_quant"], emgaxo=True),
          "EMGAxO mode replaces QGemm nodes only"),
         (dict(multipliers=TRUNCATED, emgaxo=True), "AppAxO configurations only"),
-        (dict(multipliers=ProductTable.exact(False)), "product table is unsigned"),
         (dict(multipliers={"/fc1/Gemm_quant": CONFIG}, nodes=["/fc2/Gemm_quant"]),
          "node '/fc2/Gemm_quant' is chosen but given no multiplier"),
     ]

@@ -34,9 +34,10 @@ def outputs(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
     return session.run(None, feed(model, images, PRE))[0]
 
 
-def qdq_model(float_onnx: Path, folder: Path, calibration: np.ndarray) -> onnx.ModelProto:
-    path = folder / "qdq.onnx"
-    quantize_int8(float_onnx, path, PRE.apply(calibration), quant_format="qdq")
+def qdq_model(float_onnx: Path, folder: Path, calibration: np.ndarray,
+              scheme: str = "s8s8") -> onnx.ModelProto:
+    path = folder / f"qdq_{scheme}.onnx"
+    quantize_int8(float_onnx, path, PRE.apply(calibration), quant_format="qdq", scheme=scheme)
     return onnx.load(str(path))
 
 
@@ -135,6 +136,28 @@ def test_approximate_scoring_equals_onnxruntime_with_the_exact_table(lenet_qdq, 
     np.testing.assert_array_equal(exact, got)
     assert not np.array_equal(evaluator.logits(
         ProductTable(appaxo.product_table(404750335), True)), exact)
+
+
+@pytest.mark.parametrize("scheme", ["u8s8", "u8u8"])
+def test_whole_chain_with_zero_points(lenet, mnist, tmp_path, scheme):
+    """uint8 activations with their zero points (and U8U8's uint8 weights around 128): the
+    chain keeps the predictions, hands the zero points to ConvInteger / MatMulInteger, and
+    the runner gives onnxruntime's outputs with exact tables of either signedness."""
+    model = qdq_model(lenet.float_onnx, tmp_path, mnist[0].images[:200], scheme)
+    images = mnist[1].images[:IMAGES]
+    final = run_steps(model, list(STEPS))
+    assert integer_only(final) == []
+    assert np.sum(outputs(final, images).argmax(1) != outputs(model, images).argmax(1)) <= 2
+    layers = [n for n in final.graph.node if n.op_type in ("ConvInteger", "MatMulInteger")]
+    assert len(layers) == 5 and any(n.op_type == "Relu" for n in final.graph.node)
+    if scheme == "u8u8":  # the weight zero point 128 is an input of every integer layer
+        assert all(len(n.input) == 4 for n in layers)
+    graph = QGraph.from_onnx(final)
+    feeds = feed(final, images, PRE)
+    expected = outputs(final, images)
+    for signed in (True, False):
+        got = approx_runner.run(graph, feeds, ProductTable.exact(signed), cpu)[graph.outputs[0]]
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_a_node_the_step_cannot_rewrite_is_named(mnist_cnn_qdq):

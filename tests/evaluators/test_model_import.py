@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from circuits.product_table import ProductTable
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.errors import ModelError
-from evaluators.model_import import ModelInfo, check_data, import_model, inspect_model
+from evaluators.model_import import ModelInfo, check_data, import_model, inspect_model, operand_scheme
 from evaluators.preprocess import Preprocessing
 from evaluators.qgraph import QGraph
 
@@ -278,13 +278,17 @@ def test_integer_input(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", [QuantFormat.QOperator, QuantFormat.QDQ], ids=["qoperator", "qdq"])
-def test_uint8_activations_are_refused(data, cnn_onnx, tmp_path, fmt):
+def test_uint8_activations_are_imported(data, cnn_onnx, tmp_path, fmt):
+    """A user's U8S8 model (onnxruntime's default) is used as it is: the signed multipliers
+    take its uint8 activations moved by 128, and with the exact table the runner gives
+    onnxruntime's outputs (import_model warns otherwise)."""
     x = data[0][:200]
     path = user_quantized(cnn_onnx, tmp_path / "quint8.onnx", x, fmt, activations=QuantType.QUInt8)
     assert inspect_model(path).format == ("qdq" if fmt == QuantFormat.QDQ else "qoperator")
-    refused(path, "multiplies uint8 activations, but AppAxO multipliers are signed 8x8; quantize "
-            "the model with int8 activations .* or give the float model",
-            lambda p: import_model(p, tmp_path / "net", x, log=lambda _: None))
+    messages: list[str] = []
+    import_model(path, tmp_path / "net", x, log=messages.append)
+    assert not [m for m in messages if "warning" in m]
+    assert operand_scheme(QGraph.from_onnx(tmp_path / "net" / "int8.onnx")) == "u8s8"
 
 
 def test_unsupported_op_names_node_and_op(data, tmp_path):
