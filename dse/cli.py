@@ -202,12 +202,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from dse.designs import DesignError
     from dse.export import export
     from dse.study import load_study
 
     study = load_study(args.folder)
+    output = Path(args.output) if args.output else None
+    if args.format == "onnx":  # prints a line per file as it goes
+        from dse.export_onnx import export_onnx
+
+        with _writing(study.folder, "choose a writable folder with --output"):
+            export_onnx(study, output, args.design, progress=not args.quiet)
+        return 0
+    if args.design:
+        raise DesignError(f"--design chooses the designs of --format onnx; --format "
+                          f"{args.format} writes every trial")
     with _writing(study.folder, "choose a writable file with --output"):
-        path = export(study, args.format, Path(args.output) if args.output else None)
+        path = export(study, args.format, output)
     print(f"wrote {path}")
     return 0
 
@@ -455,11 +466,19 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--plot", help="write the overlaid fronts and hypervolume curves (PNG)")
     cmp.add_argument("--json", action="store_true", help="machine-readable output")
     cmp.set_defaults(func=cmd_compare)
-    exp = sub.add_parser("export", help="write a study's trials as a table")
+    exp = sub.add_parser("export", help="write a study's trials as a table, or its designs as "
+                         "approximate ONNX models")
     exp.add_argument("folder")
-    exp.add_argument("--format", choices=["csv", "parquet", "emgaxo"], default="csv",
-                     help="csv / parquet: every trial and metric; emgaxo: EMGAxO-style CSV")
-    exp.add_argument("--output", help="file to write (default: in the study folder)")
+    exp.add_argument("--format", choices=["csv", "parquet", "emgaxo", "onnx"], default="csv",
+                     help="csv / parquet: every trial and metric; emgaxo: EMGAxO-style CSV; onnx: "
+                          "the study's int8 network with each design's multipliers, one file per "
+                          "design (retrained ones too) and index.csv")
+    exp.add_argument("-o", "--output", help="file to write (default: in the study folder); for "
+                                            "onnx a folder (default: export/onnx/ in it)")
+    exp.add_argument("--design", action="append", metavar="D",
+                     help="onnx: trial number, design name or configuration (repeat for several; "
+                          "default: the Pareto front)")
+    exp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     exp.set_defaults(func=cmd_export)
     zoo = sub.add_parser("zoo", help="the architecture registry: list it, or train and export "
                          "a network as ONNX").add_subparsers(dest="zoo_command", required=True)

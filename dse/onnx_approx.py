@@ -21,10 +21,12 @@ def add_parser(onnx_sub: argparse._SubParsersAction) -> None:
         "approx", help="replace the multipliers of a QOperator int8 model's QLinearConv/QGemm/"
                        "QLinearMatMul nodes by an approximate one (custom-domain nodes)")
     approx.add_argument("model", help="QOperator int8 ONNX model")
-    approx.add_argument("--multiplier", required=True,
+    approx.add_argument("--multiplier", required=True, action="append", metavar="[NODE=]SPEC",
                         help="appaxo:CONFIG (integer or 36-bit string; written as the INIT_Value "
                              "attribute), a .npy 256x256 int32 product table, or a Verilog file / "
-                             "baseline:NAME (simulated to its table; written as an initializer)")
+                             "baseline:NAME (simulated to its table; written as an initializer). "
+                             "NODE=SPEC (repeatable) gives one node its own multiplier; a plain "
+                             "SPEC (at most one) serves every other chosen node")
     approx.add_argument("--signedness", choices=["signed", "unsigned"], default="signed",
                         help="how to read a .npy table or a Verilog file's ports (default signed)")
     approx.add_argument("--nodes", help="comma-separated node names to replace (default: every "
@@ -41,8 +43,16 @@ def cmd_approx(args: argparse.Namespace) -> int:
     from evaluators.model_import import load_model
 
     model = load_model(Path(args.model))
-    multiplier = read_multiplier(args.multiplier, args.signedness == "signed")
+    default, per_node = node_specs(args.multiplier)
+    signed = args.signedness == "signed"
+    multiplier = None if default is None else read_multiplier(default, signed)
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
+    if per_node:  # the plain SPEC serves the chosen nodes (by default: all) not named here
+        if nodes is None:
+            nodes = _default_nodes(model, args.emgaxo) if multiplier is not None else []
+        nodes = list(dict.fromkeys([*nodes, *per_node]))
+        given = dict.fromkeys(nodes, multiplier) if multiplier is not None else {}
+        multiplier = {**given, **{n: read_multiplier(s, signed) for n, s in per_node.items()}}
     approx = approximate_model(model, multiplier, nodes, emgaxo=args.emgaxo)
     try:
         onnx.save(approx, args.output)
@@ -50,8 +60,40 @@ def cmd_approx(args: argparse.Namespace) -> int:
         raise ModelError(f"{args.output}: cannot write ({err.strerror})") from None
     ops = Counter(n.op_type for n in approx.graph.node if n.domain in (DSE_DOMAIN, EMGAXO_DOMAIN))
     print(f"wrote {args.output}: " + ", ".join(f"{count} {op}" for op, count in ops.items())
-          + f" with {args.multiplier}")
+          + f" with {'; '.join(args.multiplier)}")
     return 0
+
+
+def node_specs(values: list[str]) -> tuple[str | None, dict[str, str]]:
+    """``--multiplier`` values as (the plain SPEC, or None; node -> SPEC of the ``NODE=SPEC``
+    ones). A value that names an existing file is a plain SPEC even with a ``=`` in it."""
+    plain, per_node = [], {}
+    for value in values:
+        node, sep, spec = value.partition("=")
+        if sep and not Path(value).exists():
+            if not node or not spec:
+                raise MultiplierError(f"--multiplier {value!r}: expected NODE=SPEC with a node "
+                                      "name and a multiplier")
+            if node in per_node:
+                raise MultiplierError(f"--multiplier: node {node!r} is given two multipliers "
+                                      f"({per_node[node]}, {spec})")
+            per_node[node] = spec
+        else:
+            plain.append(value)
+    if len(plain) > 1:
+        raise MultiplierError(f"--multiplier: one plain SPEC serves every node not given its own "
+                              f"(NODE=SPEC); got {len(plain)}: {', '.join(plain)}")
+    return (plain[0] if plain else None), per_node
+
+
+def _default_nodes(model: onnx.ModelProto, emgaxo: bool) -> list[str]:
+    """The nodes ``approximate_model`` chooses by default (every QLinearConv, QGemm and
+    QLinearMatMul; every QGemm in EMGAxO mode), named as it names them."""
+    from evaluators.approx_onnx import BASE_INPUTS
+    from evaluators.qgraph import QGraph
+
+    ops = {"QGemm"} if emgaxo else set(BASE_INPUTS)
+    return [node.name for node in QGraph.from_onnx(model).nodes if node.op in ops]
 
 
 def read_multiplier(spec: str, signed: bool = True) -> int | ProductTable:
