@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from dse.designs import design_tables, find_design, study_data
+from dse.designs import design_name, design_tables, find_design, study_data
 from dse.report import pyplot
 from dse.study import Study, load_study
 from dse.study_file import StudyFileError
@@ -165,12 +165,6 @@ def _advance(bar: tqdm) -> None:
 
 def _quiet(_message: str) -> None:
     pass
-
-
-def design_name(row: pd.Series) -> str:
-    """The design's name, or ``trial<N>`` where the trial has none."""
-    design = row.get("design")
-    return str(design) if isinstance(design, str) and design else f"trial{int(row['trial'])}"
 
 
 def _file_name(name: str) -> str:

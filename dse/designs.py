@@ -24,6 +24,12 @@ class DesignError(StudyFileError):
     """A design that the study does not hold, or whose multiplier cannot be read back."""
 
 
+def design_name(row: pd.Series) -> str:
+    """The design's name, or ``trial<N>`` where the trial has none."""
+    design = row.get("design")
+    return str(design) if isinstance(design, str) and design else f"trial{int(row['trial'])}"
+
+
 def measured(study: Study) -> pd.DataFrame:
     """The completed trials that measured a design on the whole test set (not the retrained
     ones, nor those screened on a subset, whose accuracy is not comparable)."""

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from tqdm import tqdm
 
-from dse.analysis import design_name
-from dse.designs import DesignError, design_tables, find_design
+from dse.designs import DesignError, design_name, design_tables, find_design
 from dse.export import write_csv
 from dse.study import RETRAINED, Study
 

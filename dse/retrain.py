@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from dse.designs import DesignError, find_design, front_designs
+from dse.designs import DesignError, design_name, find_design, front_designs
 from dse.storage import JOURNAL, StorageError, constraint_dict
 from dse.study import BASELINE, RETRAINED, Study, read_frozen
 from dse.study_file import RetrainOption, StudyFileError
@@ -121,18 +121,12 @@ def retrain_study(study: Study, designs: list[str] | None, option: RetrainOption
     job = _Job(study, option, exact.user_attrs["accuracy"], log, progress)
     done: dict[int, bool] = {}  # retrained trial -> reused
     for n, (_, row) in enumerate(rows.iterrows(), 1):
-        log(f"design {n}/{len(rows)}: {_name(row)} (trial {int(row['trial'])}, accuracy "
+        log(f"design {n}/{len(rows)}: {design_name(row)} (trial {int(row['trial'])}, accuracy "
             f"{row['accuracy']:.4f})")
         trial, reused = job.retrain(row)
         done[trial] = reused
     table = study.retrained().set_index("trial").loc[list(done)].reset_index()
     return table.assign(reused=list(done.values()))
-
-
-def _name(row: pd.Series) -> str:
-    """The design's name (a folder name part), or ``trial<N>`` for a study without names."""
-    design = row.get("design")
-    return str(design) if isinstance(design, str) and design else f"trial{int(row['trial'])}"
 
 
 class _Job:
@@ -158,7 +152,7 @@ class _Job:
     def retrain(self, row: pd.Series) -> tuple[int, bool]:
         """Retrain one design (a row of ``Study.trials``) and store it, unless that retraining
         is stored already; (the retrained trial's number, whether it was reused)."""
-        name = _name(row)
+        name = design_name(row)
         relative = f"{FOLDER}/{model_folder(name, self.option)}/int8.onnx"
         stored = next((t for t in self.study.store.trials()
                        if t.user_attrs.get("role") == RETRAINED and t.state == TrialState.COMPLETE
@@ -192,7 +186,7 @@ class _Job:
 
         study, option, data = self.study, self.option, self.data
         kernel, device = study.settings.evaluation.kernel, study.settings.evaluation.device
-        name = _name(row)
+        name = design_name(row)
         tables = design_tables(study, row)
         settings = RetrainSettings(epochs=option.epochs, gradient=option.gradient,
                                    batch_size=option.batch_size,
