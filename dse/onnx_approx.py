@@ -39,7 +39,12 @@ def add_parser(onnx_sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_approx(args: argparse.Namespace) -> int:
-    from evaluators.approx_onnx import DSE_DOMAIN, EMGAXO_DOMAIN, approximate_model
+    from evaluators.approx_onnx import (
+        DSE_DOMAIN,
+        EMGAXO_DOMAIN,
+        approximate_model,
+        rewritable_nodes,
+    )
     from evaluators.model_import import load_model
 
     model = load_model(Path(args.model))
@@ -49,7 +54,7 @@ def cmd_approx(args: argparse.Namespace) -> int:
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
     if per_node:  # the plain SPEC serves the chosen nodes (by default: all) not named here
         if nodes is None:
-            nodes = _default_nodes(model, args.emgaxo) if multiplier is not None else []
+            nodes = rewritable_nodes(model, args.emgaxo) if multiplier is not None else []
         nodes = list(dict.fromkeys([*nodes, *per_node]))
         given = dict.fromkeys(nodes, multiplier) if multiplier is not None else {}
         multiplier = {**given, **{n: read_multiplier(s, signed) for n, s in per_node.items()}}
@@ -84,16 +89,6 @@ def node_specs(values: list[str]) -> tuple[str | None, dict[str, str]]:
         raise MultiplierError(f"--multiplier: one plain SPEC serves every node not given its own "
                               f"(NODE=SPEC); got {len(plain)}: {', '.join(plain)}")
     return (plain[0] if plain else None), per_node
-
-
-def _default_nodes(model: onnx.ModelProto, emgaxo: bool) -> list[str]:
-    """The nodes ``approximate_model`` chooses by default (every QLinearConv, QGemm and
-    QLinearMatMul; every QGemm in EMGAxO mode), named as it names them."""
-    from evaluators.approx_onnx import BASE_INPUTS
-    from evaluators.qgraph import QGraph
-
-    ops = {"QGemm"} if emgaxo else set(BASE_INPUTS)
-    return [node.name for node in QGraph.from_onnx(model).nodes if node.op in ops]
 
 
 def read_multiplier(spec: str, signed: bool = True) -> int | ProductTable:

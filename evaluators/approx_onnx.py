@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     import onnxruntime
 
 __all__ = ["DSE_DOMAIN", "EMGAXO_DOMAIN", "ApproxExportError", "Carried", "Multipliers",
-           "approximate_model", "for_onnxruntime", "session"]
+           "approximate_model", "for_onnxruntime", "rewritable_nodes", "session"]
 
 DSE_DOMAIN = "ai.dse.approx"
 EMGAXO_DOMAIN = "test.customop"
@@ -94,6 +94,13 @@ def approximate_model(model: onnx.ModelProto, multipliers: Multipliers,
     return out
 
 
+def rewritable_nodes(model: onnx.ModelProto, emgaxo: bool = False) -> list[str]:
+    """The nodes ``approximate_model`` rewrites by default: every QLinearConv, QGemm and
+    QLinearMatMul (every QGemm in EMGAxO mode), named as ``QGraph.from_onnx`` names them."""
+    allowed = {"QGemm"} if emgaxo else set(BASE_INPUTS)
+    return [name for name, n in zip(_names(model), model.graph.node) if n.op_type in allowed]
+
+
 def _names(model: onnx.ModelProto) -> list[str]:
     """Each node's name as ``QGraph.from_onnx`` gives it."""
     return [n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)]
@@ -109,7 +116,7 @@ def _chosen(model: onnx.ModelProto, multipliers: Multipliers, nodes: list[str] |
         if missing := [n for n in nodes if n not in multipliers]:
             raise ApproxExportError(f"node {missing[0]!r} is chosen but given no multiplier")
     if nodes is None:
-        nodes = [name for name, n in by_name.items() if n.op_type in allowed]
+        nodes = rewritable_nodes(model, emgaxo)
         if not nodes:
             float_ops = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
             hint = f"; node {float_ops[0].name!r} is a float {float_ops[0].op_type} (a QDQ or " \
