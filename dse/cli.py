@@ -553,12 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also characterize the truncated and broken-array baselines and plot them")
     gen.set_defaults(func=cmd_generate)
     from dse.analysis import add_parser as add_analyze
+    from dse.hls import add_parser as add_hls
     from dse.onnx_approx import add_parser as add_onnx_approx
     from dse.onnx_integer import add_parser as add_onnx_integer
     from dse.onnx_sweep import add_parser as add_onnx_sweep
     from dse.retrain import add_parser as add_retrain
 
     add_retrain(sub)
+    add_hls(sub)
     add_analyze(sub)
     onnx = sub.add_parser("onnx", help="approximate ONNX models (written, swept, scored, run in "
                                        "onnxruntime with dse's custom ops) and integer-only graphs")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 SCHEMES = ("s8s8", "u8s8", "u8u8")  # activations then weights: signed or unsigned 8-bit
 FORMATS = ("qoperator", "qdq")
 

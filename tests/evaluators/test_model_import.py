@@ -21,7 +21,13 @@ from torch.nn import functional as F
 from circuits.product_table import ProductTable
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.errors import ModelError
-from evaluators.model_import import ModelInfo, check_data, import_model, inspect_model, operand_scheme
+from evaluators.model_import import (
+    ModelInfo,
+    check_data,
+    import_model,
+    inspect_model,
+    operand_scheme,
+)
 from evaluators.preprocess import Preprocessing
 from evaluators.qgraph import QGraph
 
