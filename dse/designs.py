@@ -78,6 +78,10 @@ def design_tables(study: Study, row: pd.Series):
     from circuits.product_table import ProductTable
 
     kind = study.settings.space.type
+    if getattr(study.settings.space, "firmware", None) is not None:
+        raise DesignError(f"{study.folder}: design {design_name(row)} is a precision/sparsity "
+                          "variant of the network; retrain, analyze, export --format onnx and hls "
+                          "read the study's int8 network, so they do not take firmware designs yet")
     if kind == "appaxo36":
         return appaxo.table(int(row["config"]))
     if kind == "layerwise":

@@ -67,7 +67,7 @@ def emgaxo_table(study: Study) -> pd.DataFrame:
     done = done[(done["state"] == "COMPLETE") & (done["role"] != RETRAINED)]
     table = pd.DataFrame({
         "Config": done["config_bits"],
-        "Config_int": done["config"].astype("int64"),
+        "Config_int": done.get("appaxo_config", done["config"]).astype("int64"),
         "Disabled_LUTs": N_BITS - done["config_bits"].str.count("1"),
     })
     for metric in EMGAXO_METRICS:

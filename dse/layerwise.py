@@ -33,8 +33,8 @@ def study_designs(folder: str) -> tuple[list[int], list[Member]]:
     study = load_study(folder)
     front = study.pareto()
     kind = study.settings.space.type
-    if kind == "appaxo36":
-        return [int(c) for c in front["config"]], []
+    if kind == "appaxo36":  # a firmware study's config is joint; its multiplier is appaxo_config
+        return [int(c) for c in front.get("appaxo_config", front["config"])], []
     if kind == "layerwise":
         return [], list(MultiplierLibrary.load(Path(folder) / "pareto" / "library"))
     members = []

@@ -100,10 +100,10 @@ def freeze(settings: StudySettings, folder: Path) -> None:
 
 
 def make_space(settings: StudySettings, evaluator=None) -> Space:
-    """The search space a study file's ``space`` section describes (a layer-wise space is
-    built with its evaluator, which knows the network's layers and the library)."""
+    """The search space a study file's ``space`` section describes (a layer-wise or firmware
+    space is built with its evaluator, which knows the network's layers and the library)."""
     space = settings.space
-    if space.type == "layerwise":
+    if space.type == "layerwise" or getattr(space, "firmware", None) is not None:
         return evaluator.space
     if space.type == "xpat":
         return ChoiceSpace(space.choices())
@@ -163,6 +163,10 @@ def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = N
         from dse.layerwise import build_evaluator as build_layerwise
 
         return build_layerwise(settings, common, folder, log, progress)
+    if getattr(settings.space, "firmware", None) is not None:
+        from dse.firmware import build_evaluator as build_firmware
+
+        return build_firmware(settings, common, log, progress)
     if xpat:
         from evaluators.generated import XpatEvaluator, XpatTrials
 

@@ -38,9 +38,14 @@ NAMES = {
     "pdp": "power-delay product",
     "energy": "multiplication energy per inference",
     "energy_saving": "multiplication energy saved vs exact",
+    "bram": "BRAM18 blocks",
+    "dsps": "DSP slices",
+    "latency_cycles": "latency",
+    "multipliers": "multipliers",
 }
 # absolute errors count least significant bits of the product; counts and fractions have none
-UNITS = {"mae": "LSB", "wce": "LSB", "fpga_delay": "ns", "fpga_power": "Vivado units"}
+UNITS = {"mae": "LSB", "wce": "LSB", "fpga_delay": "ns", "fpga_power": "Vivado units",
+         "latency_cycles": "clock cycles"}
 LIBERTY_UNITS = {"area": "µm²", "power": "µW", "delay": "ns", "pdp": "fJ", "energy": "nJ"}
 ESTIMATE_UNITS = {"area": "transistors", "power": "toggles/cycle", "delay": "gate levels",
                   "pdp": "toggles × levels", "energy": "toggles"}
@@ -74,6 +79,11 @@ def source(study: Study, metric: str) -> str:
         return "Yosys synth_xilinx"
     if metric in FPGA_BY_YOSYS and study.settings.space.type == "layerwise":
         return "AppAxO model or Yosys synth_xilinx"
+    if getattr(study.settings.space, "firmware", None) is not None and \
+            metric in ("fpga_luts", "bram", "dsps", "latency_cycles", "multipliers"):
+        from evaluators.firmware_cost import SOURCE
+
+        return SOURCE
     return "Vivado-calibrated model" if metric.startswith("fpga_") else ""
 
 
@@ -136,6 +146,11 @@ def write_reports(study: Study) -> dict[str, Path]:
                      {k: label(study, k) for k in study.objectives},
                      {k: unit(study, k) for k in trials.columns}, paths["html"])
     plot_hypervolume(study, paths["hypervolume"])
+    if getattr(study.settings.space, "firmware", None) is not None:
+        from dse.firmware import PLOT, plot_precision_sparsity
+
+        paths["precision_sparsity"] = study.folder / PLOT
+        plot_precision_sparsity(study, trials, paths["precision_sparsity"])
     return paths
 
 

@@ -48,11 +48,18 @@ METRIC_DIRECTIONS = {
     "pdp": "minimize",
     "energy": "minimize",
     "energy_saving": "maximize",
+    "bram": "minimize",
+    "latency_cycles": "minimize",
+    "multipliers": "minimize",
 }
 ASIC_METRICS = ("area", "power", "delay", "pdp", "energy", "energy_saving")
 LAYERWISE_METRICS = ("accuracy", "accuracy_drop", "precision_macro", "recall_macro", "f1_macro",
                      "energy", "energy_saving", "area", "delay", "fpga_luts", "fpga_carry4",
                      "mae", "mred", "wce", "error_probability")
+# what the analytic firmware model measures (space.firmware): fpga_luts is the network's total
+FIRMWARE_METRICS = ("accuracy", "accuracy_drop", "precision_macro", "recall_macro", "f1_macro",
+                    "fpga_luts", "bram", "dsps", "latency_cycles", "multipliers", "kept_luts",
+                    "mean_error", "mae", "mse", "wce", "mred", "error_probability")
 ZERO_AT_EXACT = ("mae", "mred", "wce", "error_probability")  # 0 for the exact multiplier
 KNOWN_LIBERTY = ("nangate45", "sky130hd")
 MAX_STUDY_FILE_BYTES = 1 << 20
@@ -193,6 +200,11 @@ class ModelSettings(_Section):
         return None if self.onnx is not None else self.arch or "lenet5"
 
 
+# settings added after studies were frozen without them: left out of the dump while they hold
+# their default, so those studies keep their hash
+LATER_DEFAULTS = (("quantization", "scheme", "s8s8"), ("quantization", "format", "qoperator"))
+
+
 class QuantizationSettings(_Section):
     """Static 8-bit quantization with onnxruntime (``evaluators.quantization``): per-channel
     weights, MinMax calibration. ``scheme``: activations then weights, signed (s8) or unsigned
@@ -223,13 +235,54 @@ def _parse_bits(value: Any, field: str) -> int:
     raise ValueError(f"{field} must be a 36-character 0/1 string or an integer, got {value!r}")
 
 
+def _distinct_values(value: list, field: str) -> list:
+    if len(set(value)) != len(value):
+        raise ValueError(f"{field} lists a value twice: {value}")
+    return value
+
+
+class FineTuneSettings(_Section):
+    """How each precision/sparsity variant of the network is fine-tuned (``epochs: 0``: not at
+    all): through the exact product table, over the first ``images`` training images, Adam with
+    a one-cycle schedule peaking at ``learning_rate``. The defaults are
+    ``evaluators.precision.FineTuning``'s."""
+
+    epochs: Annotated[int, Field(ge=0, le=1000)] = 2
+    images: Annotated[int, Field(ge=1, le=10_000_000)] = 4000
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 5e-3
+    batch_size: Annotated[int, Field(ge=2, le=65536)] = 64
+
+
+class FirmwareSettings(_Section):
+    """The network's firmware searched jointly with the multiplier: weight and activation bits
+    (2 to 8; one width for all layers, or one per layer with ``per_layer_bits``), the hls4ml
+    reuse factor and the magnitude-pruning sparsity (per layer). Each list holds the searched
+    values (a single value is fixed). Costs come from the analytic FPGA model
+    (``evaluators.firmware_cost``); each (sparsity, bits) variant is fine-tuned once (cached)."""
+
+    weight_bits: Annotated[list[Annotated[int, Field(ge=2, le=8)]], Field(min_length=1)] = [8]
+    activation_bits: Annotated[list[Annotated[int, Field(ge=2, le=8)]], Field(min_length=1)] = [8]
+    per_layer_bits: bool = False
+    reuse_factor: Annotated[list[Annotated[int, Field(ge=1, le=1 << 20)]],
+                            Field(min_length=1)] = [1]
+    sparsity: Annotated[list[Annotated[float, Field(ge=0, le=0.99)]], Field(min_length=1)] = [0.0]
+    fine_tune: FineTuneSettings = FineTuneSettings()
+
+    @field_validator("weight_bits", "activation_bits", "reuse_factor", "sparsity")
+    @classmethod
+    def _distinct(cls, value: list, info) -> list:
+        return _distinct_values(value, info.field_name)
+
+
 class AppAxOSpace(_Section):
     """AppAxO 36-bit configurations: the bits set in ``free`` are searched; the others take
-    their value from ``fixed``. Both are 36-character MSB-first strings (or integers)."""
+    their value from ``fixed``. Both are 36-character MSB-first strings (or integers).
+    ``firmware``: search the network's precision, reuse factor and sparsity with them."""
 
     type: Literal["appaxo36"]
     free: int
     fixed: int = (1 << APPAXO_BITS) - 1
+    firmware: FirmwareSettings | None = None
 
     @field_validator("free", "fixed", mode="before")
     @classmethod
@@ -505,6 +558,7 @@ CONSTRAINT_METRICS = (
     "accuracy", "accuracy_drop", "precision_macro", "recall_macro", "f1_macro", "mean_error",
     "mae", "mse", "wce", "mred", "error_probability", "kept_luts", "fpga_luts", "fpga_carry4",
     "fpga_delay", "fpga_power", "area", "power", "delay", "pdp", "energy", "energy_saving",
+    "bram", "dsps", "latency_cycles", "multipliers",
 )
 
 
@@ -746,6 +800,32 @@ class StudySettings(_Section):
                              "assignment (space type layerwise)")
         return self
 
+    @model_validator(mode="after")
+    def _firmware_metrics(self) -> StudySettings:
+        names = [o.metric for o in self.objectives] + [c.metric for c in self.parsed_constraints]
+        if getattr(self.space, "firmware", None) is None:
+            if only := [m for m in names if m in ("bram", "dsps", "latency_cycles", "multipliers")]:
+                raise ValueError(f"{only[0]} is a figure of the firmware model; add a "
+                                 "space.firmware section")
+            return self
+        if wrong := [m for m in names if m not in FIRMWARE_METRICS]:
+            raise ValueError(f"{wrong[0]} is not measured with space.firmware (the analytic FPGA "
+                             f"model); use {', '.join(FIRMWARE_METRICS)}")
+        if self.evaluation.screening is not None:
+            raise ValueError("evaluation.screening is not for space.firmware (a variant's "
+                             "accuracy is measured in full)")
+        if self.retrain is not None:
+            raise ValueError("retrain: not for space.firmware studies (each precision/sparsity "
+                             "variant is fine-tuned already)")
+        if isinstance(self.strategy, GridStrategy) and self.strategy.configs is not None:
+            raise ValueError("strategy.configs lists AppAxO configurations; with space.firmware "
+                             "a grid counts over the joint space")
+        q = self.quantization
+        if (getattr(q, "scheme", "s8s8"), getattr(q, "format", "qoperator")) != ("s8s8", "qoperator"):
+            raise ValueError("space.firmware narrows the symmetric int8 QOperator network: "
+                             "quantization.scheme must be s8s8 and quantization.format qoperator")
+        return self
+
     @property
     def needs_fpga_synthesis(self) -> bool:
         """Whether an xpat study's objectives or constraints need Yosys ``synth_xilinx``."""
@@ -765,11 +845,17 @@ class StudySettings(_Section):
 
     def canonical(self) -> dict[str, Any]:
         """Settings as plain data, defaults filled in; what is frozen into the study folder.
-        An absent ``retrain`` section stays absent, so the settings of a study frozen before
-        that section existed keep their hash."""
+        An absent ``retrain`` section (or ``space.firmware``) stays absent, and so do the
+        ``LATER_DEFAULTS`` at their defaults, so the settings of a study frozen before they
+        existed keep their hash."""
         data = self.model_dump(mode="json")
         if data["retrain"] is None:
             del data["retrain"]
+        if "firmware" in data["space"] and data["space"]["firmware"] is None:
+            del data["space"]["firmware"]
+        for section, name, default in LATER_DEFAULTS:
+            if data[section][name] == default:
+                del data[section][name]
         return data
 
     def identity(self) -> dict[str, Any]:
