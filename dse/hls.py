@@ -79,7 +79,8 @@ def export_hls(study_dir: str | Path, design: str, out: str | Path, *, backend: 
     log(f"wrote the hls4ml project ({project.backend}, io_parallel) of {design_name(row)} to {out}")
     seconds = parity = None
     if compile or count:
-        log("compiling the C simulation with g++ (LeNet-5: about a minute)")
+        log("compiling the C simulation with g++ (convolutions take longest: LeNet-5 about a "
+            "minute, dense networks a few seconds)")
         seconds = project.compile()
     if count:
         parity = _check(project, data, tables, count, progress)

@@ -14,7 +14,12 @@ io_parallel, every tensor of ``ap_int`` codes:
   of the next code chain folded into its clamp;
 - max pooling runs on the codes (exact: the requantization and the clamp are non-decreasing);
 - a Flatten becomes an hls4ml Reshape, and the next Dense layer's weight rows are permuted so
-  that hls4ml's channels-last order reads what ONNX's NCHW flatten reads.
+  that hls4ml's channels-last order reads what ONNX's NCHW flatten reads;
+- a QLinearSoftmax over flat rows (the jet tagger's last layer) becomes a ``DseSoftmax`` layer
+  computing onnxruntime's quantized softmax on the codes: its exp table (``qops.softmax_exps``),
+  the float32 sum in input order, ``rint(e * floor(1 / y_scale) / sum)`` (the quotient in
+  double) plus the zero point;
+  the ties its coarse codes produce are kept, as the evaluator keeps them.
 
 What precedes the first table layer (the input's QuantizeLinear) and the output's
 DequantizeLinear stay in Python, computed by the evaluator's own functions: the firmware reads
@@ -76,7 +81,7 @@ class HlsExportError(ModelError):
     layer or setting."""
 
 
-# --- the requantization layer, as an hls4ml extension ------------------------------------
+# --- the requantization and softmax layers, as hls4ml extensions -------------------------
 
 class DseRequant(Layer):
     """onnxruntime's requantization of int32 accumulators to int8 codes, per output channel."""
@@ -94,6 +99,27 @@ class DseRequant(Layer):
         self.add_output_variable(list(self.get_input_variable().shape))
 
 
+class DseSoftmax(Layer):
+    """onnxruntime's QLinearSoftmax of a row of int8 codes: int8 probability codes."""
+
+    _expected_attributes = [
+        Attribute("n_in"),
+        Attribute("zero_point"),
+        Attribute("min_code"),
+        Attribute("max_code"),
+        Attribute("numerator", value_type=float),
+        Attribute("exps", value_type=np.ndarray),
+    ]
+
+    def initialize(self) -> None:
+        self.add_output_variable(list(self.get_input_variable().shape))
+
+
+def _float_literals(values: np.ndarray) -> str:
+    """float32 values as C++ literals; 9 significant digits give back the very float32 value."""
+    return ", ".join(f"{float(v):.8e}f" for v in np.asarray(values, np.float32).ravel())
+
+
 REQUANT_CONFIG = """struct config{index} {{
     static const unsigned n_in = {n_in};
     static const unsigned n_chan = {n_chan};
@@ -105,36 +131,72 @@ REQUANT_CONFIG = """struct config{index} {{
 const float config{index}::multiplier[{n_chan}] = {{{multipliers}}};
 """
 
+SOFTMAX_CONFIG = """struct config{index} {{
+    static const unsigned n_in = {n_in};
+    static const int zero_point = {zero_point};
+    static const int min_code = {min_code};
+    static const int max_code = {max_code};
+    static const float numerator;
+    static const float exps[256];
+}};
+const float config{index}::numerator = {numerator_literal};
+const float config{index}::exps[256] = {{{exps_literal}}};
+"""
+
 
 class RequantConfigTemplate(LayerConfigTemplate):
     def __init__(self) -> None:
         super().__init__(DseRequant)
-        self.template = REQUANT_CONFIG
 
     def format(self, node) -> str:
         params = self._default_config_params(node)
-        # 9 significant digits give back the very float32 value
-        params["multipliers"] = ", ".join(f"{float(m):.8e}f" for m in node.get_attr("multiplier"))
-        return self.template.format(**params)
+        params["multipliers"] = _float_literals(node.get_attr("multiplier"))
+        return REQUANT_CONFIG.format(**params)
 
 
-class RequantFunctionTemplate(FunctionCallTemplate):
+class SoftmaxConfigTemplate(LayerConfigTemplate):
     def __init__(self) -> None:
-        super().__init__(DseRequant, include_header=[APPROX_HEADER])
-        self.template = "dse::requant<{input_t}, {output_t}, {config}>({input}, {output});"
+        super().__init__(DseSoftmax)
 
     def format(self, node) -> str:
-        return self.template.format(**self._default_function_params(node))
+        params = self._default_config_params(node)
+        params["numerator_literal"] = _float_literals(node.get_attr("numerator"))
+        params["exps_literal"] = _float_literals(node.get_attr("exps"))
+        return SOFTMAX_CONFIG.format(**params)
+
+
+class _DseCall(FunctionCallTemplate):
+    """The call of ``dse::<function>`` (in ``dse_approx.h``) on a layer's input and output."""
+
+    layer: type[Layer]
+    function: str
+
+    def __init__(self) -> None:
+        super().__init__(self.layer, include_header=[APPROX_HEADER])
+
+    def format(self, node) -> str:
+        return (f"dse::{self.function}<{{input_t}}, {{output_t}}, {{config}}>({{input}}, "
+                "{output});").format(**self._default_function_params(node))
+
+
+class RequantFunctionTemplate(_DseCall):
+    layer, function = DseRequant, "requant"
+
+
+class SoftmaxFunctionTemplate(_DseCall):
+    layer, function = DseSoftmax, "softmax"
 
 
 @cache
 def _register_extensions() -> None:
-    """Teach hls4ml the requantization layer (once per process)."""
+    """Teach hls4ml the requantization and softmax layers (once per process)."""
     register_layer("DseRequant", DseRequant)
+    register_layer("DseSoftmax", DseSoftmax)
     for name in BACKENDS:
         backend = hls4ml.backends.get_backend(name)
-        backend.register_template(RequantConfigTemplate)
-        backend.register_template(RequantFunctionTemplate)
+        for template in (RequantConfigTemplate, RequantFunctionTemplate, SoftmaxConfigTemplate,
+                         SoftmaxFunctionTemplate):
+            backend.register_template(template)
 
 
 # --- the graph as an hls4ml layer list ---------------------------------------------------
@@ -232,12 +294,13 @@ class _Builder:
 
     def add(self, node: Node) -> None:
         handlers = {"QLinearConv": self._conv, "QGemm": self._gemm, "QLinearMatMul": self._gemm,
-                    CODE_CHAIN: self._code_chain, "DequantizeLinear": self._dequantize}
+                    "QLinearSoftmax": self._softmax, CODE_CHAIN: self._code_chain,
+                    "DequantizeLinear": self._dequantize}
         if node.op not in handlers:
             raise HlsExportError(
                 f"node {node.name!r} ({node.op}): no hls4ml layer of the export computes it; "
-                "supported: QLinearConv, QGemm, QLinearMatMul, MaxPool, Relu, Clip, Flatten, "
-                "Reshape, and QuantizeLinear/DequantizeLinear at the ends")
+                "supported: QLinearConv, QGemm, QLinearMatMul, QLinearSoftmax, MaxPool, Relu, "
+                "Clip, Flatten, Reshape, and QuantizeLinear/DequantizeLinear at the ends")
         if self.output is not None or node.inputs[0] != self.tensor:
             raise HlsExportError(
                 f"node {node.name!r} ({node.op}) does not read the previous layer's output: "
@@ -376,6 +439,31 @@ class _Builder:
                       "target_shape": [size]}, {"result": CODE})
         self.shape = (size,)
 
+    def _softmax(self, node: Node) -> None:
+        """A QLinearSoftmax over each flat row of int8 codes, as a ``DseSoftmax`` layer holding
+        the evaluator's own exp table and numerator."""
+        opset = int(node.attr("opset", 13))
+        axis = int(node.attr("axis", 1 if opset < 13 else -1))
+        if len(self.shape) != 1 or axis % 2 != 1:
+            raise HlsExportError(f"node {node.name!r} (QLinearSoftmax): axis {axis} of a tensor "
+                                 f"of shape {[1, *self.shape]}; hls export supports a softmax "
+                                 "over each flat row (after a dense layer)")
+        x_scale = qops.scalar(self.graph.const(node.inputs[1]), "input scale", node)
+        y_scale = qops.scalar(self.graph.const(node.inputs[3]), "output scale", node)
+        y_zero_point = self.graph.const(node.inputs[4]) if len(node.inputs) > 4 and \
+            node.inputs[4] else np.zeros((), np.int8)
+        if np.asarray(y_zero_point).dtype != np.int8:
+            raise HlsExportError(f"node {node.name!r} (QLinearSoftmax) writes "
+                                 f"{np.asarray(y_zero_point).dtype} codes; hls export needs int8")
+        info = np.iinfo(np.int8)
+        self._append({"class_name": "DseSoftmax", "name": _c_name(node.name, self.taken),
+                      "n_in": self.shape[0],
+                      "zero_point": int(qops.scalar(y_zero_point, "output zero point", node)),
+                      "min_code": int(info.min), "max_code": int(info.max),
+                      "numerator": float(qops.softmax_numerator(y_scale)),
+                      "exps": qops.softmax_exps(x_scale, self.shape[0])},
+                     {"result": CODE})
+
     def _dequantize(self, node: Node) -> None:
         scale = self.graph.const(node.inputs[1])
         zero_point = self.graph.const(node.inputs[2]) if len(node.inputs) > 2 and \
@@ -414,7 +502,8 @@ def _product_width(tables: Sequence[ProductTable]) -> int:
 APPROX_TOP = """#ifndef DSE_APPROX_H_
 #define DSE_APPROX_H_
 // Written by dse (evaluators/hls_export.py): the approximate multipliers' product tables, one
-// per table layer, the product hooks that read them, and onnxruntime's requantization.
+// per table layer, the product hooks that read them, and onnxruntime's requantization and
+// quantized softmax.
 #include <algorithm>
 #include "ap_int.h"
 #include "nnet_utils/nnet_mult.h"
@@ -450,12 +539,13 @@ template <class x_T, class w_T> class product{slot} : public nnet::product::Prod
 REQUANT_CPP = """
 // onnxruntime's requantization (accel/requant.py): float32(acc) * float32 multiplier, clamped
 // to the code range (a folded ReLU's included), rounded half to even, plus the zero point.
-inline int round_half_even(float y) {
+template <class real_t>
+inline int round_half_even(real_t y) {
     #pragma HLS INLINE
     int n = (int)y;
-    if ((float)n > y) n -= 1;        // floor; |y| < 256 after the clamp
-    float fraction = y - (float)n;   // exact
-    if (fraction > 0.5f || (fraction == 0.5f && (n & 1))) n += 1;
+    if ((real_t)n > y) n -= 1;         // floor; |y| < 256 after the clamp
+    real_t fraction = y - (real_t)n;   // exact
+    if (fraction > (real_t)0.5 || (fraction == (real_t)0.5 && (n & 1))) n += 1;
     return n;
 }
 
@@ -471,11 +561,45 @@ Requant:
         res[i] = round_half_even(y) + CONFIG_T::zero_point;
     }
 }
+"""
 
-} // namespace dse
+SOFTMAX_CPP = """
+// onnxruntime's QLinearSoftmax (evaluators/qops.py): each code's exp read from the table at
+// 255 - (row max - code), summed in float32 in input order, then rint(e * numerator / sum)
+// (in double, numerator = floor(1 / y_scale)) plus the zero point, clamped to the code range
+// (before rounding: the same, the bounds being integers). No product feeds an addition, so FMA
+// contraction has nothing to fuse, and without -ffast-math g++ keeps the sum's order.
+template <class data_T, class res_T, typename CONFIG_T>
+void softmax(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in]) {
+    #pragma HLS PIPELINE
+    int top = data[0].to_int();
+SoftmaxMax:
+    for (unsigned i = 1; i < CONFIG_T::n_in; i++) {
+        top = std::max(top, data[i].to_int());
+    }
+    float e[CONFIG_T::n_in];
+    #pragma HLS ARRAY_PARTITION variable=e complete
+    float total = 0.0f;
+SoftmaxSum:
+    for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+        e[i] = CONFIG_T::exps[255 + data[i].to_int() - top];
+        total += e[i];
+    }
+    const double lo = (double)(CONFIG_T::min_code - CONFIG_T::zero_point);
+    const double hi = (double)(CONFIG_T::max_code - CONFIG_T::zero_point);
+SoftmaxQuantize:
+    for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+        double y = (double)e[i] * (double)CONFIG_T::numerator;
+        y = y / (double)total;
+        y = y < lo ? lo : (y > hi ? hi : y);
+        res[i] = round_half_even(y) + CONFIG_T::zero_point;
+    }
+}
 """
 
 SETTER_CPP = """
+}} // namespace dse
+
 #ifndef __SYNTHESIS__
 // C simulation: dse replaces a layer's table without recompiling (HlsProject.set_tables).
 extern "C" void dse_set_table(unsigned slot, const int *values) {{
@@ -495,7 +619,7 @@ def approx_header(network: HlsNetwork, tables: Sequence[ProductTable]) -> str:
         rows = "\n".join(",".join(map(str, row)) + "," for row in table.values.tolist())
         parts.append(TABLE_CPP.format(slot=slot, layer=layer, sha=table.sha256[:16],
                                       entries=ENTRIES, values=rows))
-    parts.append(REQUANT_CPP)
+    parts += [REQUANT_CPP, SOFTMAX_CPP]
     parts.append(SETTER_CPP.format(entries=ENTRIES, tables=", ".join(
         f"dse::table{slot}" for slot in range(len(tables)))))
     return "".join(parts)

@@ -17,8 +17,10 @@ full of rounding ties, see tests/evaluators/test_qops.py):
   and reduces them as ``(l0 + l2) + (l1 + l3)``; the vector kernel sums each column of the window
   first, then the column sums left to right; the generic kernel sums row by row.
 - QLinearConcat: each input's codes through the table ``quantize(dequantize(code))``.
-- QLinearSoftmax: the float32 table ``exp((i - 255 + shift) * x_scale)`` (computed in double),
-  sums in input order, ``rint(e * floor(1 / y_scale) / sum) + zp``, saturated.
+- QLinearSoftmax: the float32 table ``exp((i - 255 + shift) * x_scale)`` (computed in double,
+  ``shift`` from a float32 log), float32 sums in input order, ``rint(e * floor(1 / y_scale) /
+  sum)`` with the quotient in double, plus zp, saturated (onnxruntime 1.32; a float32 quotient
+  or a double log differ on about 1 row in 100,000, at rounding ties).
 - float Softmax (MLAS AVX-512F kernel, the one onnxruntime picks on this project's machines):
   MLAS's own exp polynomial with FMAs, sums in 16 lanes, ``e * (1 / sum)``. On a CPU without
   AVX-512 MLAS sums in other lanes, and the last bit of a probability may differ.
@@ -418,25 +420,38 @@ def _softmax_rows(x: np.ndarray, node: Node, opset: int) -> tuple[np.ndarray, Ca
         lambda y: np.moveaxis(y.reshape(moved.shape), -1, axis)
 
 
+def softmax_exps(x_scale: float, d: int) -> np.ndarray:
+    """onnxruntime's QLinearSoftmax exp table for rows of ``d`` codes at ``x_scale``: entry
+    ``255 - (row max - code)`` is the float32 ``exp((i - 255 + shift) * x_scale)`` computed in
+    double, ``shift`` keeping a row's sum far below the float32 maximum. (Its int8 kernel reads
+    a byte-rotated copy at byte ``127 - max + code``: the same entry.) Shared with the hls4ml
+    export, whose firmware holds this very table."""
+    xs = float(_F32(x_scale))
+    # onnxruntime takes this log of a float: logf, i.e. the float32 log
+    log_room = float(_F32(math.log(float(np.finfo(_F32).max / _F32(d)))))
+    shift = max(0.0, log_room - 5.0) / xs
+    return np.array([math.exp((i - 255 + shift) * xs) for i in range(256)],
+                    dtype=np.float64).astype(_F32)
+
+
+def softmax_numerator(y_scale: float) -> np.float32:
+    """The float32 ``floor(1 / y_scale)`` QLinearSoftmax scales each exp by before dividing by
+    the row's sum."""
+    return _F32(math.floor(_F32(1) / _F32(y_scale)))
+
+
 def qlinear_softmax(node: Node, args: list, ctx) -> list[np.ndarray]:
     x, xs, _, ys, yz = _unary_args(node, args)
     rows, back = _softmax_rows(x, node, int(node.attr("opset", 13)))
-    d = rows.shape[1]
-    shift = max(0.0, math.log(float(np.finfo(_F32).max / _F32(d))) - 5.0) / float(_F32(xs))
-    exps = np.array([math.exp((i - 255 + shift) * float(_F32(xs))) for i in range(256)],
-                    dtype=np.float64).astype(_F32)
-    if x.dtype == np.int8:  # table[(i - 128) as byte] = exps[i], read at byte (127 - max + x)
-        table = np.empty(256, _F32)
-        table[(np.arange(256) - 128) & 0xFF] = exps
-        index = ((127 - rows.max(axis=1, keepdims=True).astype(np.int32)
-                  + rows.astype(np.int32)) & 0xFF)
-        e = table[index]
-    else:
-        e = exps[rows.astype(np.int32) + 255 - rows.max(axis=1, keepdims=True).astype(np.int32)]
+    rows = rows.astype(np.int32)
+    e = softmax_exps(xs, rows.shape[1])[255 + rows - rows.max(axis=1, keepdims=True)]
     total = np.zeros(rows.shape[0], dtype=_F32)
-    for k in range(d):  # summed in input order
+    for k in range(rows.shape[1]):  # summed in input order
         total += e[:, k]
-    q = np.rint((e * _F32(math.floor(_F32(1) / _F32(ys)))) / total[:, None]).astype(np.int64)
+    # the quotient in double, as onnxruntime's kernel computes it (a float32 one would round
+    # some rows onto a tie)
+    q = np.rint((e.astype(np.float64) * float(softmax_numerator(ys)))
+                / total.astype(np.float64)[:, None]).astype(np.int64)
     info = np.iinfo(yz.dtype)
     return [back(np.clip(q + int(yz), info.min, info.max).astype(yz.dtype))]
 
