@@ -1,14 +1,27 @@
 # make run   - set up (first time) and run the quickstart study
 # make test  - set up (first time) and run the test suite (without the long end-to-end runs)
-# make test-slow - the long end-to-end runs (every registry network's study, kill -9 of many)
+# make test-slow - the long end-to-end runs (every registry network's study, kill -9 of many,
+#                  SubXPAT on a 4x4 multiplier)
 # make bench - print the benchmark tables
+# make subxpat-env - SubXPAT's own virtualenv (for its real-run test and `dse generate subxpat`)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := yosys opensta dataset-fashion-mnist postgresql chromium
 
-.PHONY: setup system-packages run test test-slow bench clean
+# SubXPAT (../shared/subxpat, read-only) runs with its own pinned environment, kept in the dse
+# cache (outside the repository, where circuits/subxpat.py looks for it) and rebuilt only when
+# its requirements change; with SUBXPAT_VENV elsewhere, set SUBXPAT_PYTHON to its bin/python.
+SUBXPAT_HOME ?= $(abspath ../shared/subxpat)
+DSE_CACHE := $(or $(DSE_CACHE_DIR),$(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME)/dse,$(HOME)/.cache/dse))
+SUBXPAT_VENV ?= $(DSE_CACHE)/subxpat-venv
+SUBXPAT_DEBIAN_PACKAGES := graphviz libgraphviz-dev
+# the tests run SubXPAT where its checkout is there (CI: ../shared next to the clone)
+SUBXPAT_SETUP := $(if $(wildcard $(SUBXPAT_HOME)/main.py),subxpat-env)
+export SUBXPAT_HOME
+
+.PHONY: setup system-packages subxpat-env run test test-slow bench clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -24,6 +37,17 @@ system-packages:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# SubXPAT's environment as its README builds it: Graphviz headers (pygraphviz compiles against
+# them), then its pinned requirements.txt in a venv of its own.
+subxpat-env: $(SUBXPAT_VENV)/.installed
+
+$(SUBXPAT_VENV)/.installed: $(SUBXPAT_HOME)/requirements.txt
+	@$(MAKE) --no-print-directory system-packages DEBIAN_PACKAGES="$(SUBXPAT_DEBIAN_PACKAGES)"
+	$(PYTHON) -m venv $(SUBXPAT_VENV)
+	$(SUBXPAT_VENV)/bin/pip install -q --upgrade pip
+	$(SUBXPAT_VENV)/bin/pip install -q -r $(SUBXPAT_HOME)/requirements.txt
+	touch $@
+
 # torch first (the CPU build), then the project: its torch range then keeps that build.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +59,10 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/python -m dse run studies/quickstart.yaml
 
-test: setup
+test: setup $(SUBXPAT_SETUP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-slow: setup
+test-slow: setup $(SUBXPAT_SETUP)
 	$(BIN)/python -m pytest -q -m slow
 
 # The quick benchmark tables (a few minutes); bench/bench_strategies.py takes about an hour.

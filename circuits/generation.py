@@ -135,13 +135,11 @@ OnPoint = Callable[[DesignPoint], None]
 CHAIN_FIELDS = ("name", "generator", "verilog", "signed", "threshold", "step", "seconds", "metrics")
 
 
-def generate_cached(generator: Generator, exact: ExactCircuit, flow: FlowSettings,
-                    cache: ResultCache, on_point: OnPoint | None = None,
-                    workload: OperandStream | None = None) -> list[DesignPoint]:
-    """``generator.generate``, or the chain an identical run stored: keyed by the exact
-    circuit, the generator's name, version and parameters, the flow, the workload and the tool
-    versions."""
-    key = key_of({
+def chain_key(generator: Generator, exact: ExactCircuit, flow: FlowSettings,
+              workload: OperandStream | None = None) -> str:
+    """The cache key of a generator run: the exact circuit, the generator's name, version and
+    parameters, the flow, the workload and the tool versions."""
+    return key_of({
         "generator": generator.name, "version": generator.version, "params": generator.params(),
         "exact": exact.sha256,
         "flow": {k: v for k, v in asdict(flow).items() if k != "timeout_s"},
@@ -149,6 +147,14 @@ def generate_cached(generator: Generator, exact: ExactCircuit, flow: FlowSetting
         "yosys": tool_version("yosys"), "sta": tool_version("sta") if flow.liberty else None,
         "workload": workload.sha256 if workload is not None else None,
     })
+
+
+def generate_cached(generator: Generator, exact: ExactCircuit, flow: FlowSettings,
+                    cache: ResultCache, on_point: OnPoint | None = None,
+                    workload: OperandStream | None = None) -> list[DesignPoint]:
+    """``generator.generate``, or the chain an identical run stored (``chain_key``); a run that
+    found nothing is not stored."""
+    key = chain_key(generator, exact, flow, workload)
     if (hit := cache.get(key)) is not None:
         points = [DesignPoint(**{k: row[k] for k in CHAIN_FIELDS},
                               table=stored_table(row["metrics"]["table_sha256"], row["signed"]))
@@ -158,7 +164,8 @@ def generate_cached(generator: Generator, exact: ExactCircuit, flow: FlowSetting
                 on_point(point)
         return points
     points = generator.generate(exact, flow, cache, on_point, workload)
-    cache.put(key, {"chain": [{k: getattr(p, k) for k in CHAIN_FIELDS} for p in points]})
+    if points:  # an empty chain (a run stopped early, a tool failing) is not a result to keep
+        cache.put(key, {"chain": [{k: getattr(p, k) for k in CHAIN_FIELDS} for p in points]})
     return points
 
 

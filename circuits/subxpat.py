@@ -8,67 +8,123 @@ job (one worst-case error threshold) therefore runs as a subprocess in a fresh f
    ``input/ver/mul_i16_o16.v`` with SubXPAT's port convention (``in0..in7 = a[0..7]``,
    ``in8..in15 = b[0..7]``, ``out0..out15 = r[0..15]``). SubXPAT's metric is the worst-case
    absolute difference of the outputs read unsigned, which is why a signed multiplier is given as
-   its core ``r = product XOR 0x8000`` (``circuits.generation``).
+   its core ``r = product XOR 0x8000`` (``circuits.generation``). A smaller exact circuit on the
+   low bits of the same ports (``small_multiplier``: a 4x4 multiplier becomes ``mul_i8_o8``,
+   ``Layout``) runs the same way in minutes instead of hours.
 2. **Run** ``main.py`` with the flags of ``SubxpatParams`` (written against commit f52f0b8, whose
-   ``--output`` does nothing), everything else of the checkout linked in read-only.
-3. **Harvest** every circuit it wrote (``input/ver/<benchmark>_<id>_i<iteration>_<model>.v``;
-   also the names of neighbouring versions), and the error it reports for each iteration from its
-   grid CSV (``output/report/grid_..._time<YYYYmmdd:HHMMSS>.csv``: 15 header names, 16 fields).
-4. **Re-characterize** each one with our flow: its module is cleaned (SubXPAT repeats identical
-   assignments), wrapped from ``in*/out*`` to ``a, b, r``, wrapped back to a signed multiplier
-   (``wrap_signed``), synthesized and simulated exhaustively. A circuit whose measured worst-case
-   error exceeds the threshold it was generated for is rejected with a warning.
+   ``--output`` does nothing), everything else of the checkout linked in read-only. SubXPAT and
+   its Z3Log library run the z3 scripts they generate with a bare ``python3``, so the job's PATH
+   starts with SubXPAT's interpreter (``job_environment``); a preflight check fails in one line
+   when that interpreter lacks z3, pygraphviz or Z3Log.
+3. **Harvest** every circuit it wrote (``input/ver/<benchmark>_..._s<parent>_i<iteration>m<model>
+   t<stamp>.v``; also the names of neighbouring versions), and the error it reports for each
+   iteration: printed in its log as it goes, and in the grid CSV it writes when it ends
+   (``output/report/grid_..._time<YYYYmmdd:HHMMSS>.csv``: 15 header names, 16 fields).
+4. **Re-measure** each one with our flow: its module is cleaned (SubXPAT repeats identical
+   assignments) and wrapped from ``in*/out*`` to ``a, b, r``; an 8x8 circuit is wrapped back to
+   a signed multiplier (``wrap_signed``), synthesized and simulated exhaustively
+   (``harvest_points``), a smaller one is simulated against its exact circuit (``measure``). A
+   circuit whose measured worst-case error exceeds the threshold it was generated for is
+   rejected with a warning, and an error SubXPAT reported that differs from ours is named.
 
 The chain is ordered by the measured worst-case error. The command line, the file layout and the
-output formats were learnt by reading SubXPAT's source (the versions around commit f52f0b8);
-none of its code (GPL) is used here.
+output formats were learnt by reading SubXPAT's source (commit f52f0b8, MIT licence) and by
+running it; none of its code is used here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import logging
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from circuits.activity import OperandStream
-from circuits.cache import ResultCache
+from circuits.cache import ResultCache, cache_dir
 from circuits.characterize import FlowSettings
 from circuits.generation import DesignPoint, ExactCircuit, OnPoint, design_point, wrap_signed
+from circuits.liberty import Liberty, load_liberty
 from circuits.multiplier import Multiplier
-from circuits.netlist_sim import net_names
+from circuits.netlist_sim import net_names, operand_words
 from circuits.synthesis import synthesize_asic
 from circuits.tools import ToolError, die_with_parent, kill_group
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 DOCUMENTED_COMMIT = "f52f0b8"
 HOME_VARIABLE = "SUBXPAT_HOME"
 PYTHON_VARIABLE = "SUBXPAT_PYTHON"
-BENCHMARK = "mul_i16_o16"  # SubXPAT reads <name>_i<inputs>_o<outputs> from input/ver/
-INPUTS = tuple(f"in{k}" for k in range(16))
-OUTPUTS = tuple(f"out{k}" for k in range(16))
+VENV_FOLDER = "subxpat-venv"  # under the dse cache: what ``make subxpat-env`` builds
 # the grid CSV's header names 15 columns; each row has a 16th, SubXPAT's Model.subxpat_v1_time
 # (the cell's exploration time: template definition + solving; its plot scripts call it
 # ``exploration_time``)
 UNNAMED_GRID_FIELD = "subxpat_v1_time"
 ERROR_PARTITIONINGS = ("asc", "desc", "smart_asc", "smart_desc")
-ENCODINGS = ("z3int", "z3bvec", "z3dint", "z3dbvec", "qbf")
+# f52f0b8 also parses ``qbf``, but its manager is a stub (SOP_QBF_Manager.run returns nothing)
+ENCODINGS = ("z3bvec", "z3int")
 CONSTANTS = ("never", "always")
+# what SubXPAT and its Z3Log start by name from PATH (python3: the generated z3 scripts)
+TOOLS = ("yosys", "sta", "dot")
+PREFLIGHT_MODULES = ("z3", "pygraphviz", "Z3Log")
 # folders SubXPAT writes into (relative to its working directory): never linked into a job
 WRITTEN_FOLDERS = ("input", "output", "test", "experiments")
+LOG_FILE = "subxpat.log"  # a job's output, in its folder
+_ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # SubXPAT colours its messages
 JOB_FOLDERS = ("input/ver", "input/gv", "input/aig", "output/ver", "output/gv", "output/aig",
                "output/z3", "output/report", "output/figure", "output/log", "output/json",
                "output/html", "test/ver", "test/z3")
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which low bits of the exact circuit's ports ``a[7:0]``, ``b[7:0]``, ``r[15:0]`` SubXPAT
+    sees: its benchmark ``mul_i<inputs>_o<outputs>`` (SubXPAT reads the counts from the name)
+    has ``in0.. = a[0..]``, then ``b[0..]``, and ``out<k> = r[k]``; the other bits of ``r`` are 0."""
+
+    a_bits: int = 8
+    b_bits: int = 8
+    r_bits: int = 16
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.a_bits <= 8 and 1 <= self.b_bits <= 8 and 1 <= self.r_bits <= 16):
+            raise ValueError(f"a layout within a[7:0], b[7:0], r[15:0] is needed, got {self}")
+
+    @property
+    def name(self) -> str:
+        return f"mul_i{self.a_bits + self.b_bits}_o{self.r_bits}"
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(f"in{k}" for k in range(self.a_bits + self.b_bits))
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(f"out{k}" for k in range(self.r_bits))
+
+    def operand_bit(self, port: str) -> str:
+        """``in<k>`` -> the operand bit it carries (first operand low bit first)."""
+        k = int(port[2:])
+        return f"a[{k}]" if k < self.a_bits else f"b[{k - self.a_bits}]"
+
+
+FULL = Layout()  # the 8x8 multiplier
+BENCHMARK = FULL.name
 
 
 @dataclass(frozen=True)
@@ -98,8 +154,10 @@ class SubxpatParams:
     error_partitioning: str = "asc"
     encoding: str = "z3bvec"
     constants: str | None = None  # None: SubXPAT's default
-    cell_timeout_s: float = 600.0  # --timeout: SubXPAT's limit for one grid cell
-    time_limit_s: float = 3600.0  # wall-clock limit of one job; what it wrote is still harvested
+    cell_timeout_s: float = 600.0  # --timeout: SubXPAT's limit for one grid cell (its own
+    # default is 3 h)
+    time_limit_s: float = 3600.0  # wall-clock limit of the whole run, shared among the
+    # thresholds (``job_time_limit``); what a stopped job wrote is still harvested
     extra_args: tuple[str, ...] = ()  # further flags, passed as they are
 
     def __post_init__(self) -> None:
@@ -120,6 +178,12 @@ class SubxpatParams:
                              f"{self.constants!r}")
         if self.cell_timeout_s <= 0 or self.time_limit_s <= 0:
             raise ValueError("cell_timeout_s and time_limit_s must be positive")
+
+
+def job_time_limit(time_left_s: float, thresholds_left: int) -> float:
+    """A job's share of the run's time limit: the time left, divided evenly among the
+    thresholds left (a job that ends early leaves its time to the next ones)."""
+    return max(time_left_s, 0.0) / max(thresholds_left, 1)
 
 
 def subxpat_command(params: SubxpatParams, threshold: int,
@@ -161,16 +225,17 @@ def subxpat_home() -> Path:
 
 
 def subxpat_python(home: Path) -> str:
-    """SubXPAT's interpreter: ``SUBXPAT_PYTHON``, else its .venv (or venv, as its Makefile
-    names it), else python3."""
+    """SubXPAT's interpreter: ``SUBXPAT_PYTHON``, else the checkout's .venv (or venv, as its
+    Makefile names it), else the dse cache's ``subxpat-venv`` (``make subxpat-env``), else
+    python3. A venv's interpreter keeps its path (the venv is found from it)."""
     override = os.environ.get(PYTHON_VARIABLE)
     if override:
-        found = shutil.which(override)
+        found = shutil.which(os.path.expanduser(override))
         if found is None:
             raise ToolError(f"{PYTHON_VARIABLE}={override}: no such executable")
         return found
-    for venv in (".venv", "venv"):
-        python = home / venv / "bin" / "python"
+    for venv in (home / ".venv", home / "venv", cache_dir() / VENV_FOLDER):
+        python = venv / "bin" / "python"
         if python.exists():
             return str(python)
     found = shutil.which("python3")
@@ -180,7 +245,7 @@ def subxpat_python(home: Path) -> str:
 
 
 def subxpat_revision(home: Path) -> str | None:
-    """The checkout's commit (part of the cache key), or None where git cannot tell."""
+    """The checkout's commit, or None where git cannot tell (a copy without .git)."""
     git = shutil.which("git")
     if git is None or not (home / ".git").exists():
         return None
@@ -189,42 +254,136 @@ def subxpat_revision(home: Path) -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
+def subxpat_source_sha256(home: Path) -> str:
+    """A digest of the checkout's code and requirements (part of the cache key: a copy without
+    .git has no commit to name)."""
+    digest = hashlib.sha256()
+    files = [home / "main.py", home / "requirements.txt", *sorted((home / "sxpat").rglob("*.py"))]
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(home)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def job_environment(python: str, home: Path, private_bin: Path) -> dict[str, str]:
+    """The environment SubXPAT runs in. SubXPAT and Z3Log run their generated z3 scripts with a
+    bare ``python3`` from PATH, so its interpreter's folder comes first (a venv's ``bin``, with
+    ``VIRTUAL_ENV`` set; for another interpreter ``private_bin``, holding a ``python3`` link to
+    it). No bytecode is written into the checkout."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(home), os.environ.get("PYTHONPATH")]))}
+    env.pop("PYTHONHOME", None)
+    folder = Path(python).parent
+    if (folder.parent / "pyvenv.cfg").is_file():
+        env["VIRTUAL_ENV"] = str(folder.parent)
+    else:
+        env.pop("VIRTUAL_ENV", None)
+        private_bin.mkdir(parents=True, exist_ok=True)
+        link = private_bin / "python3"
+        link.unlink(missing_ok=True)
+        link.symlink_to(python)
+        folder = private_bin
+    env["PATH"] = os.pathsep.join(filter(None, [str(folder), os.environ.get("PATH")]))
+    return env
+
+
+def preflight(env: dict[str, str], python: str) -> None:
+    """A one-line ToolError when SubXPAT cannot run in ``env``: a tool it starts by name is not
+    on PATH, or the ``python3`` there (SubXPAT's interpreter ``python``) cannot import z3,
+    pygraphviz or Z3Log (SubXPAT would otherwise swallow the failures and find nothing)."""
+    path = env.get("PATH", "")
+    for tool in ("python3", *TOOLS):
+        if shutil.which(tool, path=path) is None:
+            raise ToolError(f"SubXPAT needs {tool} on PATH, not found (Yosys, OpenSTA and "
+                            f"Graphviz: make system-packages subxpat-env)")
+    python3 = shutil.which("python3", path=path)
+    out = subprocess.run([python3, "-c", _IMPORT_CHECK, *PREFLIGHT_MODULES], env=env,
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        failed = out.stdout.strip() or (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ToolError(f"SubXPAT's Python ({python}) cannot import {failed}: build its "
+                        f"environment with `make subxpat-env`, or set {PYTHON_VARIABLE} to a "
+                        f"Python with {HOME_VARIABLE}/requirements.txt installed")
+
+
+_IMPORT_CHECK = """import importlib, sys
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception as err:
+        print(f"{name} ({type(err).__name__}: {err})")
+        sys.exit(1)
+"""
+
+
 # ---------------------------------------------------------------- Verilog in SubXPAT's format
-def _operand_bit(port: str) -> str:
-    """``in<k>`` -> the operand bit it carries (first operand low bit first)."""
-    k = int(port[2:])
-    return f"a[{k}]" if k < 8 else f"b[{k - 8}]"
-
-
-def port_wrapper(inner: str, name: str, inputs: Iterable[str] = INPUTS) -> str:
-    """A module ``name`` (ports a, b, r) around a module ``inner`` with SubXPAT's ports
-    (``inputs``: the ``in<k>`` ports it declares; every ``out<k>`` is connected)."""
-    conns = [f".{p}({_operand_bit(p)})" for p in inputs]
-    conns += [f".{o}(r[{k}])" for k, o in enumerate(OUTPUTS)]
+def port_wrapper(inner: str, name: str, inputs: Iterable[str] | None = None,
+                 layout: Layout = FULL) -> str:
+    """A module ``name`` (ports a[7:0], b[7:0], r[15:0]) around a module ``inner`` with
+    SubXPAT's ports (``inputs``: the ``in<k>`` ports it declares, default all of the layout's;
+    every ``out<k>`` is connected, the bits of ``r`` above them are 0)."""
+    conns = [f".{p}({layout.operand_bit(p)})" for p in (layout.inputs if inputs is None
+                                                         else inputs)]
+    conns += [f".{o}(r[{k}])" for k, o in enumerate(layout.outputs)]
+    rest = 16 - layout.r_bits
+    tie = f"  assign r[15:{layout.r_bits}] = {rest}'b0;\n" if rest else ""
     return (f"module {name} (input [7:0] a, input [7:0] b, output [15:0] r);\n"
-            f"  {inner} u_sx ({', '.join(conns)});\nendmodule\n")
+            f"  {inner} u_sx ({', '.join(conns)});\n{tie}endmodule\n")
 
 
-def benchmark_verilog(exact: ExactCircuit, timeout_s: float = 120.0) -> str:
-    """The exact circuit as SubXPAT's benchmark ``mul_i16_o16``: synthesized to gates by our flow
-    and written as one flat module of scalar ports ``in0..in15``, ``out0..out15`` (plain
-    Verilog, whatever the source used: SubXPAT reads it with its own Yosys)."""
+def small_multiplier(bits: int, signed: bool = True) -> tuple[ExactCircuit, Layout]:
+    """An exact ``bits`` x ``bits`` multiplier on the low bits of the usual ports (``r`` read
+    unsigned: a signed product XOR 2^(2 bits - 1), as for the 8x8 one), and its layout: a
+    SubXPAT benchmark small enough to run in minutes (4: ``mul_i8_o8``)."""
+    if not 2 <= bits <= 7:
+        raise ValueError(f"a small multiplier has 2 to 7 bits per operand, got {bits}")
+    width, kind = 2 * bits, "signed" if signed else "unsigned"
+    flip = f" ^ {width}'h{1 << (width - 1):x}" if signed else ""
+    name = f"mul{bits}{'s' if signed else 'u'}"
+    verilog = (f"// dse: exact {kind} {bits}x{bits} multiplier on a[{bits - 1}:0], "
+               f"b[{bits - 1}:0], r[{width - 1}:0]{' (product XOR MSB)' if signed else ''}\n"
+               f"module {name}_exact (input [7:0] a, input [7:0] b, output [15:0] r);\n"
+               f"  wire {kind} [{bits - 1}:0] x = a[{bits - 1}:0];\n"
+               f"  wire {kind} [{bits - 1}:0] y = b[{bits - 1}:0];\n"
+               f"  wire {kind} [{width - 1}:0] p = x * y;\n"
+               f"  assign r = {{{16 - width}'b0, p{flip}}};\nendmodule\n")
+    return ExactCircuit(name, verilog, f"{name}_exact", signed), Layout(bits, bits, width)
+
+
+def benchmark_verilog(exact: ExactCircuit, timeout_s: float = 120.0,
+                      layout: Layout = FULL) -> str:
+    """The exact circuit as SubXPAT's benchmark (``layout.name``): synthesized to gates by our
+    flow and written as one flat module of scalar ports ``in*``, ``out*`` (plain Verilog,
+    whatever the source used: SubXPAT reads it with its own Yosys)."""
     netlist = synthesize_asic(Multiplier(exact.top, exact.verilog, exact.top, False), None,
                               timeout_s).netlist
     widths = {p: len(netlist.ports[p].bits) for p in ("a", "b", "r") if p in netlist.ports}
     if widths != {"a": 8, "b": 8, "r": 16}:
         raise ValueError(f"{exact.name}: the exact circuit needs ports a[7:0], b[7:0], r[15:0], "
                          f"found {widths}")
-    operand = net_names({bit: f"in{k}" for k, bit in
-                         enumerate(netlist.ports["a"].bits + netlist.ports["b"].bits)})
-
-    flip = "r = product XOR 0x8000" if exact.signed else "r = product"
-    lines = [f"// dse: {exact.name} ({flip}) for SubXPAT: in0..in7 = a[0..7], "
-             f"in8..in15 = b[0..7], out0..out15 = r[0..15]",
-             f"module {BENCHMARK} ({', '.join(INPUTS + OUTPUTS)});",
-             f"input {', '.join(INPUTS)};", f"output {', '.join(OUTPUTS)};"]
-    lines += netlist.assignments(operand)
-    lines += [f"assign {o} = {operand(bit)};" for o, bit in zip(OUTPUTS, netlist.ports["r"].bits)]
+    ports = netlist.ports
+    operand = dict(zip(ports["a"].bits[:layout.a_bits] + ports["b"].bits[:layout.b_bits],
+                       layout.inputs))
+    read = {bit for gate in netlist.order for bit in gate.inputs} | \
+        set(ports["r"].bits[:layout.r_bits])
+    outside = [f"{p}[{k}]" for p in ("a", "b") for k, bit in enumerate(ports[p].bits)
+               if bit not in operand and bit in read]
+    outside += [f"r[{k}]" for k, bit in enumerate(ports["r"].bits[layout.r_bits:],
+                                                   start=layout.r_bits) if bit != "0"]
+    if outside:
+        raise ValueError(f"{exact.name}: {', '.join(outside)} outside the layout "
+                         f"{layout.name} is used or not 0")
+    name = net_names(operand)
+    flip = "product XOR MSB" if exact.signed else "product"
+    inputs, outputs = layout.inputs, layout.outputs
+    lines = [f"// dse: {exact.name} (r = {flip}) for SubXPAT: in0..in{layout.a_bits - 1} = "
+             f"a[0..{layout.a_bits - 1}], in{layout.a_bits}..in{len(inputs) - 1} = "
+             f"b[0..{layout.b_bits - 1}], out0..out{len(outputs) - 1} = "
+             f"r[0..{len(outputs) - 1}]",
+             f"module {layout.name} ({', '.join(inputs + outputs)});",
+             f"input {', '.join(inputs)};", f"output {', '.join(outputs)};"]
+    lines += netlist.assignments(name)
+    lines += [f"assign {o} = {name(bit)};" for o, bit in zip(outputs, ports["r"].bits)]
     return "\n".join(lines + ["endmodule"]) + "\n"
 
 
@@ -232,7 +391,39 @@ _COMMENTS = re.compile(r"/\*.*?\*/|//[^\n]*", flags=re.S)
 _MODULE = re.compile(r"\bmodule\s+([\w$]+)\s*(?:\([^)]*\))?\s*;(.*?)\bendmodule\b", flags=re.S)
 
 
-def harvested_module(verilog_text: str, name: str, subject: str = "SubXPAT circuit") -> str:
+_IDENTIFIER = re.compile(r"\b[A-Za-z_][\w$]*\b")
+
+
+def _single_drivers(statements: Iterable[tuple[str, str]], subject: str) -> dict[str, str]:
+    """One assignment per net. SubXPAT repeats assignments, identically or through its alias
+    wires (``w_g9 = in2 & in5`` and ``w_g9 = w_in2 & w_in5`` with ``w_in2 = in2``): a repeat
+    equal to the first once aliases are followed is dropped, another one is an error."""
+    statements = list(statements)
+    aliases: dict[str, str] = {}
+    for lhs, rhs in statements:
+        if _IDENTIFIER.fullmatch(rhs):
+            aliases.setdefault(lhs, rhs)
+
+    def resolved(expression: str) -> str:
+        def follow(match: re.Match) -> str:
+            net, seen = match[0], set()
+            while net in aliases and net not in seen:
+                seen.add(net)
+                net = aliases[net]
+            return net
+        return "".join(_IDENTIFIER.sub(follow, expression).split())
+
+    assigns: dict[str, str] = {}
+    for lhs, rhs in statements:
+        first = assigns.setdefault(lhs, rhs)
+        if first != rhs and resolved(first) != resolved(rhs):
+            raise ValueError(f"{subject}: {lhs} is assigned twice, differently ('{first}' and "
+                             f"'{rhs}')")
+    return assigns
+
+
+def harvested_module(verilog_text: str, name: str, subject: str = "SubXPAT circuit",
+                     layout: Layout = FULL) -> str:
     """A circuit SubXPAT wrote, as module ``name`` with ports a, b, r (over its cleaned module
     ``<name>_sx``): identical repeated assignments and declarations are kept once, an empty
     ``wire ;`` is dropped. ``subject`` (the file) names it in errors."""
@@ -240,7 +431,7 @@ def harvested_module(verilog_text: str, name: str, subject: str = "SubXPAT circu
     if len(modules) != 1:
         raise ValueError(f"{subject}: expected one module, found {len(modules)}")
     declared: dict[str, list[str]] = {"input": [], "output": [], "wire": []}
-    assigns: dict[str, str] = {}
+    statements: list[tuple[str, str]] = []
     others: list[str] = []
     for statement in modules[0][1].split(";"):
         text = " ".join(statement.split())
@@ -257,17 +448,18 @@ def harvested_module(verilog_text: str, name: str, subject: str = "SubXPAT circu
             lhs, eq, rhs = (s.strip() for s in rest.partition("="))
             if not eq or not lhs or not rhs:
                 raise ValueError(f"{subject}: cannot read '{text}'")
-            if assigns.setdefault(lhs, rhs) != rhs:
-                raise ValueError(f"{subject}: {lhs} is assigned twice, differently "
-                                 f"('{assigns[lhs]}' and '{rhs}')")
+            statements.append((lhs, rhs))
         elif text not in others:
             others.append(text)
+    assigns = _single_drivers(statements, subject)
     inputs, outputs = declared["input"], declared["output"]
-    unknown = [p for p in inputs if p not in INPUTS] + [p for p in outputs if p not in OUTPUTS]
+    unknown = [p for p in inputs if p not in layout.inputs] + \
+        [p for p in outputs if p not in layout.outputs]
     if unknown:
-        raise ValueError(f"{subject}: unexpected port {', '.join(unknown)} (SubXPAT's ports are "
-                         f"in0..in15 and out0..out15)")
-    missing = [o for o in OUTPUTS if o not in outputs or (not others and o not in assigns)]
+        raise ValueError(f"{subject}: unexpected port {', '.join(unknown)} (the ports of "
+                         f"{layout.name} are in0..in{len(layout.inputs) - 1} and "
+                         f"out0..out{len(layout.outputs) - 1})")
+    missing = [o for o in layout.outputs if o not in outputs or (not others and o not in assigns)]
     if missing:
         raise ValueError(f"{subject}: output {', '.join(missing)} missing or never assigned")
     ports = set(inputs) | set(outputs)
@@ -280,7 +472,7 @@ def harvested_module(verilog_text: str, name: str, subject: str = "SubXPAT circu
     lines += [f"  wire {', '.join(wires)};"] if wires else []
     lines += [f"  {s};" for s in others]
     lines += [f"  assign {lhs} = {rhs};" for lhs, rhs in assigns.items()]
-    return "\n".join(lines + ["endmodule", ""]) + "\n" + port_wrapper(core, name, inputs)
+    return "\n".join(lines + ["endmodule", ""]) + "\n" + port_wrapper(core, name, inputs, layout)
 
 
 # ---------------------------------------------------------------- SubXPAT's output files
@@ -339,6 +531,10 @@ def parse_grid_name(filename: str) -> dict | None:
 
 
 _CIRCUIT_NAMES = (
+    # f52f0b8 (sxpat.utils.name.NameData): <benchmark>_<template>_et<e>_enc<encoding>_imax<i>_
+    # omax<o>_const<c>_s<parent id>_i<iteration>m<model>t<last 15 digits of time_ns>.v, the
+    # parent id ``E`` (the exact circuit) or the previous circuit's i<iteration>m<model>t<stamp>
+    re.compile(r"_i(\d+)m(\d+)t\d+\.v$"),
     re.compile(r"_i(\d+)_(\d+)\.v$"),  # <benchmark>_<time id>_i<iteration>_<model>.v
     re.compile(r"_i(\d+)m(\d+)\.v$"),  # <benchmark>_s<source id>_i<iteration>m<model>.v
     re.compile(r"^gen_iter(\d+)_model(\d+)\.v$"),  # later versions: output/<run>/verilog/
@@ -374,6 +570,17 @@ def reported_errors(rows: Iterable[dict]) -> dict[int, float]:
             and isinstance(row.get("et"), int | float)}
 
 
+_LOGGED_ERROR = re.compile(r"iteration = (\d+) -> sat \(\d+ models? found\)\s*"
+                           r"ErrorEval PASS! with total wce = (\d+)")
+
+
+def logged_errors(log_text: str) -> dict[int, float]:
+    """Iteration -> the worst-case error SubXPAT printed for the circuit it kept ("... iteration
+    = 3 -> sat (1 models found)", "ErrorEval PASS! with total wce = 2"): known before its grid
+    CSV, which it writes only when it ends (a job stopped at its time limit has none)."""
+    return {int(i): int(e) for i, e in _LOGGED_ERROR.findall(_ANSI_COLOURS.sub("", log_text))}
+
+
 def _is_circuit(path: Path) -> bool:
     text = path.read_text(errors="replace")
     return "Generated by Yosys" not in text and re.search(r"\bmodule\b", text) is not None \
@@ -382,12 +589,13 @@ def _is_circuit(path: Path) -> bool:
 
 def harvest(workdir: Path, threshold: int, benchmark: str = BENCHMARK) -> list[Harvested]:
     """Every circuit a job wrote under ``workdir`` (not the benchmark, not Yosys's own netlists),
-    in (iteration, model) order, with the errors of its grid CSVs."""
+    in (iteration, model) order, with the errors SubXPAT reported (its log, its grid CSVs)."""
     files = [p for p in sorted((workdir / "input" / "ver").glob("*.v"))
              if p.stem != benchmark and not p.is_symlink()]
     files += [p for p in sorted((workdir / "output").glob("*/verilog/*.v"))
               if p.name not in ("origin.v", "current.v")]
-    errors: dict[int, float] = {}
+    log_path = workdir / LOG_FILE
+    errors = logged_errors(log_path.read_text(errors="replace")) if log_path.is_file() else {}
     for grid in sorted((workdir / "output").rglob("grid_*.csv")):
         try:
             errors.update(reported_errors(parse_grid_csv(grid.read_text(), grid.name)))
@@ -442,31 +650,185 @@ class JobResult:
         return self.returncode != 0 or exception is not None
 
 
-def run_job(command: list[str], workdir: Path, env: dict[str, str], time_limit_s: float
-            ) -> JobResult:
+def run_job(command: list[str], workdir: Path, env: dict[str, str], time_limit_s: float,
+            on_wait: Callable[[float], None] | None = None, poll_s: float = 5.0) -> JobResult:
     """Run a SubXPAT command in ``workdir`` (output in ``subxpat.log``); at the time limit its
-    whole process group (SubXPAT and the tools it started) is killed, and SubXPAT dies with us."""
+    whole process group (SubXPAT and the tools it started) is killed, and SubXPAT dies with us.
+    ``on_wait`` is called with the seconds elapsed every ``poll_s`` while it runs."""
     started = time.monotonic()
-    log_path = workdir / "subxpat.log"
+    deadline = started + time_limit_s
+    log_path = workdir / LOG_FILE
     with open(log_path, "w") as out:
         proc = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=die_with_parent())
         try:
-            returncode: int | None = proc.wait(timeout=time_limit_s)
-        except subprocess.TimeoutExpired:
-            returncode = None
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    proc.wait(timeout=min(poll_s, max(deadline - time.monotonic(), 0.0)))
+                except subprocess.TimeoutExpired:
+                    if on_wait:
+                        on_wait(time.monotonic() - started)
+            returncode = proc.poll()  # None: still running at the time limit
         finally:
             if proc.poll() is None:
                 kill_group(proc.pid)
                 proc.wait()
-    lines = [s.strip() for s in log_path.read_text(errors="replace").splitlines() if s.strip()]
+    text = _ANSI_COLOURS.sub("", log_path.read_text(errors="replace"))
+    lines = [s.strip() for s in text.splitlines() if s.strip()]
     return JobResult(returncode, time.monotonic() - started, lines[-1] if lines else "no output")
+
+
+def _circuits_written(workdir: Path, benchmark: str) -> int:
+    """Circuits a running job has written so far (for the progress bar)."""
+    return sum(1 for p in (workdir / "input" / "ver").glob(f"{benchmark}_*.v")
+               if parse_circuit_name(p.name) is not None)
+
+
+def run_job_at(workdir: Path, home: Path, python: str, env: dict[str, str], benchmark: str,
+               layout: Layout, params: SubxpatParams, threshold: int, time_limit_s: float,
+               bar: tqdm | None = None) -> list[Harvested]:
+    """One SubXPAT run at ``threshold`` in the empty folder ``workdir``, and what it wrote. A
+    failure that wrote nothing is a ToolError; stops and failures after some circuits are
+    warnings."""
+    prepare_workdir(home, workdir, benchmark, layout.name)
+    command = [python, str(home / "main.py"),
+               *subxpat_command(params, threshold, f"input/ver/{layout.name}.v")]
+    log.info("SubXPAT at threshold %d in %s: %s", threshold, workdir, " ".join(command[1:]))
+
+    def on_wait(seconds: float) -> None:
+        if bar is not None:
+            bar.set_postfix(threshold=threshold, seconds=f"{seconds:.0f}/{time_limit_s:.0f}",
+                            circuits=_circuits_written(workdir, layout.name))
+
+    result = run_job(command, workdir, env, time_limit_s, on_wait)
+    found = harvest(workdir, threshold, layout.name)
+    if result.returncode is None:
+        log.warning("SubXPAT at threshold %d stopped at its time limit (%.0f s); %d circuits "
+                    "written until then", threshold, time_limit_s, len(found))
+    elif result.failed and not found:
+        raise ToolError(f"SubXPAT failed at threshold {threshold} (exit {result.returncode}): "
+                        f"{result.log_tail}")
+    elif result.failed:
+        log.warning("SubXPAT failed at threshold %d after writing %d circuits: %s",
+                    threshold, len(found), result.log_tail)
+    elif not found:
+        log.warning("SubXPAT wrote no circuit at threshold %d (%s)", threshold,
+                    result.log_tail)
+    return found
+
+
+def run_subxpat(exact: ExactCircuit, params: SubxpatParams, layout: Layout = FULL,
+                work_dir: str | None = None, timeout_s: float = 120.0,
+                progress: bool = False) -> list[Harvested]:
+    """SubXPAT on ``exact`` (its benchmark under ``layout``): one job per threshold, in
+    increasing order, sharing the run's time limit (``job_time_limit``); every circuit they
+    wrote. ``work_dir`` keeps the job folders (with ``subxpat.log``) for inspection."""
+    started = time.monotonic()
+    home = subxpat_home()
+    python = subxpat_python(home)
+    revision = subxpat_revision(home)
+    if revision and not revision.startswith(DOCUMENTED_COMMIT):
+        log.warning("SubXPAT at %s: this adapter was written against commit %s", revision[:12],
+                    DOCUMENTED_COMMIT)
+    benchmark = benchmark_verilog(exact, timeout_s, layout)
+    thresholds = sorted(set(params.thresholds))
+    found: list[Harvested] = []
+    with tempfile.TemporaryDirectory(prefix="dse-subxpat-") as tmp, \
+            tqdm(total=len(thresholds), desc=f"SubXPAT on {exact.name}", unit="threshold",
+                 disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar, \
+            logging_redirect_tqdm() if progress else contextlib.nullcontext():  # warnings above it
+        env = job_environment(python, home, Path(tmp) / "bin")
+        preflight(env, python)
+        if work_dir:
+            Path(work_dir).mkdir(parents=True, exist_ok=True)
+        for k, threshold in enumerate(thresholds):
+            limit = job_time_limit(params.time_limit_s - (time.monotonic() - started),
+                                   len(thresholds) - k)
+            if limit < 1:
+                log.warning("SubXPAT: the time limit (%g s) is spent; thresholds %s not run",
+                            params.time_limit_s, ", ".join(map(str, thresholds[k:])))
+                break
+            workdir = Path(tempfile.mkdtemp(prefix=f"subxpat-et{threshold}-",
+                                            dir=work_dir or tmp))
+            found += run_job_at(workdir, home, python, env, benchmark, layout, params,
+                                threshold, limit, bar)
+            bar.update(1)
+    return found
 
 
 # ---------------------------------------------------------------- design points
 def _module_name(text: str) -> str:
     return re.sub(r"\W", "_", text)
+
+
+def _point_name(exact: ExactCircuit, cand: Harvested, k: int) -> str:
+    tag = f"i{cand.iteration}m{cand.model}" if cand.iteration is not None else f"f{k}"
+    return _module_name(f"{exact.name}_subxpat_et{cand.threshold}_{tag}")
+
+
+def _within_threshold(cand: Harvested, wce: float) -> bool:
+    """Whether a circuit's measured worst-case error is within the threshold it was generated
+    for (a warning when not); an error SubXPAT reported that differs is named too."""
+    if cand.reported_error is not None and cand.reported_error != wce:
+        log.warning("%s: SubXPAT reported a worst-case error of %g, measured %g", cand.file,
+                    cand.reported_error, wce)
+    if wce > cand.threshold:
+        log.warning("%s: rejected, its measured worst-case error %g exceeds the threshold %d "
+                    "it was generated for", cand.file, wce, cand.threshold)
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A harvested circuit of any layout as our flow measured it: the errors of ``r`` read
+    unsigned against the exact circuit over every input, and its area."""
+
+    harvested: Harvested
+    name: str
+    verilog: str  # module ``name``, ports a[7:0], b[7:0], r[15:0]
+    wce: int
+    mae: float
+    area: float
+
+
+def _simulated_r(mult: Multiplier, layout: Layout, liberty: Liberty | None, timeout_s: float
+                 ) -> tuple[np.ndarray, float]:
+    """Port ``r`` (its layout bits, unsigned) for every operand bit pattern (a << 8) | b, and
+    the area of the synthesized circuit."""
+    synth = synthesize_asic(mult, liberty, timeout_s)
+    index = np.arange(1 << 16)
+    values = synth.netlist.simulate({"a": operand_words(index >> 8),
+                                     "b": operand_words(index & 0xFF)})
+    r = synth.netlist.read_port(values, "r", 1 << 16) & ((1 << layout.r_bits) - 1)
+    return r, synth.area
+
+
+def measure(candidates: Iterable[Harvested], exact: ExactCircuit, layout: Layout,
+            flow: FlowSettings) -> list[Measured]:
+    """Re-measure harvested circuits of any layout (the 8x8 one included) by synthesis and
+    exhaustive simulation against the exact circuit; those over their threshold, or that cannot
+    be read, are rejected with a warning. Ordered by worst-case error, then larger area first."""
+    liberty = load_liberty(flow.liberty) if flow.liberty else None
+    reference, _ = _simulated_r(Multiplier(exact.top, exact.verilog, exact.top, False), layout,
+                                None, flow.timeout_s)
+    measured = []
+    for k, cand in enumerate(candidates):
+        name = _point_name(exact, cand, k)
+        try:
+            verilog = harvested_module(cand.verilog, name, cand.file, layout)
+            r, area = _simulated_r(Multiplier(name, verilog, name, False), layout, liberty,
+                                   flow.timeout_s)
+        except (ValueError, ToolError) as err:
+            log.warning("%s: rejected, it cannot be measured: %s", cand.file, err)
+            continue
+        error = np.abs(r - reference)
+        if _within_threshold(cand, int(error.max())):
+            measured.append(Measured(cand, name, verilog, int(error.max()), float(error.mean()),
+                                     area))
+    return sorted(measured, key=lambda m: (m.wce, -m.area, m.harvested.threshold,
+                                           m.harvested.iteration or 0))
 
 
 def harvest_points(candidates: Iterable[Harvested], exact: ExactCircuit, generator: str,
@@ -478,8 +840,7 @@ def harvest_points(candidates: Iterable[Harvested], exact: ExactCircuit, generat
     points, failures = [], []
     candidates = list(candidates)
     for k, cand in enumerate(candidates):
-        tag = f"i{cand.iteration}m{cand.model}" if cand.iteration is not None else f"f{k}"
-        name = _module_name(f"{exact.name}_subxpat_et{cand.threshold}_{tag}")
+        name = _point_name(exact, cand, k)
         try:
             core = harvested_module(cand.verilog, f"{name}_core", cand.file)
             point = design_point(name, generator, wrap_signed(core, f"{name}_core", name,
@@ -490,14 +851,8 @@ def harvest_points(candidates: Iterable[Harvested], exact: ExactCircuit, generat
             log.warning("%s: rejected, it cannot be characterized: %s", cand.file, err)
             failures.append(err)
             continue
-        wce = point.metrics["wce"]
-        if wce > cand.threshold:
-            log.warning("%s: rejected, its measured worst-case error %g exceeds the threshold %d "
-                        "it was generated for", cand.file, wce, cand.threshold)
+        if not _within_threshold(cand, point.metrics["wce"]):
             continue
-        if cand.reported_error is not None and cand.reported_error != wce:
-            log.warning("%s: SubXPAT reported a worst-case error of %g, measured %g", cand.file,
-                        cand.reported_error, wce)
         point.metrics.update(subxpat_file=cand.file, subxpat_iteration=cand.iteration,
                              subxpat_model=cand.model, subxpat_error=cand.reported_error)
         points.append(point)
@@ -514,18 +869,24 @@ def harvest_points(candidates: Iterable[Harvested], exact: ExactCircuit, generat
 
 @dataclass
 class SubxpatGenerator:
-    """SubXPAT run from ``SUBXPAT_HOME``; ``generate`` returns the chain of its circuits.
-    ``work_dir``: keep each job's folder there (for inspection) instead of a deleted temporary."""
+    """SubXPAT run from ``SUBXPAT_HOME`` on an 8x8 exact circuit; ``generate`` returns the chain
+    of its circuits. ``work_dir``: keep each job's folder there (for inspection) instead of a
+    deleted temporary; ``progress``: a progress bar over the thresholds."""
 
     config: SubxpatParams = field(default_factory=SubxpatParams)
     name: str = "subxpat"
     version: str = GENERATOR_VERSION
     work_dir: str | None = None
+    progress: bool = False
 
     def params(self) -> dict:
-        home = os.environ.get(HOME_VARIABLE)
+        try:
+            home: Path | None = subxpat_home()
+        except ToolError:
+            home = None
         return {**asdict(self.config),
-                "subxpat_revision": subxpat_revision(Path(home)) if home else None}
+                "subxpat_revision": subxpat_revision(home) if home else None,
+                "subxpat_source": subxpat_source_sha256(home) if home else None}
 
     def generate(self, exact: ExactCircuit, flow: FlowSettings,
                  cache: ResultCache | None = None, on_point: OnPoint | None = None,
@@ -533,19 +894,8 @@ class SubxpatGenerator:
         """Run one job per threshold, then characterize what they wrote (``on_point`` is called
         for each point once the chain is ordered)."""
         started = time.monotonic()
-        home = subxpat_home()
-        python = subxpat_python(home)
-        revision = subxpat_revision(home)
-        if revision and not revision.startswith(DOCUMENTED_COMMIT):
-            log.warning("SubXPAT at %s: this adapter was written against commit %s", revision[:12],
-                        DOCUMENTED_COMMIT)
-        benchmark = benchmark_verilog(exact, flow.timeout_s)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(home),
-                                                           os.environ.get("PYTHONPATH")]))}
-        candidates: list[Harvested] = []
-        for threshold in sorted(set(self.config.thresholds)):
-            candidates += self._job(home, python, env, benchmark, threshold)
+        candidates = run_subxpat(exact, self.config, FULL, self.work_dir, flow.timeout_s,
+                                 self.progress)
         points = harvest_points(candidates, exact, self.name, flow, cache, started, workload)
         for point in points:
             log.info("%s: threshold %d, WCE %g, area %g", point.name, point.threshold,
@@ -553,34 +903,3 @@ class SubxpatGenerator:
             if on_point:
                 on_point(point)
         return points
-
-    def _job(self, home: Path, python: str, env: dict[str, str], benchmark: str,
-             threshold: int) -> list[Harvested]:
-        """One SubXPAT run at ``threshold`` in a fresh folder, and what it wrote."""
-        if self.work_dir:
-            Path(self.work_dir).mkdir(parents=True, exist_ok=True)
-            workdir = Path(tempfile.mkdtemp(prefix=f"subxpat-et{threshold}-", dir=self.work_dir))
-            return self._run_in(workdir, home, python, env, benchmark, threshold)
-        with tempfile.TemporaryDirectory(prefix=f"dse-subxpat-et{threshold}-") as tmp:
-            return self._run_in(Path(tmp), home, python, env, benchmark, threshold)
-
-    def _run_in(self, workdir: Path, home: Path, python: str, env: dict[str, str],
-                benchmark: str, threshold: int) -> list[Harvested]:
-        prepare_workdir(home, workdir, benchmark)
-        command = [python, str(home / "main.py"), *subxpat_command(self.config, threshold)]
-        log.info("SubXPAT at threshold %d in %s: %s", threshold, workdir, " ".join(command[1:]))
-        result = run_job(command, workdir, env, self.config.time_limit_s)
-        found = harvest(workdir, threshold)
-        if result.returncode is None:
-            log.warning("SubXPAT at threshold %d stopped at the time limit (%g s); %d circuits "
-                        "written until then", threshold, self.config.time_limit_s, len(found))
-        elif result.failed and not found:
-            raise ToolError(f"SubXPAT failed at threshold {threshold} (exit {result.returncode}): "
-                            f"{result.log_tail}")
-        elif result.failed:
-            log.warning("SubXPAT failed at threshold %d after writing %d circuits: %s",
-                        threshold, len(found), result.log_tail)
-        elif not found:
-            log.warning("SubXPAT wrote no circuit at threshold %d (%s)", threshold,
-                        result.log_tail)
-        return found

@@ -381,7 +381,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 thresholds=thresholds, max_inputs=args.max_inputs, max_outputs=args.max_outputs,
                 literals_per_product=args.literals_per_product,
                 products_per_output=args.products, shared=args.shared,
-                time_limit_s=args.time_limit))
+                encoding=args.encoding, cell_timeout_s=args.cell_timeout,
+                time_limit_s=args.time_limit), work_dir=args.work_dir, progress=True)
         else:
             from circuits.xpat import XpatGenerator, XpatParams
 
@@ -408,6 +409,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         chain = generate_cached(generator, exact, settings, cache, progress)
     finally:
         bar.close()
+    if not chain:
+        print(f"dse: error: generate {args.generator}: no circuit within the thresholds "
+              f"{args.thresholds} (time limit {args.time_limit:g} s; the warnings above say why)",
+              file=sys.stderr)
+        return 1
     if not args.no_fpga:
         from circuits.catalogue import fpga_cost
 
@@ -436,6 +442,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from circuits.subxpat import ENCODINGS
     from dse import __version__
 
     parser = argparse.ArgumentParser(
@@ -547,7 +554,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="products with a zero operand stay exactly 0 (xpat)")
     gen.add_argument("--steps", type=int, default=8, help="accepted circuits per threshold (xpat)")
     gen.add_argument("--attempts", type=int, default=6, help="subgraphs tried per step (xpat)")
-    gen.add_argument("--time-limit", type=float, default=600.0, help="seconds for the whole run")
+    gen.add_argument("--time-limit", type=float, default=600.0,
+                     help="seconds for the whole run (subxpat: shared among the thresholds)")
+    gen.add_argument("--cell-timeout", type=float, default=600.0,
+                     help="seconds for one cell of SubXPAT's template grid (subxpat)")
+    gen.add_argument("--encoding", choices=ENCODINGS, default="z3bvec",
+                     help="SubXPAT's solver encoding (subxpat)")
+    gen.add_argument("--work-dir", help="keep each SubXPAT job's folder, with its subxpat.log, "
+                                        "here (subxpat; default: a deleted temporary)")
     gen.add_argument("--no-fpga", action="store_true", help="skip the FPGA cost (synth_xilinx)")
     gen.add_argument("--baselines", action="store_true",
                      help="also characterize the truncated and broken-array baselines and plot them")

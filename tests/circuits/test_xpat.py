@@ -194,7 +194,7 @@ def test_exact_zero_keeps_every_product_with_a_zero_operand_exact():
 @needs_yosys
 def test_a_cached_chain_comes_back_without_generating_again(tmp_path, monkeypatch):
     from circuits.cache import ResultCache
-    from circuits.generation import generate_cached
+    from circuits.generation import chain_key, generate_cached
 
     monkeypatch.setenv("DSE_CACHE_DIR", str(tmp_path))
     cache = ResultCache()
@@ -207,3 +207,7 @@ def test_a_cached_chain_comes_back_without_generating_again(tmp_path, monkeypatc
         [(p.name, p.table, p.seconds, p.verilog) for p in first]
     other = XpatGenerator(XpatParams(thresholds=(32,), steps_per_threshold=1, attempts=2))
     assert len(generate_cached(other, exact, FlowSettings(), cache)) == 1  # other parameters
+    # a run that found nothing (threshold 0 leaves no error to spend) is not stored
+    empty = XpatGenerator(XpatParams(thresholds=(0,), steps_per_threshold=1, attempts=1))
+    assert generate_cached(empty, exact, FlowSettings(), cache) == []
+    assert cache.get(chain_key(empty, exact, FlowSettings())) is None
