@@ -53,8 +53,13 @@ SPACES = {  # as a fresh interpreter builds them, and how many proposals to comp
 }
 
 
+# the GP sampler takes 20-30 s where the others take 1-5: its cases run with the slow ones
+BY_NAME = [pytest.param(n, marks=pytest.mark.slow) if n == "bayes-gp" else n
+           for n in sorted(STRATEGIES)]
+
+
 @pytest.mark.parametrize("space", sorted(SPACES))
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", BY_NAME)
 def test_same_seed_same_proposals_in_fresh_interpreters(name, space):
     built, count = SPACES[space]
     code = (
@@ -120,7 +125,7 @@ def search(study):
     return t[t["role"] == "search"].sort_values("proposal_index")
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", BY_NAME)
 def test_budget_failures_and_resume(name, tmp_path, small_study_data, evaluator):
     data = {**small_study_data, "strategy": STRATEGIES[name]}
     straight = search(run_study_with(tmp_path / "straight", data, evaluator))
@@ -193,7 +198,7 @@ def test_nsga2_numbers_generations_and_keeps_the_true_front():
     np.testing.assert_allclose(np.unique(elite, axis=0), expected)
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "gp"])
+@pytest.mark.parametrize("sampler", ["tpe", pytest.param("gp", marks=pytest.mark.slow)])
 def test_bayes_never_proposes_a_known_configuration(sampler):
     s = strategy({"type": "bayes", "sampler": sampler, "startup_trials": 5}, LOW16, seed=2)
     configs = [p.config for p in drain(s, limit=40)]
