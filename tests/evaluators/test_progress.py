@@ -57,7 +57,7 @@ def test_every_long_stage_before_the_first_trial_is_announced(mnist_dir, tmp_pat
         "loading the mnist training and test data",
         "training LeNet-N on N images for N epochs (CPU)",
         "  epoch N/N",
-        "quantizing to intN (calibration on N training images)",
+        "quantizing to N bits, SNSN qoperator (calibration on N training images)",
         "measuring the float and intN networks on N test images",
         "test accuracy",
         "approximate inference",
