@@ -200,9 +200,10 @@ class ModelSettings(_Section):
         return None if self.onnx is not None else self.arch or "lenet5"
 
 
-# settings added after studies were frozen without them: left out of the dump while they hold
-# their default, so those studies keep their hash
-LATER_DEFAULTS = (("quantization", "scheme", "s8s8"), ("quantization", "format", "qoperator"))
+# settings added after studies were frozen without them (their path in the dump, their
+# default): left out of the dump while they hold the default, so those studies keep their hash
+LATER_DEFAULTS = ((("retrain",), None), (("space", "firmware"), None),
+                  (("quantization", "scheme"), "s8s8"), (("quantization", "format"), "qoperator"))
 
 
 class QuantizationSettings(_Section):
@@ -845,17 +846,16 @@ class StudySettings(_Section):
 
     def canonical(self) -> dict[str, Any]:
         """Settings as plain data, defaults filled in; what is frozen into the study folder.
-        An absent ``retrain`` section (or ``space.firmware``) stays absent, and so do the
-        ``LATER_DEFAULTS`` at their defaults, so the settings of a study frozen before they
-        existed keep their hash."""
+        The ``LATER_DEFAULTS`` (an absent ``retrain`` section or ``space.firmware`` block, the
+        default quantization scheme and format) stay out, so the settings of a study frozen
+        before they existed keep their hash."""
         data = self.model_dump(mode="json")
-        if data["retrain"] is None:
-            del data["retrain"]
-        if "firmware" in data["space"] and data["space"]["firmware"] is None:
-            del data["space"]["firmware"]
-        for section, name, default in LATER_DEFAULTS:
-            if data[section][name] == default:
-                del data[section][name]
+        for (*parents, name), default in LATER_DEFAULTS:
+            section = data
+            for key in parents:
+                section = section[key]
+            if name in section and section[name] == default:
+                del section[name]
         return data
 
     def identity(self) -> dict[str, Any]:
