@@ -42,6 +42,7 @@ from circuits import appaxo
 from circuits.product_table import ProductTable
 from dse.space import AppAxOSubspace
 from dse.study_file import parse_settings
+from evaluators import ort_exactness
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.network import int8_layer_macs
 from evaluators.quantization import quantize_int8
@@ -150,7 +151,7 @@ def run(args, int8_onnx: Path, qdq_onnx: Path, inputs: np.ndarray, labels: np.nd
     per_image = sum(int8_layer_macs(int8_onnx, inputs[:1]).values())
     n = len(inputs)
     ort_10k = onnxruntime_seconds(qdq_onnx, inputs) * 10_000 / n
-    rows = [("onnxruntime int8 (QDQ), exact", n, ort_10k, per_image * n / (ort_10k * n / 10_000),
+    rows = [("onnxruntime int8 (QDQ)", n, ort_10k, per_image * n / (ort_10k * n / 10_000),
              peak_mib())]
     kernels = [("cpu", "cpu", n)]
     if args.reference_images:
@@ -180,10 +181,11 @@ def run(args, int8_onnx: Path, qdq_onnx: Path, inputs: np.ndarray, labels: np.nd
 
 
 def exact_parity(ev: ApproxNetworkEvaluator, int8_onnx: Path, inputs: np.ndarray) -> bool:
-    """Whether the exact table gives onnxruntime's outputs of the QOperator model bit for bit."""
-    import onnxruntime as ort
+    """Whether the exact table gives onnxruntime's outputs of the QOperator model bit for bit
+    (onnxruntime in its precision mode: exact on every CPU for constant weights)."""
+    from evaluators.ort_exactness import session as ort_session
 
-    session = ort.InferenceSession(str(int8_onnx), providers=["CPUExecutionProvider"])
+    session = ort_session(int8_onnx)
     expected = session.run(None, {session.get_inputs()[0].name: inputs})[0]
     return bool(np.array_equal(ev.logits(ProductTable.exact(True), np.arange(len(inputs))), expected))
 
@@ -281,6 +283,10 @@ def report(network: str, per_image: int, n: int, rows: list, ort_10k: float, tab
     for kernel, images, per_10k, macs, peak in rows:
         print(f"{kernel:<32}{images:>8,}{per_10k:>16.3f}{1 / per_10k:>11.2f}{macs / 1e9:>15.2f}"
               f"{per_10k / ort_10k:>15.2f}{peak:>10.0f}")
+    exact = ort_exactness.probe().exact("s8s8", "qdq", precise=False)
+    saturating = ", ".join(ort_exactness.probe().saturating())
+    print(f"onnxruntime's yardstick (S8S8 QDQ, default options) multiplies exactly on this CPU: "
+          f"{'yes' if exact else 'no'}" + (f" (it saturates {saturating})" if saturating else ""))
     if parity is not None:
         print(f"exact table equals onnxruntime's QOperator outputs on 200 images: {parity}")
     print(f"product table construction: {table_ms:.1f} ms per configuration")

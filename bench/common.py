@@ -17,13 +17,16 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def cpu_name() -> str:
-    """The processor's model name and core count, to print beside every figure."""
+    """The processor's model name, widest instruction set and core count, to print beside every
+    figure."""
+    from accel.isa import instruction_set
+
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     except (OSError, StopIteration):
         model = platform.processor() or platform.machine()
-    return f"{model}, {os.cpu_count()} cores"
+    return f"{model} ({instruction_set()}), {os.cpu_count()} cores"
 
 
 def use_shared_data() -> None:

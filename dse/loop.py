@@ -146,6 +146,7 @@ def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = N
         calibration_size=settings.quantization.calibration_size,
         checkpoint=m.checkpoint, onnx=m.onnx, scheme=settings.quantization.scheme,
         quant_format=settings.quantization.format,
+        reduce_range=settings.quantization.reduce_range,
     )
     preprocessing = model_preprocessing(settings)
     asic = None

@@ -36,11 +36,10 @@ def add_parser(onnx_sub: argparse._SubParsersAction) -> None:
 
 
 def _predictions(model: onnx.ModelProto, images: np.ndarray, preprocessing) -> np.ndarray:
-    import onnxruntime as ort
-
     from evaluators.integer_graph import feed
+    from evaluators.ort_exactness import session as ort_session
 
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(model)
     return session.run(None, feed(model, images, preprocessing))[0].argmax(axis=1)
 
 

@@ -203,18 +203,22 @@ class ModelSettings(_Section):
 # settings added after studies were frozen without them (their path in the dump, their
 # default): left out of the dump while they hold the default, so those studies keep their hash
 LATER_DEFAULTS = ((("retrain",), None), (("space", "firmware"), None),
-                  (("quantization", "scheme"), "s8s8"), (("quantization", "format"), "qoperator"))
+                  (("quantization", "scheme"), "s8s8"), (("quantization", "format"), "qoperator"),
+                  (("quantization", "reduce_range"), False))
 
 
 class QuantizationSettings(_Section):
     """Static 8-bit quantization with onnxruntime (``evaluators.quantization``): per-channel
     weights, MinMax calibration. ``scheme``: activations then weights, signed (s8) or unsigned
-    (u8); ``format``: the graph form the study scores. Both apply when dse quantizes the
+    (u8); ``format``: the graph form the study scores; ``reduce_range``: 7-bit weights, the
+    option onnxruntime recommends for x86 CPUs without AVX-512 VNNI, where its own uint8 x int8
+    kernels saturate (dse's products are exact either way). They apply when dse quantizes the
     network (an imported quantized model is used as it is)."""
 
     calibration_size: Annotated[int, Field(ge=1, le=60000)] = 1000
     scheme: Literal["s8s8", "u8s8", "u8u8"] = "s8s8"
     format: Literal["qoperator", "qdq"] = "qoperator"
+    reduce_range: bool = False
 
 
 def _parse_bits(value: Any, field: str) -> int:

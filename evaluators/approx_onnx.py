@@ -221,19 +221,18 @@ for _base in BASE_INPUTS:
 
 # --- onnxruntime ------------------------------------------------------------------------------
 
-def session(model: str | Path | onnx.ModelProto,
-            options: onnxruntime.SessionOptions | None = None) -> onnxruntime.InferenceSession:
+def session(model: str | Path | onnx.ModelProto, **settings) -> onnxruntime.InferenceSession:
     """An ``onnxruntime.InferenceSession`` (CPU) for an approximate model, dse's or EMGAxO's,
-    with the custom ops registered (onnxruntime-extensions Python ops in ``ai.dse.approx``)."""
-    import onnxruntime as ort
+    with the custom ops registered (onnxruntime-extensions Python ops in ``ai.dse.approx``),
+    in onnxruntime's precision mode (``ort_exactness.session``, ``settings`` passed on)."""
     from onnxruntime_extensions import get_library_path
+
+    from evaluators import ort_exactness
 
     _register_ort_ops()
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
-    options = options or ort.SessionOptions()
-    options.register_custom_ops_library(get_library_path())
-    return ort.InferenceSession(for_onnxruntime(proto).SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    return ort_exactness.session(for_onnxruntime(proto), custom_ops=get_library_path(),
+                                 **settings)
 
 
 def for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:

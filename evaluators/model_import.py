@@ -22,6 +22,7 @@ import onnx
 
 from evaluators.errors import ModelError
 from evaluators.qgraph import QGraph
+from evaluators.quantization import OPERAND_ZERO_POINTS, activation_products, operand_scheme
 
 Format = Literal["float", "qoperator", "qdq"]
 Log = Callable[[str], None]
@@ -35,7 +36,6 @@ _QOPERATOR_OPS = {"QGemm", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinea
 # the float ops whose operands a QDQ graph dequantizes
 _QDQ_TARGETS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 # (activation, weight) zero-point inputs of the ops that multiply through the product table
-_OPERAND_ZERO_POINTS = {"QLinearConv": (2, 5), "QGemm": (2, 5), "QLinearMatMul": (2, 5)}
 _VERIFY_SAMPLES = 2
 
 
@@ -97,11 +97,12 @@ def check_data(info: ModelInfo, input_shape: tuple[int, ...], classes: int) -> N
 
 
 def import_model(path: Path, folder: Path, calibration: np.ndarray, log: Log = print, *,
-                 scheme: str = "s8s8", quant_format: str = "qoperator") -> ModelInfo:
+                 scheme: str = "s8s8", quant_format: str = "qoperator",
+                 reduce_range: bool = False) -> ModelInfo:
     """Write ``folder/int8.onnx`` (and ``folder/float.onnx`` for a float model) from a user's
     model, quantizing a float one with ``calibration`` (preprocessed float32 inputs (N, ...))
-    in ``scheme`` and ``quant_format`` (``quantize_int8``), and check that the study can run
-    it; returns what ``inspect_model`` found."""
+    in ``scheme``, ``quant_format`` and with ``reduce_range`` (``quantize_int8``), and check
+    that the study can run it; returns what ``inspect_model`` found."""
     path, folder = Path(path), Path(folder)
     calibration = np.ascontiguousarray(calibration, dtype=np.float32)
     info = inspect_model(path)
@@ -115,7 +116,8 @@ def import_model(path: Path, folder: Path, calibration: np.ndarray, log: Log = p
         log(f"importing float ONNX model {path}: quantizing to int8 "
             f"(calibration on {len(calibration)} samples)")
         onnx.save(model, str(folder / FLOAT_ONNX))
-        _quantize(path, folder / FLOAT_ONNX, int8, calibration, log, scheme, quant_format)
+        _quantize(path, folder / FLOAT_ONNX, int8, calibration, log, scheme, quant_format,
+                  reduce_range)
     else:
         log(f"importing {info.format} ONNX model {path}: used as it is")
         onnx.save(model, str(int8))
@@ -182,7 +184,7 @@ def _free_batch(model: onnx.ModelProto) -> bool:
 
 
 def _quantize(origin: Path, float_onnx: Path, int8: Path, calibration: np.ndarray,
-              log: Log, scheme: str, quant_format: str) -> None:
+              log: Log, scheme: str, quant_format: str, reduce_range: bool) -> None:
     """onnxruntime's pre-processing (or the plain model where it fails), then static int8
     quantization."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -197,7 +199,8 @@ def _quantize(origin: Path, float_onnx: Path, int8: Path, calibration: np.ndarra
             log(f"onnxruntime's pre-processing failed ({_one_line(err)}); quantizing the plain model")
             source = float_onnx
         try:
-            quantize_int8(source, int8, calibration, quant_format=quant_format, scheme=scheme)
+            quantize_int8(source, int8, calibration, quant_format=quant_format, scheme=scheme,
+                          reduce_range=reduce_range)
         except Exception as err:
             raise ModelError(f"{origin}: onnxruntime could not quantize the model "
                              f"({_one_line(err)})") from None
@@ -205,17 +208,17 @@ def _quantize(origin: Path, float_onnx: Path, int8: Path, calibration: np.ndarra
 
 def _verify(info: ModelInfo, int8: Path, samples: np.ndarray, log: Log) -> None:
     """onnxruntime runs the int8 model; the approximate runner supports it and multiplies int8
-    operands; with the exact table it gives onnxruntime's outputs (a warning if not)."""
-    import onnxruntime as ort
-
+    operands; with the exact table it gives the exact products' outputs. These are
+    onnxruntime's in its precision mode wherever that is exact on this CPU for the model's
+    scheme (``ort_exactness``): a difference there is a warning. Where onnxruntime's default
+    kernels saturate, one informational line says so."""
     from accel import reference
     from circuits.product_table import ProductTable
-    from evaluators import approx_runner
+    from evaluators import approx_runner, ort_exactness
     from evaluators.transforms import optimize
 
     try:
-        session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
-        expected = session.run(None, {info.input_name: samples})[0]
+        expected = ort_exactness.session(int8).run(None, {info.input_name: samples})[0]
     except Exception as err:
         raise ModelError(f"{info.path}: onnxruntime cannot run the int8 model "
                          f"({_one_line(err)})") from None
@@ -224,31 +227,29 @@ def _verify(info: ModelInfo, int8: Path, samples: np.ndarray, log: Log) -> None:
     except ModelError as err:  # the runner's UnsupportedOpError included
         raise ModelError(f"{info.path}: {err}") from None
     _check_table_layers(info.path, graph)
+    scheme, fmt = operand_scheme(graph), _format(onnx.load(str(int8)).graph)
+    products = activation_products(graph)
+    exactness = ort_exactness.probe()
+    if not exactness.exact(scheme, fmt, precise=False, activation_products=products):
+        log(f"note: onnxruntime's default {scheme.upper()} {fmt} kernels saturate on this CPU "
+            "(uint8 x int8 pairs summed in int16 without AVX-512 VNNI); dse computes the exact "
+            "products. onnxruntime recommends quantization.reduce_range: true (7-bit weights) "
+            "or U8U8 on such CPUs")
     try:
         graph = optimize(graph)
         got = approx_runner.run(graph, {info.input_name: samples}, ProductTable.exact(True),
                                 reference)[graph.outputs[0]]
     except ModelError as err:  # the runner's UnsupportedOpError included
         raise ModelError(f"{info.path}: {err}") from None
-    if not np.array_equal(got, expected):
+    if not exactness.exact(scheme, fmt, activation_products=products):
+        log(f"note: onnxruntime multiplies {scheme.upper()} activations by activations "
+            "inexactly on this CPU, even in its precision mode, so the import check does not "
+            "compare with it; dse's products are exact")
+    elif not np.array_equal(got, expected):
         differ = int((got != expected).reshape(len(samples), -1).any(axis=1).sum())
         log(f"warning: {info.path}: with the exact table the approximate runner's outputs differ "
-            f"from onnxruntime's on {differ} of {len(samples)} samples; please report this model")
-
-
-def operand_scheme(graph: QGraph) -> str:
-    """The operand types of the table-multiplying layers as onnxruntime names its schemes
-    (activations then weights: ``s8s8``, ``u8s8``, ``u8u8``; ``mixed`` when layers differ)."""
-    schemes = set()
-    for node in graph.nodes:
-        if node.op in _OPERAND_ZERO_POINTS and node.inputs[3] in graph.initializers:
-            zero_point = node.inputs[_OPERAND_ZERO_POINTS[node.op][0]] \
-                if len(node.inputs) > 2 else ""
-            activations = graph.initializers.get(zero_point, np.zeros((), np.int8)).dtype
-            weights = graph.initializers[node.inputs[3]].dtype
-            schemes.add(("s8" if activations == np.int8 else "u8")
-                        + ("s8" if weights == np.int8 else "u8"))
-    return schemes.pop() if len(schemes) == 1 else "mixed"  # U8U8 QOperator: int8 conv weights
+            f"from onnxruntime's exact ones on {differ} of {len(samples)} samples; please "
+            "report this model")
 
 
 def _check_table_layers(path: Path, graph: QGraph) -> None:
@@ -257,7 +258,7 @@ def _check_table_layers(path: Path, graph: QGraph) -> None:
 
     if not any(node.op in TABLE_OPS for node in graph.nodes):
         raise ModelError(f"{path}: no layer of the int8 model multiplies int8 codes (no "
-                         f"{'/'.join(sorted(_OPERAND_ZERO_POINTS))}); expected a quantized "
+                         f"{'/'.join(sorted(OPERAND_ZERO_POINTS))}); expected a quantized "
                          "Conv/Gemm/MatMul for the multipliers to replace")
 
 

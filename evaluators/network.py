@@ -37,9 +37,9 @@ from circuits.cache import cache_dir
 from evaluators.classification import logits_metrics
 from evaluators.datasets import Split
 from evaluators.errors import ModelError
-from evaluators.model_import import operand_scheme
 from evaluators.preprocess import Preprocessing
 from evaluators.qgraph import QGraph
+from evaluators.quantization import operand_scheme
 from evaluators.zoo import export_onnx as export_onnx  # re-exported: tests export small models
 
 FLOAT_ONNX = "float.onnx"
@@ -66,6 +66,7 @@ class TrainingSettings:
     onnx: str | None = None
     scheme: str = "s8s8"  # evaluators.quantization.SCHEMES
     quant_format: str = "qoperator"
+    reduce_range: bool = False  # 7-bit weights (onnxruntime's option)
 
     @property
     def route(self) -> str:
@@ -118,6 +119,8 @@ def network_key(settings: TrainingSettings, train: Split, test: Split,
     }
     if (settings.scheme, settings.quant_format) != ("s8s8", "qoperator"):
         ident["quantization"] = [settings.scheme, settings.quant_format]  # S8S8 keys unchanged
+    if settings.reduce_range:
+        ident["reduce_range"] = True
     if settings.route == "onnx":
         ident["onnx_sha256"] = _sha256(Path(settings.onnx))
     else:
@@ -276,7 +279,7 @@ def _import(settings: TrainingSettings, work: Path, calibration: np.ndarray, log
     from evaluators.model_import import import_model
 
     info = import_model(Path(settings.onnx), work, calibration, log, scheme=settings.scheme,
-                        quant_format=settings.quant_format)
+                        quant_format=settings.quant_format, reduce_range=settings.reduce_range)
     layers = int8_layer_macs(work / INT8_ONNX, calibration[:1])
     return {"route": "onnx", "arch": None, "source": str(Path(settings.onnx).resolve()),
             "format": info.format, "parameters": layer_parameters(work / INT8_ONNX),
@@ -292,10 +295,12 @@ def _quantize(settings: TrainingSettings, model, work: Path, calibration: np.nda
 
     shape = calibration.shape[1:]
     zoo.export_float_onnx(model, shape, work / FLOAT_ONNX)
-    log(f"quantizing to 8 bits, {settings.scheme.upper()} {settings.quant_format} (calibration on "
-        f"{len(calibration)} training images)")
+    weights = ", 7-bit weights" if settings.reduce_range else ""
+    log(f"quantizing to 8 bits, {settings.scheme.upper()} {settings.quant_format}{weights} "
+        f"(calibration on {len(calibration)} training images)")
     quantize_int8(work / FLOAT_ONNX, work / INT8_ONNX, calibration,
-                  quant_format=settings.quant_format, scheme=settings.scheme)
+                  quant_format=settings.quant_format, scheme=settings.scheme,
+                  reduce_range=settings.reduce_range)
     layers = zoo.model_layer_macs(model, shape)
     report = {"route": settings.route, "arch": settings.arch,
               "source": settings.checkpoint and str(Path(settings.checkpoint).resolve()),
@@ -353,10 +358,11 @@ def layer_parameters(int8_onnx: Path) -> int:
 
 
 def _onnx_logits(model: Path, x: np.ndarray) -> np.ndarray:
-    """The outputs of an ONNX model run by onnxruntime, a batch of samples at a time."""
-    import onnxruntime as ort
+    """The outputs of an ONNX model run by onnxruntime (in its precision mode: exact integer
+    products wherever it has them on this CPU), a batch of samples at a time."""
+    from evaluators.ort_exactness import session as ort_session
 
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    session = ort_session(model)
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: x[i : i + _BATCH]})[0]
                            for i in range(0, len(x), _BATCH)])

@@ -14,21 +14,30 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from evaluators.qgraph import QGraph
+
 SCHEMES = ("s8s8", "u8s8", "u8u8")  # activations then weights: signed or unsigned 8-bit
 FORMATS = ("qoperator", "qdq")
+# (activation, weight) zero-point inputs of the ops that multiply through the product table
+OPERAND_ZERO_POINTS = {"QLinearConv": (2, 5), "QGemm": (2, 5), "QLinearMatMul": (2, 5)}
 
 
 def quantize_int8(float_model: Path, int8_model: Path, calibration: np.ndarray, batch: int = 100,
                   quant_format: str = "qoperator", keep_float: tuple[str, ...] = (),
-                  scheme: str = "s8s8") -> None:
+                  scheme: str = "s8s8", reduce_range: bool = False) -> None:
     """Quantize ``float_model`` into ``int8_model`` using ``calibration`` inputs (N, ...) float32.
 
     ``quant_format``: "qoperator" (what studies score by default) or "qdq" (the form
     onnxruntime's own int8 kernels run fastest: the benchmarks' yardstick); ``scheme``: one of
-    ``SCHEMES``; ops of the types in ``keep_float`` stay float (tests of mixed graphs)."""
+    ``SCHEMES``; ``reduce_range``: 7-bit weights, onnxruntime's option for x86 CPUs without
+    AVX-512 VNNI, where its uint8 x int8 kernels saturate pairs of 8-bit products but not of
+    8 x 7-bit ones (``evaluators.ort_exactness``); ops of the types in ``keep_float`` stay float
+    (tests of mixed graphs)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -66,6 +75,7 @@ def quantize_int8(float_model: Path, int8_model: Path, calibration: np.ndarray, 
             _Reader(),
             quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
             per_channel=True,
+            reduce_range=reduce_range,
             activation_type=activations,
             weight_type=weights,
             nodes_to_exclude=excluded,
@@ -74,3 +84,28 @@ def quantize_int8(float_model: Path, int8_model: Path, calibration: np.ndarray, 
         )
     finally:
         root.setLevel(level)
+
+
+def operand_scheme(graph: QGraph) -> str:
+    """The operand types of the table-multiplying layers as onnxruntime names its schemes
+    (activations then weights, or the second activation: ``s8s8``, ``u8s8``, ``u8u8``;
+    ``mixed`` when layers differ)."""
+    schemes = set()
+    for node in graph.nodes:
+        if node.op in OPERAND_ZERO_POINTS:
+            a_zero, b_zero = (node.inputs[i] if i < len(node.inputs) else ""
+                              for i in OPERAND_ZERO_POINTS[node.op])
+            activations = graph.initializers.get(a_zero, np.zeros((), np.int8)).dtype
+            weights = graph.initializers[node.inputs[3]].dtype \
+                if node.inputs[3] in graph.initializers else \
+                graph.initializers.get(b_zero, np.zeros((), np.int8)).dtype
+            schemes.add(("s8" if activations == np.int8 else "u8")
+                        + ("s8" if weights == np.int8 else "u8"))
+    return schemes.pop() if len(schemes) == 1 else "mixed"  # U8U8 QOperator: int8 conv weights
+
+
+def activation_products(graph: QGraph) -> bool:
+    """Whether a table-multiplying layer multiplies two activations (neither operand a
+    constant): an attention's Q x K^T."""
+    return any(n.op in OPERAND_ZERO_POINTS and n.inputs[3] not in graph.initializers
+               for n in graph.nodes)

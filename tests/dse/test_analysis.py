@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pandas as pd
 import pytest
 
@@ -24,6 +23,7 @@ from dse.cli import main
 from dse.designs import DesignError, design_tables, study_data
 from dse.loop import run_study
 from dse.study_file import StudyFileError, parse_settings
+from evaluators import ort_exactness
 from evaluators.analysis import classifier, error_map, penultimate_features
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.approx_runner import table_layers
@@ -70,7 +70,7 @@ def test_int8_features_are_onnxruntimes_and_predictions_the_evaluators(study, wo
     node = classifier(QGraph.from_onnx(data.int8_onnx))
     model = onnx.load(str(data.int8_onnx))
     model.graph.output.append(onnx.helper.make_empty_tensor_value_info(node.inputs[0]))
-    codes, logits = ort.InferenceSession(model.SerializeToString()).run(
+    codes, logits = ort_exactness.session(model).run(
         [node.inputs[0], "logits"], {"input": inputs})
     graph = QGraph.from_onnx(data.int8_onnx)
     scale, zero_point = graph.const(node.inputs[1]), graph.const(node.inputs[2])

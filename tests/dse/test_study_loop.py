@@ -11,7 +11,6 @@ import sys
 import time
 
 import numpy as np
-import onnxruntime as ort
 import optuna
 import pandas as pd
 import pytest
@@ -24,6 +23,7 @@ from dse.cli import main
 from dse.loop import StudyRunner, build_evaluator, run_study
 from dse.study import Study
 from dse.study_file import StudyFileError, parse_settings
+from evaluators import ort_exactness
 from evaluators.preprocess import Preprocessing
 from tests.conftest import MINI_FREE, REPO, interruptible, mini_study, shared_path
 
@@ -62,7 +62,7 @@ def test_a_study_stores_every_trial_and_writes_its_front(tmp_path, mnist_dir, mn
     assert trials["config_bits"].str.len().eq(36).all()
     # the exact baseline scores what onnxruntime's int8 model scores on the same images
     _, test = mnist
-    session = ort.InferenceSession(str(folder / "network" / "int8.onnx"))
+    session = ort_exactness.session(folder / "network" / "int8.onnx")
     ort_acc = (session.run(None, {"input": Preprocessing().apply(test.images[:1000])})[0].argmax(1)
                == test.labels[:1000]).mean()
     baseline = trials[trials["role"] == "baseline"].iloc[0]

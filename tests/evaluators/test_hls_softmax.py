@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from circuits import appaxo
 from circuits.product_table import ProductTable
-from evaluators import qops
+from evaluators import ort_exactness, qops
 from evaluators.datasets import DATASETS, load_split
 from evaluators.hls_export import HlsExportError, check_parity, hls_network, write_project
 from evaluators.network import TrainingSettings, prepare_network
@@ -134,7 +133,7 @@ def test_the_softmax_codes_equal_the_evaluators_ties_included(probe, table):
     assert parity.same_outputs == parity.images == len(x), parity
     assert top_ties(expected) > 0  # a tie broken otherwise would show
     if table == "exact":  # the evaluator is onnxruntime, rounding edges included
-        reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        reference = ort_exactness.session(path)
         np.testing.assert_array_equal(expected, reference.run(None, {"input": x})[0])
     if table == "exact" and "middle" not in path.stem:
         codes = np.rint(expected * 256).astype(int) - 128

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from accel import cpu
 from circuits import appaxo
 from circuits.product_table import ProductTable
 from dse import onnx_integer
-from evaluators import approx_runner
+from evaluators import approx_runner, ort_exactness
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.errors import ModelError
 from evaluators.integer_graph import STEPS, feed, integer_only, run_steps
@@ -30,7 +29,7 @@ IMAGES = 300
 
 
 def outputs(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_exactness.session(model)
     return session.run(None, feed(model, images, PRE))[0]
 
 
@@ -198,7 +197,7 @@ def test_add_rescaling_per_channel_normalizes_as_the_study_does(tmp_path):
     assert changed
     model.graph.output.append(onnx.helper.make_empty_tensor_value_info("input"))
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_exactness.session(model)
     normalized = session.run(["input"], feed(model, images, cifar))[0]
     half_code = 0.5 / (255 * np.asarray(cifar.std)).reshape(1, 3, 1, 1)
     assert np.all(np.abs(normalized - cifar.apply(images)) <= half_code + 1e-6)

@@ -15,7 +15,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 import yaml
@@ -25,7 +24,7 @@ from sklearn.preprocessing import LabelEncoder, StandardScaler
 import dse
 from circuits.cache import cache_dir
 from dse.cli import main
-from evaluators import zoo
+from evaluators import ort_exactness, zoo
 from evaluators.datasets import (
     DATASETS,
     JET_FEATURES,
@@ -309,7 +308,7 @@ def test_a_jets_study_runs_end_to_end(folder, tmp_path, capsys):
     assert report["arch"] == "jet_dnn" and report["input_shape"] == [16] and report["classes"] == 5
     assert report["macs_per_image"] == 512 + 1024 + 1024 + 160
     test = load_split("jets", "test", folder)
-    session = ort.InferenceSession(str(out / "network" / "int8.onnx"))
+    session = ort_exactness.session(out / "network" / "int8.onnx")
     probabilities = session.run(None, {"input": test.images[:200]})[0]
     baseline = trials[trials["role"] == "baseline"].iloc[0]
     assert baseline["accuracy"] == pytest.approx((probabilities.argmax(1) ==

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -19,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from circuits.product_table import ProductTable
+from evaluators import ort_exactness
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.errors import ModelError
 from evaluators.model_import import (
@@ -26,10 +26,10 @@ from evaluators.model_import import (
     check_data,
     import_model,
     inspect_model,
-    operand_scheme,
 )
 from evaluators.preprocess import Preprocessing
 from evaluators.qgraph import QGraph
+from evaluators.quantization import operand_scheme
 
 EXACT = ProductTable.exact(True)
 TEST_IMAGES = 1000
@@ -121,7 +121,7 @@ def quiet_import(path: Path, folder: Path, calibration: np.ndarray) -> tuple[Mod
 
 
 def assert_runner_equals_onnxruntime(int8: Path, x: np.ndarray, labels: np.ndarray) -> None:
-    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    session = ort_exactness.session(int8)
     expected = session.run(None, {session.get_inputs()[0].name: x})[0]
     got = ApproxNetworkEvaluator(int8, x, labels, kernel="cpu").logits(EXACT)
     assert got.dtype == expected.dtype and np.array_equal(got, expected)

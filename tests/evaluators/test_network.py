@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from accel import cpu, reference
 from circuits import appaxo
 from circuits.product_table import ProductTable
-from evaluators import approx_runner
+from evaluators import approx_runner, ort_exactness
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.classification import classification_metrics
 from evaluators.network import TrainingSettings, prepare_network, train_model
@@ -74,7 +73,7 @@ def ort_with_every_tensor(model_path):
         for name in node.output:
             if name not in known:
                 model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_exactness.session(model)
     return session, [o.name for o in session.get_outputs()]
 
 
@@ -88,7 +87,7 @@ def test_exact_table_reproduces_onnxruntime_on_every_test_image(lenet, mnist):
     for name in names:  # every intermediate tensor, bit for bit
         assert got[name].dtype == expected[name].dtype, name
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
-    plain = ort.InferenceSession(str(lenet.int8_onnx), providers=["CPUExecutionProvider"])
+    plain = ort_exactness.session(lenet.int8_onnx)
     ort_pred = plain.run(None, {"input": x})[0].argmax(axis=1)
     np.testing.assert_array_equal(got["logits"].argmax(axis=1), ort_pred)
     assert classification_metrics(ort_pred, test.labels) == lenet.report["int8"]
@@ -110,7 +109,7 @@ def test_first_layer_accumulators_equal_onnxruntime_conv_integer(lenet, mnist):
         ),
         opset_imports=[helper.make_opsetid("", 17)],
     )
-    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x_q})[0]
+    expected = ort_exactness.session(model).run(None, {"x": x_q})[0]
     got = approx_runner.run(graph, {"input": Preprocessing().apply(test.images)}, EXACT, cpu,
                             capture=[conv.outputs[0]])[conv.outputs[0] + ":acc"]
     bias = graph.const(conv.inputs[8]).reshape(1, -1, 1, 1)

@@ -8,18 +8,17 @@ import itertools
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from accel.codes import recentre
 from circuits import appaxo, baselines
 from circuits.product_table import ProductTable
+from evaluators import ort_exactness
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.approx_onnx import approximate_model, session
-from evaluators.model_import import operand_scheme
 from evaluators.preprocess import Preprocessing
 from evaluators.qgraph import QGraph
-from evaluators.quantization import FORMATS, SCHEMES, quantize_int8
+from evaluators.quantization import FORMATS, SCHEMES, operand_scheme, quantize_int8
 from evaluators.workload import sample_workload
 
 IMAGES = 200
@@ -60,7 +59,7 @@ def models(lenet, x, tmp_path_factory):
 
 
 def _onnxruntime(path, x: np.ndarray) -> np.ndarray:
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort_exactness.session(path)
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
