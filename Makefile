@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := yosys opensta dataset-fashion-mnist postgresql chromium
+DEBIAN_PACKAGES := yosys opensta dataset-fashion-mnist postgresql chromium qemu-user
 
 # SubXPAT (../shared/subxpat, read-only) runs with its own pinned environment, kept in the dse
 # cache (outside the repository, where circuits/subxpat.py looks for it) and rebuilt only when
@@ -26,7 +26,8 @@ export SUBXPAT_HOME
 setup: system-packages $(VENV)/.installed
 
 # Yosys and OpenSTA (hardware flow), Fashion-MNIST (quickstart data), PostgreSQL (the shared
-# trial store's tests) and Chromium (the headless check of the analysis page) from Debian, when
+# trial store's tests), Chromium (the headless check of the analysis page) and qemu-user (the
+# tests' emulated AVX2 and SSE4 CPUs, where onnxruntime's int8 kernels differ) from Debian, when
 # missing.
 system-packages:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -69,6 +70,7 @@ test-slow: setup $(SUBXPAT_SETUP)
 bench: setup
 	$(BIN)/python bench/bench_inference.py
 	$(BIN)/python bench/bench_inference.py --network resnet20 --reference-images 20
+	$(BIN)/python bench/bench_exactness.py
 	$(BIN)/python bench/bench_characterize.py
 	$(BIN)/python bench/bench_executors.py
 	$(BIN)/python bench/bench_grid.py

@@ -21,9 +21,11 @@ full of rounding ties, see tests/evaluators/test_qops.py):
   ``shift`` from a float32 log), float32 sums in input order, ``rint(e * floor(1 / y_scale) /
   sum)`` with the quotient in double, plus zp, saturated (onnxruntime 1.32; a float32 quotient
   or a double log differ on about 1 row in 100,000, at rounding ties).
-- float Softmax (MLAS AVX-512F kernel, the one onnxruntime picks on this project's machines):
-  MLAS's own exp polynomial with FMAs, sums in 16 lanes, ``e * (1 / sum)``. On a CPU without
-  AVX-512 MLAS sums in other lanes, and the last bit of a probability may differ.
+- float Softmax (MLAS AVX-512F kernel, the one onnxruntime picks on CPUs with AVX-512):
+  MLAS's own exp polynomial with FMAs, sums in 16 lanes, ``e * (1 / sum)``, the same bits on
+  every CPU. On a CPU without AVX-512 MLAS sums in other lanes and flushes the exps of very
+  negative inputs to 0, so onnxruntime's probabilities there differ in their last bits (within
+  ``2^-21 (1 + |x - max|)`` relative, as dse's own from the exact softmax).
 
 Since every 8-bit elementwise op has at most 256 x 256 distinct inputs, the binary ops are
 evaluated once per code pair into a table and then looked up.

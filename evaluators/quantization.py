@@ -109,3 +109,13 @@ def activation_products(graph: QGraph) -> bool:
     constant): an attention's Q x K^T."""
     return any(n.op in OPERAND_ZERO_POINTS and n.inputs[3] not in graph.initializers
                for n in graph.nodes)
+
+
+def seven_bit_weights(graph: QGraph) -> bool:
+    """Whether the table-multiplying layers have int8 weights, each in [-64, 64]
+    (``reduce_range``): a uint8 x int8 pair then sums to at most 32,640, inside int16, so
+    onnxruntime's saturating kernels are exact."""
+    weights = [graph.initializers[n.inputs[3]] for n in graph.nodes
+               if n.op in OPERAND_ZERO_POINTS and n.inputs[3] in graph.initializers]
+    int8 = [w for w in weights if w.dtype == np.int8]
+    return bool(int8) and all(np.abs(w.astype(np.int16)).max() <= 64 for w in int8)

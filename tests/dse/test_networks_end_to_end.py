@@ -16,6 +16,8 @@ import dse
 from dse.cli import main
 from evaluators import ort_exactness
 from evaluators.preprocess import Preprocessing
+from evaluators.qgraph import QGraph
+from evaluators.quantization import seven_bit_weights
 from evaluators.zoo import ARCHITECTURES
 from tests.conftest import REPO, mini_study
 
@@ -59,20 +61,26 @@ def test_every_registry_architecture_runs_a_study(arch, tmp_path, mnist_dir, mni
     assert report["arch"] == arch and report["macs_per_image"] > 0
 
 
-@pytest.mark.parametrize("scheme, fmt", [("u8s8", "qoperator"), ("u8u8", "qdq")])
-def test_a_study_quantizes_in_the_scheme_its_file_names(scheme, fmt, tmp_path, mnist_dir, mnist,
-                                                        env):
-    """The study file's quantization scheme and format reach onnxruntime's quantizer; the
-    signed AppAxO multipliers take the uint8 operands and the exact one still scores what
+@pytest.mark.parametrize("scheme, fmt, reduce_range", [("u8s8", "qoperator", False),
+                                                      ("u8u8", "qdq", False),
+                                                      ("u8s8", "qdq", True)])
+def test_a_study_quantizes_in_the_scheme_its_file_names(scheme, fmt, reduce_range, tmp_path,
+                                                        mnist_dir, mnist, env):
+    """The study file's quantization scheme, format and range reach onnxruntime's quantizer;
+    the signed AppAxO multipliers take the uint8 operands and the exact one still scores what
     onnxruntime scores."""
     folder = tmp_path / scheme
     data = small_study(folder, mnist_dir, model={"arch": "lenet5"})
-    data["quantization"].update(scheme=scheme, format=fmt)
+    data["quantization"].update(scheme=scheme, format=fmt, reduce_range=reduce_range)
     assert run_cli(tmp_path, data) == 0
     exact_matches_onnxruntime(folder, mnist[1])
     report = yaml.safe_load((folder / "network" / "network.json").read_text())
     assert report["operand_scheme"] == scheme
-    assert (report["settings"]["scheme"], report["settings"]["quant_format"]) == (scheme, fmt)
+    assert (report["settings"]["scheme"], report["settings"]["quant_format"],
+            report["settings"]["reduce_range"]) == (scheme, fmt, reduce_range)
+    assert seven_bit_weights(QGraph.from_onnx(folder / "network" / "int8.onnx")) == reduce_range
+    frozen = yaml.safe_load((folder / "study.yaml").read_text())
+    assert ("reduce_range" in frozen["quantization"]) == reduce_range  # old hashes kept
 
 
 @pytest.fixture(scope="module")

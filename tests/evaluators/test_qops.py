@@ -4,7 +4,6 @@ tensors full of rounding ties, and every tensor of QOperator networks equals onn
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,6 +17,12 @@ from evaluators import approx_runner, qops
 from evaluators.errors import ModelError
 from evaluators.preprocess import Preprocessing
 from evaluators.qgraph import Node, QGraph, UnsupportedOpError
+from tests.evaluators.float_softmax import (
+    SOFTMAX_CASES,
+    assert_documented_softmax,
+    mlas_avx512_softmax,
+    softmax_inputs,
+)
 from tests.evaluators.qmodels import (
     Branches,
     ResNetTiny,
@@ -256,22 +261,13 @@ def test_qlinear_concat_and_softmax_equal_onnxruntime():
             np.testing.assert_array_equal(ours(model, {"x": x}), expected)
 
 
-def avx512() -> bool:
-    try:
-        return "avx512f" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not avx512(), reason="the float Softmax follows MLAS's AVX-512 kernel")
-def test_float_softmax_equals_onnxruntime():
-    rng = np.random.default_rng(7)
-    for opset, shape, axis, spread in [(17, (500, 10), -1, 5), (17, (300, 100), 1, 3),
-                                       (17, (7, 37), -1, 20), (17, (4, 5, 6), 1, 4),
-                                       (11, (4, 5, 6), 1, 4)]:
-        x = (rng.standard_normal(shape) * spread).astype(F32)
+def test_float_softmax_equals_onnxruntime_where_its_kernel_is_the_one_dse_follows():
+    for (opset, _, axis, _), x in zip(SOFTMAX_CASES, softmax_inputs()):
         model, expected = single_op("Softmax", {"x": x}, {}, ["x"], opset, axis=axis)
-        np.testing.assert_array_equal(ours(model, {"x": x}), expected)
+        got = ours(model, {"x": x})
+        if mlas_avx512_softmax():
+            np.testing.assert_array_equal(got, expected)
+        assert_documented_softmax(got, x, opset, axis, expected)
 
 
 def cifar_like(count: int, seed: int = 0) -> np.ndarray:
@@ -304,16 +300,22 @@ def test_every_tensor_of_qoperator_networks_equals_onnxruntime(network, digits, 
     assert_every_tensor_equal(path, digits[:8], kernels=reference)
 
 
-@pytest.mark.skipif(not avx512(), reason="the float Softmax follows MLAS's AVX-512 kernel")
 @pytest.mark.parametrize("fmt", ["qoperator", "qdq"])
 def test_a_final_float_softmax_equals_onnxruntime(fmt, digits, tmp_path):
     path = build(Branches(), digits[:100], tmp_path, fmt, keep_float=("Softmax",))
     graph = QGraph.from_onnx(path)
     assert [n.op for n in graph.nodes][-2:] == ["DequantizeLinear", "Softmax"]
     expected = session(path).run(None, {"input": digits})[0]
-    np.testing.assert_array_equal(
-        approx_runner.run(graph, {"input": digits}, ProductTable.exact(True), cpu)["out"], expected)
-    assert_every_tensor_equal(path, digits, int8_allowed=fmt == "qdq")
+    got = approx_runner.run(graph, {"input": digits}, ProductTable.exact(True), cpu)["out"]
+    if mlas_avx512_softmax():
+        np.testing.assert_array_equal(got, expected)
+        assert_every_tensor_equal(path, digits, int8_allowed=fmt == "qdq")
+    else:  # every tensor up to the softmax's input, then the documented arithmetic
+        softmax = graph.nodes[-1]
+        logits = assert_every_tensor_equal(path, digits, int8_allowed=fmt == "qdq",
+                                           leave_out=softmax.outputs)[softmax.inputs[0]]
+        assert_documented_softmax(got, logits, graph.opset, softmax.attr("axis", -1), expected)
+        np.testing.assert_array_equal(got.argmax(axis=1), expected.argmax(axis=1))
 
 
 def test_depthwise_pointwise_and_dilated_convolutions_equal_onnxruntime(tmp_path):

@@ -13,13 +13,13 @@ import pytest
 from accel.codes import recentre
 from circuits import appaxo, baselines
 from circuits.product_table import ProductTable
-from evaluators import ort_exactness
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.approx_onnx import approximate_model, session
 from evaluators.preprocess import Preprocessing
 from evaluators.qgraph import QGraph
 from evaluators.quantization import FORMATS, SCHEMES, operand_scheme, quantize_int8
 from evaluators.workload import sample_workload
+from tests.evaluators.qmodels import exact_outputs
 
 IMAGES = 200
 CONFIG = 404750335
@@ -58,11 +58,6 @@ def models(lenet, x, tmp_path_factory):
     return out
 
 
-def _onnxruntime(path, x: np.ndarray) -> np.ndarray:
-    sess = ort_exactness.session(path)
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
-
-
 EXPECTED_SCHEME = {("s8s8", "qoperator"): "s8s8", ("s8s8", "qdq"): "s8s8",
                    ("u8s8", "qoperator"): "u8s8", ("u8s8", "qdq"): "u8s8",
                    # onnxruntime keeps int8 weights for QLinearConv in U8U8 QOperator models
@@ -74,7 +69,7 @@ def test_exact_tables_of_either_signedness_give_onnxruntime_outputs(models, x, s
     path = models[scheme, fmt]
     graph = QGraph.from_onnx(path)
     assert operand_scheme(graph) == EXPECTED_SCHEME[scheme, fmt]
-    expected = _onnxruntime(path, x)
+    expected = exact_outputs(path, x)
     evaluator = ApproxNetworkEvaluator(path, x, np.zeros(len(x), np.int64))
     for signed in (True, False):
         np.testing.assert_array_equal(evaluator.logits(ProductTable.exact(signed)), expected)
@@ -99,7 +94,7 @@ def test_approximate_files_of_uint8_models_match_the_evaluator(models, x, tmp_pa
     path = models[scheme, "qoperator"]
     table = appaxo.table(multiplier) if isinstance(multiplier, int) else multiplier
     expected = ApproxNetworkEvaluator(path, x, np.zeros(len(x), np.int64)).logits(table)
-    assert not np.array_equal(expected, _onnxruntime(path, x))  # the multiplier matters
+    assert not np.array_equal(expected, exact_outputs(path, x))  # the multiplier matters
     out = tmp_path / "approx.onnx"
     onnx.save(approximate_model(onnx.load(path), multiplier), out)
     sess = session(out)
