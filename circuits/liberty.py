@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from circuits.cache import cache_dir
+from circuits.download import download_verified
 
 
 class LibertyError(ValueError):
@@ -39,9 +40,17 @@ class Liberty:
 
 
 JOB_FILE = "cells.lib"
-# Libraries known by name: the OpenSTA repository's examples folder publishes both files.
+# Libraries known by name: the OpenSTA repository's examples folder publishes both files
+# (NanGate45: Nangate Inc.'s Open Cell Library under its licence agreement, see the file's
+# header; sky130hd: SkyWater's PDK, Apache-2.0). dse fetches them from a pinned revision and
+# checks their sha256 rather than shipping them.
 KNOWN = {"nangate45": "nangate45_typ.lib.gz", "sky130hd": "sky130hd_tt.lib.gz"}
+SHA256 = {"nangate45_typ.lib.gz":
+          "7ee6c11d0c8964f9971ba28b879a6cad28e178f86911adda71ac0672ce00f7ef",
+          "sky130hd_tt.lib.gz": "210e56be3a3a0907b5241a34d277f664cf4b4d91dcb49a27ff813df4406a5889"}
+REVISION = "b04def2de07e3bcec6a648c2d491e5fcff09ebd0"
 SOURCE = "https://github.com/The-OpenROAD-Project/OpenSTA/tree/master/examples"
+DOWNLOAD = f"https://raw.githubusercontent.com/The-OpenROAD-Project/OpenSTA/{REVISION}/examples/"
 # The opening ``library (NAME) {`` group, after blank space and comments, and one cell group.
 LIBRARY_GROUP = re.compile(rb"(?:\s|/\*.*?\*/|//[^\n]*+)*+library\s*\(\s*[^()\n]+\)\s*\{", re.S)
 CELL_GROUP = re.compile(rb"\bcell\s*\(")
@@ -49,7 +58,7 @@ CELL_GROUP = re.compile(rb"\bcell\s*\(")
 
 def find_liberty(spec: str) -> Path:
     """A Liberty file path, or a known library name looked up in ``$DSE_PDK_DIR`` and the user
-    cache's ``pdk/`` folder."""
+    cache's ``pdk/`` folder, and downloaded into the latter where the network allows."""
     if spec not in KNOWN:
         path = Path(spec).expanduser()
         if not path.is_file():
@@ -60,9 +69,13 @@ def find_liberty(spec: str) -> Path:
     for folder in folders:
         if (folder / KNOWN[spec]).is_file():
             return folder / KNOWN[spec]
-    raise LibertyError(
-        f"Liberty library {spec!r}: put {KNOWN[spec]} (from {SOURCE}) in $DSE_PDK_DIR or "
-        f"{cache_dir() / 'pdk'}")
+    file = KNOWN[spec]
+    try:
+        return download_verified(DOWNLOAD + file, cache_dir() / "pdk" / file, SHA256[file])
+    except OSError as err:  # offline, refused, or not the pinned bytes
+        raise LibertyError(
+            f"Liberty library {spec!r}: cannot download it ({err}); put {file} (from {SOURCE}) "
+            f"in $DSE_PDK_DIR or {cache_dir() / 'pdk'}") from None
 
 
 def load_liberty(path: str | Path) -> Liberty:

@@ -91,7 +91,9 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     if settings.space.type != "layerwise":
         raise StudyFileError(f"{args.study}: space: the sensitivity is measured for a layer-wise "
                              f"study (space type layerwise), not {settings.space.type}")
-    output = Path(args.output) if args.output else Path("sensitivity") / settings.name
+    from dse.outputs import check_folder
+
+    output = check_folder(Path(args.output) if args.output else Path("sensitivity") / settings.name)
     with _writing(output, "choose another folder with --output"):
         output.mkdir(parents=True, exist_ok=True)
     evaluator = build_evaluator(settings, _log, None if not args.quiet else False)
@@ -151,7 +153,10 @@ def cmd_characterize(args: argparse.Namespace) -> int:
     cache = ResultCache()
     target = Path(args.target)
     if target.is_dir():
-        output = Path(args.output) if args.output else Path("catalogues") / target.resolve().name
+        from dse.outputs import check_folder
+
+        output = check_folder(Path(args.output) if args.output
+                              else Path("catalogues") / target.resolve().name)
         try:  # a folder the catalogue cannot be written to fails now, not after the work
             output.mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryFile(dir=output).close()
@@ -189,9 +194,13 @@ def cmd_characterize(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from dse.comparison import compare
+    from dse.outputs import check_png
     from dse.study import load_study
 
-    table = compare([load_study(f) for f in args.folders], plot=args.plot)
+    studies = [load_study(f) for f in args.folders]
+    if args.plot:
+        check_png(Path(args.plot), "compare", force=args.force)
+    table = compare(studies, plot=args.plot)
     if args.json:
         print(table.to_json(orient="records", indent=2))
     else:
@@ -209,8 +218,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     study = load_study(args.folder)
     output = Path(args.output) if args.output else None
     if args.format == "onnx":  # prints a line per file as it goes
-        from dse.export_onnx import export_onnx
+        from dse.export_onnx import FOLDER, export_onnx
+        from dse.outputs import check_folder
 
+        if output is not None and output.resolve() != (study.folder / FOLDER).resolve():
+            check_folder(output)
         with _writing(study.folder, "choose a writable folder with --output"):
             export_onnx(study, output, args.design, progress=not args.quiet)
         return 0
@@ -218,7 +230,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise DesignError(f"--design chooses the designs of --format onnx; --format "
                           f"{args.format} writes every trial")
     with _writing(study.folder, "choose a writable file with --output"):
-        path = export(study, args.format, output)
+        path = export(study, args.format, output, force=args.force)
     print(f"wrote {path}")
     return 0
 
@@ -240,13 +252,15 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 def cmd_zoo_export(args: argparse.Namespace) -> int:
     """Train (or reuse) a registry network on a dataset, as a study would, and write its float
     (or int8) ONNX file: the start of the bring-your-own-model route."""
-    import shutil
+    import onnx
 
+    from dse.outputs import check_onnx, write_onnx
     from dse.study_file import ModelSettings, QuantizationSettings
     from evaluators.datasets import load_split
     from evaluators.network import TrainingSettings, prepare_network
     from evaluators.preprocess import default_preprocessing
 
+    check_onnx(Path(args.output), "zoo network", force=args.force)  # before training
     defaults = ModelSettings()
     training = TrainingSettings(
         arch=args.arch, epochs=args.epochs or defaults.epochs,
@@ -262,7 +276,7 @@ def cmd_zoo_export(args: argparse.Namespace) -> int:
     source = prepared.int8_onnx if args.int8 else prepared.float_onnx
     out = Path(args.output)
     with _writing(out.parent if str(out.parent) else Path("."), "choose a writable -o file"):
-        shutil.copyfile(source, out)
+        write_onnx(onnx.load(str(source)), out, "zoo network", force=args.force)
     for kind in ("float", "int8"):
         m = prepared.report[kind]
         print(f"{kind}: accuracy {m['accuracy']:.4f}, macro F1 {m['f1_macro']:.4f} on "
@@ -281,7 +295,10 @@ def _summary(study) -> dict:
     baseline = trials[trials["role"] == "baseline"] if not trials.empty else trials
     cols = ["config_bits", "config", "design", *study.objectives]
     retrained = study.retrained()
-    box = study_box(study)[2] if study.reference_point else 0.0
+    reference, _, box = study_box(study) if study.reference_point else (None, None, 0.0)
+    # a share of the box means something only once a searched design lies inside the box (the
+    # exact baseline alone would make it 1)
+    share = reference is not None and _searched_inside(study, reference)
     after = study.hypervolume(retrained=True) if not retrained.empty else None
     return {
         "study": study.name,
@@ -292,8 +309,7 @@ def _summary(study) -> dict:
         "exact": baseline[study.objectives].iloc[0].to_dict() if not baseline.empty else None,
         "reference_point": study.reference_point,
         "hypervolume": study.hypervolume(),
-        "hypervolume_normalized": normalized(study.hypervolume(), study_box(study)[2])
-        if study.reference_point else None,
+        "hypervolume_normalized": normalized(study.hypervolume(), box) if share else None,
         "constraints": study.settings.constraints,
         "feasible_trials": len(study.feasible()),
         "pareto_front": front[[c for c in cols if c in front]].to_dict(orient="records"),
@@ -302,8 +318,19 @@ def _summary(study) -> dict:
         "retrained": retrained.drop(columns=["model"]).astype(object)
         .where(retrained.notna(), None).to_dict(orient="records"),
         "hypervolume_retrained": after,
-        "hypervolume_retrained_normalized": normalized(after, box) if after is not None else None,
+        "hypervolume_retrained_normalized": normalized(after, box)
+        if after is not None and share else None,
     }
+
+
+def _searched_inside(study, reference) -> bool:
+    """Whether a feasible searched design lies inside the reference box (minimization form)."""
+    from dse.report import minimization_form
+
+    feasible = study.feasible()
+    searched = feasible[feasible["role"] != "baseline"] if not feasible.empty else feasible
+    return bool(len(searched)) and bool(
+        (minimization_form(study, searched) < reference).all(axis=1).any())
 
 
 def _print_summary(study, summary: dict | None = None) -> None:
@@ -314,8 +341,10 @@ def _print_summary(study, summary: dict | None = None) -> None:
         print("exact multiplier: " + ", ".join(f"{k} {v:g}" for k, v in summary["exact"].items()))
     if summary["reference_point"]:
         ref = ", ".join(f"{k} {v:g}" for k, v in summary["reference_point"].items())
-        print(f"hypervolume {summary['hypervolume']:.6g}, {summary['hypervolume_normalized']:.4f} "
-              f"of the box between the ideal and the reference point ({ref})")
+        share = summary["hypervolume_normalized"]
+        share = f"{share:.4f}" if share is not None else "n/a (no design inside the reference box)"
+        print(f"hypervolume {summary['hypervolume']:.6g}, {share} of the box between the ideal "
+              f"and the reference point ({ref})")
     if summary["constraints"]:
         print(f"constraints {'; '.join(summary['constraints'])}: "
               f"{summary['feasible_trials']} feasible completed trials")
@@ -345,9 +374,10 @@ def _print_retrained(summary: dict) -> None:
         print(f"  ... {len(summary['retrained']) - 20} more in retrained.csv")
     if summary["hypervolume_retrained"] is not None and summary["hypervolume"]:
         gain = summary["hypervolume_retrained"] / summary["hypervolume"] - 1
+        share = summary["hypervolume_retrained_normalized"]
+        share = f"{share:.4f}" if share is not None else "n/a"
         print(f"hypervolume with each design at its best retrained accuracy "
-              f"{summary['hypervolume_retrained']:.6g}, "
-              f"{summary['hypervolume_retrained_normalized']:.4f} of the box ({gain:+.1%})")
+              f"{summary['hypervolume_retrained']:.6g}, {share} of the box ({gain:+.1%})")
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
@@ -368,8 +398,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from circuits.generation import ExactCircuit, generate_cached, write_chain
     from circuits.multiplier import Multiplier
     from circuits.tools import require
+    from dse.outputs import check_folder
     from dse.report import plot_chain
 
+    check_folder(Path(args.output))
     require("yosys")
     thresholds = _int_list(args.thresholds, "--thresholds")
     try:
@@ -471,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="compare the Pareto fronts of finished studies")
     cmp.add_argument("folders", nargs="+", help="two or more study folders")
     cmp.add_argument("--plot", help="write the overlaid fronts and hypervolume curves (PNG)")
+    cmp.add_argument("--force", action="store_true",
+                     help="replace the --plot file when an earlier `compare` wrote it")
     cmp.add_argument("--json", action="store_true", help="machine-readable output")
     cmp.set_defaults(func=cmd_compare)
     exp = sub.add_parser("export", help="write a study's trials as a table, or its designs as "
@@ -482,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "design (retrained ones too) and index.csv")
     exp.add_argument("-o", "--output", help="file to write (default: in the study folder); for "
                                             "onnx a folder (default: export/onnx/ in it)")
+    exp.add_argument("--force", action="store_true",
+                     help="replace the -o file when it is an earlier export of this format")
     exp.add_argument("--design", action="append", metavar="D",
                      help="onnx: trial number, design name or configuration (repeat for several; "
                           "default: the Pareto front)")
@@ -506,6 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     zex.add_argument("--int8", action="store_true",
                      help="write the int8 (QOperator) model instead of the float one")
     zex.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    zex.add_argument("--force", action="store_true",
+                     help="replace the -o file when an earlier `zoo export` wrote it")
     zex.set_defaults(func=cmd_zoo_export)
     char = sub.add_parser(
         "characterize", help="synthesize and analyse multipliers: FILE.v, appaxo:CONFIG, "

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dse.indicators import coverage, hypervolume, hypervolume_box, igd_plus, normalized
+from dse.outputs import png_metadata, replacing
 from dse.pareto import non_dominated, to_minimization
 from dse.report import (
     PROJECTION_NOTE,
@@ -149,5 +150,6 @@ def plot_comparison(studies: list[Study], reference: np.ndarray, ideal: np.ndarr
         note += "\n" + PROJECTION_NOTE.format(k=k)
     fig.text(0.01, 0.01, note, fontsize=8, va="bottom")
     fig.tight_layout(rect=(0, 0.7 / fig.get_figheight(), 1, 0.97))
-    fig.savefig(path)
+    with replacing(path) as temporary:
+        fig.savefig(temporary, format="png", metadata=png_metadata("compare"))
     plt.close(fig)

@@ -149,8 +149,11 @@ def study_data(study: Study, log=print) -> StudyData:
                           f"`python -m dse resume {study.folder}` writes it again")
     d = settings.dataset
     log(f"loading the {d.source} training and test data")
-    train = load_split(d.source, "train", d.location, download=d.download).head(d.train_size)
+    train = load_split(d.source, "train", d.location, download=d.download)
     test = load_split(d.source, "test", d.location, download=d.download)
+    train.check_size(d.train_size, "dataset.train_size")
+    test.check_size(d.test_size, "dataset.test_size")
+    train = train.head(d.train_size)
     preprocessing = model_preprocessing(settings) or default_preprocessing(d.source)
     images, labels = test.images, test.labels
     if d.test_size is not None:

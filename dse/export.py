@@ -11,11 +11,13 @@ Parquet holds a layer-wise study's configurations as decimal text when one excee
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from circuits.appaxo import N_BITS
+from dse.outputs import check_file, csv_header, replacing
 from dse.study import RETRAINED, Study
 from dse.study_file import StudyFileError
 
@@ -76,17 +78,53 @@ def emgaxo_table(study: Study) -> pd.DataFrame:
     return table
 
 
-def export(study: Study, fmt: str, path: Path | None = None) -> Path:
-    """Write the table in ``fmt`` (csv, parquet, emgaxo); returns its path."""
-    default = {"csv": "trials.csv", "parquet": "trials.parquet", "emgaxo": "emgaxo.csv"}[fmt]
-    path = path or study.folder / default
-    if fmt == "emgaxo":
-        write_csv(emgaxo_table(study), path)
-    elif fmt == "parquet":
-        table = plain(trials_table(study))
-        if table["config"].map(lambda c: c >= 2**63).any():  # layer-wise: beyond int64
-            table["config"] = table["config"].map(str)
-        table.to_parquet(path, index=False)
-    else:
-        write_csv(trials_table(study), path)
+def export(study: Study, fmt: str, path: Path | None = None, *, force: bool = False) -> Path:
+    """Write the table in ``fmt`` (csv, parquet, emgaxo) to ``path`` (default: its name in the
+    study folder) by the output rules (``dse.outputs``): an existing file is replaced only when
+    it is an earlier export of this format, and with ``force`` unless it is the default path;
+    returns the path."""
+    default = study.folder / DEFAULT_NAMES[fmt]
+    path = check_file(path or default, f"{fmt} export of a study", partial(_is_export, fmt),
+                      force=force or path is None or Path(path).resolve() == default.resolve(),
+                      study_exports=DEFAULT_NAMES.values())
+    with replacing(path) as temporary:
+        if fmt == "emgaxo":
+            write_csv(emgaxo_table(study), temporary)
+        elif fmt == "parquet":
+            _write_parquet(plain(trials_table(study)), temporary)
+        else:
+            write_csv(trials_table(study), temporary)
     return path
+
+
+DEFAULT_NAMES = {"csv": "trials.csv", "parquet": "trials.parquet", "emgaxo": "emgaxo.csv"}
+_PARQUET_KIND = (b"dse.export", b"trials")  # schema metadata that marks a trials export
+
+
+def _write_parquet(table: pd.DataFrame, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if table["config"].map(lambda c: c >= 2**63).any():  # layer-wise: beyond int64
+        table["config"] = table["config"].map(str)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
+                                           _PARQUET_KIND[0]: _PARQUET_KIND[1]})
+    pq.write_table(arrow, path)
+
+
+def _is_export(fmt: str, path: Path) -> bool:
+    """Whether ``path`` holds an export in ``fmt``: a trials CSV's leading columns, EMGAxO's
+    columns, or the marker in a Parquet file's schema."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            metadata = pq.read_schema(path).metadata or {}
+        except Exception:  # noqa: BLE001  anything pyarrow cannot read is not our export
+            return False
+        return metadata.get(_PARQUET_KIND[0]) == _PARQUET_KIND[1]
+    header = csv_header(path) or []
+    if fmt == "emgaxo":
+        return header[:3] == ["Config", "Config_int", "Disabled_LUTs"]
+    return header[:2] == ["trial", "state"] and {"config", "role"} <= set(header)

@@ -8,10 +8,10 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from circuits.multiplier import Multiplier, MultiplierError
 from circuits.product_table import SHAPE, ProductTable
+from dse.outputs import check_onnx, write_onnx
 from evaluators.errors import ModelError
 
 
@@ -35,6 +35,8 @@ def add_parser(onnx_sub: argparse._SubParsersAction) -> None:
                         help="write EMGAxO's form: ApproxQGemm in domain test.customop with "
                              "INIT_Value (QGemm nodes and AppAxO configurations only)")
     approx.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    approx.add_argument("--force", action="store_true",
+                        help="replace the -o file when an earlier `onnx approx` wrote it")
     approx.set_defaults(func=cmd_approx)
 
 
@@ -58,9 +60,10 @@ def cmd_approx(args: argparse.Namespace) -> int:
         nodes = list(dict.fromkeys([*nodes, *per_node]))
         given = dict.fromkeys(nodes, multiplier) if multiplier is not None else {}
         multiplier = {**given, **{n: read_multiplier(s, signed) for n, s in per_node.items()}}
+    check_onnx(Path(args.output), "approximate", force=args.force)  # before the work
     approx = approximate_model(model, multiplier, nodes, emgaxo=args.emgaxo)
     try:
-        onnx.save(approx, args.output)
+        write_onnx(approx, Path(args.output), "approximate", force=args.force)
     except OSError as err:
         raise ModelError(f"{args.output}: cannot write ({err.strerror})") from None
     ops = Counter(n.op_type for n in approx.graph.node if n.domain in (DSE_DOMAIN, EMGAXO_DOMAIN))

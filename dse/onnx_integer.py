@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
+from dse.outputs import check_onnx, write_onnx
+
 DEFAULT_STEPS = ("add_rescaling,embed_act,prune_qdq,fold_op_scales,split_bias_add,integer_ops,"
                  "scale_out")
 
@@ -25,6 +27,8 @@ def add_parser(onnx_sub: argparse._SubParsersAction) -> None:
     integer.add_argument("--steps", default=DEFAULT_STEPS,
                          help=f"comma-separated steps, in order (default: {DEFAULT_STEPS})")
     integer.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    integer.add_argument("--force", action="store_true",
+                         help="replace the -o file when an earlier `onnx integer` wrote it")
     integer.add_argument("--save-steps", help="folder for each intermediate model "
                                               "(NN_step.onnx)")
     integer.add_argument("--dataset", choices=["mnist", "fashion_mnist"],
@@ -49,6 +53,7 @@ def cmd_integer(args: argparse.Namespace) -> int:
     from evaluators.integer_graph import integer_only, parse_steps, run_steps
     from evaluators.model_import import load_model
 
+    check_onnx(Path(args.output), "integer", force=args.force)  # before the work
     model = load_model(Path(args.model))
     steps = parse_steps(args.steps)
     check = None
@@ -76,9 +81,7 @@ def cmd_integer(args: argparse.Namespace) -> int:
 
         save = Path(args.save_steps) if args.save_steps else None
         result = run_steps(model, steps, save, after)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(result, str(out))
+    out = write_onnx(result, Path(args.output), "integer", force=args.force)
     left = integer_only(result)
     print(f"wrote {out}: " + ("integer operations only" if not left else
                               f"{len(left)} non-integer node(s) left: {'; '.join(left[:5])}"))

@@ -41,7 +41,8 @@ def add_parser(onnx_sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--dataset", default="mnist", help="the test set (a dse dataset name)")
     evaluate.add_argument("--path", help="folder holding the dataset's files")
     evaluate.add_argument("--images", type=int, help="first N test images (default all)")
-    evaluate.add_argument("-o", "--output", required=True, help="results CSV (appended to)")
+    evaluate.add_argument("-o", "--output", required=True,
+                          help="results CSV (an earlier one of the same columns is resumed)")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -68,10 +69,12 @@ def configurations(free: str, fixed: str, count: int | None, seed: int) -> list[
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from dse.outputs import check_folder
     from evaluators.model_import import load_model
     from evaluators.onnx_sweep import sweep
 
     configs = configurations(args.free, args.fixed, args.count, args.seed)
+    check_folder(Path(args.output))
     model = load_model(Path(args.model))
     with tqdm(total=len(configs), unit="model", disable=args.quiet, desc="sweep") as bar:
         written = sweep(model, configs, Path(args.output), Path(args.model).stem,
@@ -81,13 +84,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from dse.outputs import check_file, csv_header
     from evaluators.datasets import load_split
-    from evaluators.onnx_sweep import done_files, evaluate_folder
+    from evaluators.onnx_sweep import COLUMNS, done_files, evaluate_folder
     from evaluators.preprocess import default_preprocessing
 
     folder, results = Path(args.folder), Path(args.output)
     if not folder.is_dir():
         raise StudyFileError(f"{folder}: not a folder of approximate models")
+    # resuming appends to an earlier table of exactly these columns, and to nothing else
+    check_file(results, "`onnx evaluate` results table",
+               lambda path: csv_header(path) == list(COLUMNS), force=True)
     if args.images is not None and args.images < 1:
         raise StudyFileError(f"--images {args.images}: expected at least 1")
     test = load_split(args.dataset, "test", args.path)

@@ -198,8 +198,11 @@ def build_evaluator(
             log(f"reading the Liberty library {asic[0].liberty}")
             load_liberty(asic[0].liberty)
     log(f"loading the {dataset} training and test data")
-    train = load_split(dataset, "train", dataset_path, download=download).head(train_size)
+    train = load_split(dataset, "train", dataset_path, download=download)
     test = load_split(dataset, "test", dataset_path, download=download)
+    train.check_size(train_size, "dataset.train_size")
+    test.check_size(test_size, "dataset.test_size")
+    train = train.head(train_size)
     preprocessing = preprocessing or default_preprocessing(dataset)
     prepared = prepare_network(training, train, test, preprocessing=preprocessing,
                                reuse=reuse_network, log=log, progress=progress)

@@ -162,6 +162,15 @@ class Split:
     md5: str
     classes: int
 
+    def check_size(self, count: int | None, field: str) -> None:
+        """Refuse a requested sample count (the study file's ``field``) beyond what the split
+        holds, rather than silently using fewer."""
+        if count is not None and count > len(self.labels):
+            where = self.files[0].parent if self.files else "the data"
+            raise DatasetError(f"{field}: {count}, but the split in {where} holds "
+                               f"{len(self.labels)} samples; expected at most {len(self.labels)} "
+                               "(or leave it out for all)")
+
     def head(self, count: int | None) -> Split:
         """The first ``count`` samples (all for None), identified by their own md5."""
         if count is None or count >= len(self.labels):

@@ -5,8 +5,9 @@ graph optimization), then static quantization with calibration inputs from the s
 (``evaluators.quantization.quantize_int8``, in the study's scheme and format). An already
 quantized model (QOperator or QDQ; S8S8, U8S8 or U8U8) is used as it is. Either way the int8
 file is checked before any study work: onnxruntime runs it, the approximate runner supports
-every op, and with the exact table it gives onnxruntime's outputs. Every refusal is one line
-naming the file and what is expected.
+every op, with the exact table it gives onnxruntime's outputs, and its real output has one
+score per class of the dataset (a symbolic class axis declares no count). Every refusal is one
+line naming the file and what is expected.
 """
 
 from __future__ import annotations
@@ -97,17 +98,22 @@ def check_data(info: ModelInfo, input_shape: tuple[int, ...], classes: int) -> N
             f"preprocessed data has {_shape_text(input_shape)}{_shape_hint(expected, input_shape)}"
         )
     if info.classes is not None and info.classes != classes:
-        raise ModelError(f"{info.path}: the model has {info.classes} outputs, but the dataset has "
-                         f"{classes} classes; expected a classifier with one output per class")
+        raise _classes_error(info.path, info.classes, classes)
+
+
+def _classes_error(path: Path, outputs: int, classes: int) -> ModelError:
+    return ModelError(f"{path}: the model has {outputs} outputs, but the dataset has {classes} "
+                      "classes; expected a classifier with one output per class")
 
 
 def import_model(path: Path, folder: Path, calibration: np.ndarray, log: Log = print, *,
                  scheme: str = "s8s8", quant_format: str = "qoperator",
-                 reduce_range: bool = False) -> ModelInfo:
+                 reduce_range: bool = False, classes: int | None = None) -> ModelInfo:
     """Write ``folder/int8.onnx`` (and ``folder/float.onnx`` for a float model) from a user's
     model, quantizing a float one with ``calibration`` (preprocessed float32 inputs (N, ...))
     in ``scheme``, ``quant_format`` and with ``reduce_range`` (``quantize_int8``), and check
-    that the study can run it; returns what ``inspect_model`` found."""
+    that the study can run it, with one output per class of the dataset's ``classes`` when
+    given; returns what ``inspect_model`` found."""
     path, folder = Path(path), Path(folder)
     calibration = np.ascontiguousarray(calibration, dtype=np.float32)
     info = inspect_model(path)
@@ -126,7 +132,9 @@ def import_model(path: Path, folder: Path, calibration: np.ndarray, log: Log = p
     else:
         log(f"importing {info.format} ONNX model {path}: used as it is")
         onnx.save(model, str(int8))
-    _verify(info, int8, calibration[:_VERIFY_SAMPLES], log)
+    scores = _verify(info, int8, calibration[:_VERIFY_SAMPLES], log)
+    if classes is not None:
+        _check_classes(info, scores, classes)
     return info
 
 
@@ -211,12 +219,12 @@ def _quantize(origin: Path, float_onnx: Path, int8: Path, calibration: np.ndarra
                              f"({_one_line(err)})") from None
 
 
-def _verify(info: ModelInfo, int8: Path, samples: np.ndarray, log: Log) -> None:
+def _verify(info: ModelInfo, int8: Path, samples: np.ndarray, log: Log) -> np.ndarray:
     """onnxruntime runs the int8 model; the approximate runner supports it and multiplies int8
     operands; with the exact table it gives the exact products' outputs. These are
     onnxruntime's in its precision mode wherever that is exact on this CPU for the model's
     scheme (``ort_exactness``): a difference there is a warning. Where onnxruntime's default
-    kernels saturate, one informational line says so."""
+    kernels saturate, one informational line says so. Returns onnxruntime's outputs."""
     from accel import reference
     from circuits.product_table import ProductTable
     from evaluators import approx_runner, ort_exactness
@@ -256,6 +264,18 @@ def _verify(info: ModelInfo, int8: Path, samples: np.ndarray, log: Log) -> None:
         log(f"warning: {info.path}: with the exact table the approximate runner's outputs differ "
             f"from onnxruntime's exact ones on {differ} of {len(samples)} samples; please "
             "report this model")
+    return expected
+
+
+def _check_classes(info: ModelInfo, scores: np.ndarray, classes: int) -> None:
+    """Refuse an int8 model whose output on a real batch (``scores``, from the check) is not
+    (batch, classes): a symbolic or wrongly declared class axis passes ``check_data`` but
+    scores with the wrong classes."""
+    if scores.ndim != 2:
+        raise ModelError(f"{info.path}: the model's output on {len(scores)} samples has shape "
+                         f"{_shape_text(scores.shape)}; expected (batch, classes)")
+    if scores.shape[1] != classes:
+        raise _classes_error(info.path, scores.shape[1], classes)
 
 
 def _check_table_layers(path: Path, graph: QGraph) -> None:

@@ -11,9 +11,12 @@ Registry networks are exported with batch norm folded and statically quantized b
 with calibration samples drawn (seeded) from the training split. The model is checked against
 the data (sample shape, class count) before any training or quantization. A prepared network
 is keyed by everything that determines it (route, architecture and training settings, the
-checkpoint's or ONNX file's sha256, preprocessing, seed, both splits' checksums, calibration
-size, quantization scheme and format, torch and onnxruntime versions), so a second study with
-the same settings reuses it. Training shows a progress bar with rate and ETA on an interactive stderr, and one log line per
+checkpoint's sha256 or that of every file the ONNX model reads, its external data included,
+preprocessing, seed, both splits' checksums, calibration size, quantization scheme and format,
+torch and onnxruntime versions), so a second study with the same settings reuses it. Each
+cache entry records what it was built from and is reused only when that record is the key's;
+a rebuild replaces only its own key's entry, by renames, so readers never see half of one.
+Training shows a progress bar with rate and ETA on an interactive stderr, and one log line per
 epoch otherwise.
 """
 
@@ -100,10 +103,33 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def external_data(model_path: Path) -> list[str]:
+    """The external-data files an ONNX model reads, by location (relative to its folder), each
+    once, sorted; onnx's checker (``model_import.load_model``) has refused missing ones and
+    locations outside the model's folder."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    return sorted({ExternalDataInfo(t).location for t in _get_all_tensors(model)
+                   if uses_external_data(t)})
+
+
 def network_key(settings: TrainingSettings, train: Split, test: Split,
                 preprocessing: Preprocessing) -> str:
     """Cache key of a prepared network: what its route depends on, nothing else (changing the
     epochs does not rebuild an imported ONNX model)."""
+    return _digest(network_identity(settings, train, test, preprocessing))
+
+
+def _digest(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def network_identity(settings: TrainingSettings, train: Split, test: Split,
+                     preprocessing: Preprocessing) -> dict:
+    """What the cache key hashes, as a cache entry records it (JSON values): every input the
+    route reads, its source files' sha256 included."""
     import onnxruntime
 
     ident: dict = {
@@ -122,7 +148,10 @@ def network_key(settings: TrainingSettings, train: Split, test: Split,
     if settings.reduce_range:
         ident["reduce_range"] = True
     if settings.route == "onnx":
-        ident["onnx_sha256"] = _sha256(Path(settings.onnx))
+        model = Path(settings.onnx)
+        ident["onnx_sha256"] = _sha256(model)
+        if files := external_data(model):  # keys of models without external data unchanged
+            ident["onnx_external_sha256"] = {f: _sha256(model.parent / f) for f in files}
     else:
         import torch
 
@@ -132,7 +161,7 @@ def network_key(settings: TrainingSettings, train: Split, test: Split,
         else:
             ident.update({k: getattr(settings, k)
                           for k in ("epochs", "batch_size", "learning_rate", "augment")})
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+    return json.loads(json.dumps(ident, sort_keys=True))  # as an entry's record reads back
 
 
 def _folder_name(settings: TrainingSettings, key: str) -> str:
@@ -184,24 +213,53 @@ def prepare_network(
     terminal)."""
     preprocessing = preprocessing or Preprocessing()
     checked = _check(settings, train, preprocessing)
-    key = network_key(settings, train, test, preprocessing)
+    identity = network_identity(settings, train, test, preprocessing)
+    key = _digest(identity)
     folder = (cache or cache_dir() / "networks") / _folder_name(settings, key)
     if reuse and (folder / REPORT).is_file():
-        log(f"reusing prepared network {folder}" if settings.route == "onnx"
-            else f"reusing trained network {folder}")
-        return PreparedNetwork(folder, key, json.loads((folder / REPORT).read_text()))
+        report = json.loads((folder / REPORT).read_text())
+        if report.get("identity", identity) == identity:  # entries before the record: by key
+            log(f"reusing prepared network {folder}" if settings.route == "onnx"
+                else f"reusing trained network {folder}")
+            return PreparedNetwork(folder, key, report)
+        log(f"the cached network {folder} was built from other inputs than its key's; "
+            "rebuilding it")
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
     try:
-        text = json.dumps(_build(settings, checked, train, test, preprocessing, work, log,
-                                 progress), indent=2)
+        report = _build(settings, checked, train, test, preprocessing, work, log, progress)
+        if network_identity(settings, train, test, preprocessing) != identity:
+            raise ModelError(f"{settings.onnx or settings.checkpoint}: the model (or its "
+                             "external data) changed while the network was prepared from it; "
+                             "run again")
+        text = json.dumps({**report, "key": key, "identity": identity}, indent=2)
         (work / REPORT).write_text(text)
         report = json.loads(text)  # as a later study reads it back
-        shutil.rmtree(folder, ignore_errors=True)
-        work.rename(folder)
+        _install(work, folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return PreparedNetwork(folder, key, report)
+
+
+def _install(work: Path, folder: Path) -> None:
+    """Make the built entry ``work`` the cache entry ``folder`` by renames: a reader sees the
+    old entry whole or the new one whole. Where a concurrent build of the same key got there
+    first, its entry stays (the same inputs give the same network)."""
+    trash = Path(tempfile.mkdtemp(prefix=".old-", dir=folder.parent))
+    old = trash / folder.name
+    try:
+        if folder.exists():
+            folder.rename(old)
+        try:
+            work.rename(folder)
+        except OSError:
+            if (folder / REPORT).is_file():
+                return
+            if old.exists():  # the old entry back rather than none
+                old.rename(folder)
+            raise
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def train_model(settings: TrainingSettings, inputs: np.ndarray, labels: np.ndarray,
@@ -247,7 +305,7 @@ def _build(settings: TrainingSettings, checked, train: Split, test: Split,
     calibration = inputs[pick]
     if settings.route == "onnx":
         del inputs
-        report = _import(settings, work, calibration, log)
+        report = _import(settings, work, calibration, train.classes, log)
     else:
         if settings.route == "checkpoint":
             log(f"using {settings.arch} weights from {settings.checkpoint} (no training)")
@@ -273,13 +331,15 @@ def _build(settings: TrainingSettings, checked, train: Split, test: Split,
     return report
 
 
-def _import(settings: TrainingSettings, work: Path, calibration: np.ndarray, log) -> dict:
-    """The onnx route: the user's model imported (quantized if float); its MACs and parameters
-    read from the int8 graph."""
+def _import(settings: TrainingSettings, work: Path, calibration: np.ndarray, classes: int,
+            log) -> dict:
+    """The onnx route: the user's model imported (quantized if float) and its outputs counted
+    against the dataset's ``classes``; its MACs and parameters read from the int8 graph."""
     from evaluators.model_import import import_model
 
     info = import_model(Path(settings.onnx), work, calibration, log, scheme=settings.scheme,
-                        quant_format=settings.quant_format, reduce_range=settings.reduce_range)
+                        quant_format=settings.quant_format, reduce_range=settings.reduce_range,
+                        classes=classes)
     layers = int8_layer_macs(work / INT8_ONNX, calibration[:1])
     return {"route": "onnx", "arch": None, "source": str(Path(settings.onnx).resolve()),
             "format": info.format, "parameters": layer_parameters(work / INT8_ONNX),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from dse.executors import guardian
 from dse.executors.base import Executor, ExecutorError, Outcome, evaluate_safely
-from dse.executors.resources import check_resources, ray_temp_dir
+from dse.executors.resources import check_resources, ray_temp_dir, with_auth_hint
 from dse.strategies import Proposal
 
 POLL_S = 0.2
@@ -113,7 +113,7 @@ class RayExecutor(Executor):
         except Exception as err:  # unreachable address, refused connection, bad URL
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             where = s.address or "a local Ray instance"
-            raise ExecutorError(f"cannot start Ray ({where}): {reason}") from None
+            raise ExecutorError(with_auth_hint(f"cannot start Ray ({where}): {reason}")) from None
 
     def preflight(self) -> None:
         """Fail within seconds when the live cluster cannot host the requested workers."""

@@ -147,17 +147,29 @@ def cluster_resources(address: str) -> tuple[dict[str, float], list[dict[str, fl
                               capture_output=True, text=True, timeout=CONNECT_TIMEOUT_S)
     except subprocess.TimeoutExpired as err:
         said = _last_line(err.stderr)  # e.g. Ray retrying with a missing authentication token
-        raise ExecutorError(f"cannot reach {where} within {CONNECT_TIMEOUT_S:g} s"
-                            + (f" ({said})" if said else "")) from None
+        raise ExecutorError(with_auth_hint(f"cannot reach {where} within {CONNECT_TIMEOUT_S:g} s"
+                                           + (f" ({said})" if said else ""))) from None
     lines = done.stdout.strip().splitlines()
     try:
         answer = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
         said = _last_line(done.stderr) or f"exit code {done.returncode}"
-        raise ExecutorError(f"cannot reach {where}: {said}") from None
+        raise ExecutorError(with_auth_hint(f"cannot reach {where}: {said}")) from None
     if "error" in answer:
-        raise ExecutorError(f"cannot reach {where}: {answer['error']}")
+        raise ExecutorError(with_auth_hint(f"cannot reach {where}: {answer['error']}"))
     return answer["total"], answer["nodes"]
+
+
+AUTH_HINT = ("; the cluster uses Ray's token authentication: set RAY_AUTH_MODE=token here and "
+             "give this machine the head's token (~/.ray/auth_token, as `ray get-auth-token` on "
+             "the head prints it, or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH)")
+
+
+def with_auth_hint(message: str) -> str:
+    """A connection error, with what to set when Ray refused it for a missing or wrong token
+    (Ray 2.59 and later enable token authentication on clusters they start)."""
+    refused = "InvalidAuthToken" in message or "Unauthenticated" in message
+    return message + AUTH_HINT if refused else message
 
 
 def _last_line(output: str | bytes | None) -> str:

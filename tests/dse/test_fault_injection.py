@@ -222,3 +222,89 @@ def test_a_read_only_study_folder_is_read_by_every_read_command(tmp_path, mnist_
     out = without_write_permission(folder, code)
     assert out.returncode == 2 and "trials.csv: cannot write (Permission denied)" in \
         one_error_line(out.stderr)
+
+
+# -- outputs: every command's -o / --output pointed at what it does not own ---------------------
+
+@pytest.fixture(scope="module")
+def two_studies(tmp_path_factory, mnist_dir, session_cache) -> tuple[Path, Path]:
+    """Two finished studies (A and B) and a user's folder beside them."""
+    root = tmp_path_factory.mktemp("outputs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DSE_CACHE_DIR", str(session_cache))
+        for name in ("A", "B"):
+            run(study_data(root / name, mnist_dir, budget={"trials": 2}))
+    user = root / "mine"
+    user.mkdir()
+    (user / "notes.csv").write_text("file,config\nmine,1\n")  # looks like a table, is not ours
+    (user / "model.onnx").write_bytes((root / "A" / "network" / "int8.onnx").read_bytes())
+    (user / "plot.png").write_bytes(b"\x89PNG\r\n\x1a\n not ours")
+    (user / "project").mkdir()
+    (user / "project" / "notes.txt").write_text("synthesis notes\n")
+    (user / "link.csv").symlink_to(root / "B" / "trials.journal")
+    (user / "link_dir").symlink_to(root / "B", target_is_directory=True)
+    return root
+
+
+FILE_TARGETS = ["A/trials.journal", "A/study.yaml", "B/trials.journal", "B/study.yaml",
+                "B/network/int8.onnx", "B/pareto.csv", "mine/notes.csv", "mine/model.onnx",
+                "mine/plot.png", "mine/link.csv", "mine/missing/out.csv"]
+FOLDER_TARGETS = ["A", "B", "B/network", "B/pareto", "mine/link_dir"]
+
+
+def file_commands(target: str) -> list[list[str]]:
+    """Every command that writes a file it is given, aimed at ``target``."""
+    model = "A/network/int8.onnx"
+    return [["export", "A", "--format", fmt, "-o", target] for fmt in ("csv", "parquet", "emgaxo")] + [
+        ["export", "A", "--format", "csv", "-o", target, "--force"],
+        ["onnx", "approx", model, "--multiplier", "appaxo:404750335", "-o", target],
+        ["onnx", "approx", model, "--multiplier", "appaxo:404750335", "-o", target, "--force"],
+        ["onnx", "integer", model, "-o", target, "--force"],
+        ["onnx", "evaluate", "B/network", "--dataset", "mnist", "-o", target],
+        ["zoo", "export", "lenet5", "-o", target, "--force"],
+        ["compare", "A", "B", "--plot", target, "--force"]]
+
+
+def folder_commands(target: str) -> list[list[str]]:
+    """Every command that writes into a folder it is given, aimed at ``target``."""
+    return [["export", "A", "--format", "onnx", "-o", target],
+            ["onnx", "sweep", "A/network/int8.onnx", "--count", "1", "-o", target],
+            ["hls", "A", "--design", "0", "-o", target],
+            ["generate", "xpat", "--output", target]]
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.is_symlink()}
+
+
+@pytest.mark.parametrize("target", FILE_TARGETS + FOLDER_TARGETS)
+def test_no_output_replaces_what_its_command_did_not_write(two_studies, target, capsys,
+                                                           monkeypatch):
+    """Aimed at a study's own files (its own or another study's), a user's file, a symbolic
+    link into a study or a missing folder: one line, exit 2, and every byte where it was."""
+    monkeypatch.chdir(two_studies)
+    before = snapshot(two_studies)
+    commands = folder_commands(target) if target in FOLDER_TARGETS else file_commands(target)
+    for argv in commands:
+        assert main(argv) == 2, argv
+        assert target in one_error_line(capsys.readouterr().err), argv  # the path is named
+        assert snapshot(two_studies) == before, argv
+
+
+def test_outputs_replace_only_their_own_earlier_outputs(two_studies, capsys, monkeypatch):
+    """A second export to the same file needs --force and replaces it whole; the study's own
+    table exports are written in place."""
+    monkeypatch.chdir(two_studies)
+    out = Path("mine") / "trials_a.csv"
+    assert main(["export", "A", "-o", str(out)]) == 0
+    assert main(["export", "A", "-o", str(out)]) == 2
+    assert "pass --force" in one_error_line(capsys.readouterr().err)
+    assert main(["export", "A", "-o", str(out), "--force"]) == 0
+    assert main(["export", "A", "--format", "parquet", "-o", str(out), "--force"]) == 2
+    assert "not an earlier parquet export" in one_error_line(capsys.readouterr().err)
+    for fmt in ("csv", "emgaxo"):
+        assert main(["export", "A", "--format", fmt]) == 0
+    assert main(["export", "A", "--format", "parquet", "-o", "mine/a.parquet"]) == 0
+    assert main(["export", "A", "--format", "parquet", "-o", "mine/a.parquet", "--force"]) == 0
+    assert not list(Path("mine").glob(".*.tmp")) and not list(Path("A").glob(".*.tmp"))

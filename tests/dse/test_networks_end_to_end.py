@@ -222,3 +222,16 @@ def test_cifar_study_offline_is_the_one_line_data_error(tmp_path, capsys, env, m
     data["hardware"]["liberty"] = None
     line = refused(capsys, run_cli(tmp_path, data))
     assert "cifar-10-python.tar.gz" in line and str(tmp_path / "empty") in line
+
+
+@pytest.mark.parametrize("field", ["test_size", "train_size"])
+def test_more_samples_than_the_data_holds_are_refused(field, tmp_path, mnist_dir, env, capsys):
+    """A test (or training) size beyond the split is one line naming the field and what the
+    split holds, not a silent run on fewer images."""
+    data = small_study(tmp_path / "big", mnist_dir)
+    data["dataset"][field] = 20_000  # the test set and the training subset hold 10,000
+    assert run_cli(tmp_path, data) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"dse: error: dataset.{field}: 20000, but the split in ")
+    assert err[-1].endswith("holds 10000 samples; expected at most 10000 (or leave it out for all)")
+    assert "Traceback" not in "\n".join(err)

@@ -18,6 +18,7 @@ import yaml
 
 from dse.cli import main
 from dse.executors import ExecutorError, preflight
+from dse.executors.resources import AUTH_HINT
 from dse.study_file import ExecutorSettings
 from tests.conftest import REPO, mini_study
 
@@ -164,6 +165,7 @@ def test_a_cluster_is_checked_by_connecting(temp_dir, monkeypatch):
             preflight(ExecutorSettings(type="ray", address=address, workers=2), Path(temp_dir))
         except ExecutorError as err:  # Ray >= 2.5x: a cluster ray.init starts requires a token
             assert time.monotonic() - start < 10 and "Unauthenticated" in str(err), err
+            assert str(err).endswith(AUTH_HINT) and "\n" not in str(err)
             monkeypatch.setenv("RAY_AUTH_MODE", "token")
             preflight(ExecutorSettings(type="ray", address=address, workers=2), Path(temp_dir))
         with pytest.raises(ExecutorError, match=f"= 2 GPU, but the Ray cluster at {address} has 0"):

@@ -179,3 +179,18 @@ def test_study_hypervolume_is_normalized_by_its_ideal_reference_box(studies):
     assert np.all(ideal < reference)
     share = normalized(study.hypervolume(), box)
     assert 0 < share <= 1 and share == pytest.approx(study.hypervolume() / box)
+
+
+def test_no_searched_design_inside_the_box_has_no_share_of_it(tmp_path, mnist_dir, env, capsys):
+    """Only the exact baseline meets the constraint: it alone would fill the box (a share of
+    1), so status says there is no share to speak of."""
+    from dse.cli import main
+
+    folder = tmp_path / "none_inside"
+    run_study(parse_settings(mini_study(mnist_dir, output=str(folder), budget={"trials": 3},
+                                        constraints=["mae <= 0"])), log=lambda s: None,
+              progress=False)
+    assert main(["status", str(folder)]) == 0
+    assert "n/a (no design inside the reference box) of the box" in capsys.readouterr().out
+    assert main(["status", str(folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hypervolume_normalized"] is None

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import yaml
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from torch import nn
@@ -345,3 +346,46 @@ def test_model_without_multiplying_layers(tmp_path):
     x = np.random.default_rng(0).random((20, 3, 8, 8), dtype=np.float32)
     refused(path, "no layer of the int8 model multiplies int8 codes",
             lambda p: import_model(p, tmp_path / "net", x, log=lambda _: None))
+
+
+# --- the class count of a symbolic class axis, counted on a real batch (issue 25) ---------------
+
+
+def symbolic_classes(path: Path, classes: int) -> Path:
+    """A float classifier of MNIST images whose output declares (n, classes) symbolically."""
+    return save(path, [helper.make_node("Flatten", ["x"], ["flat"]),
+                       helper.make_node("MatMul", ["flat", "w"], ["y"])],
+                [float_input("x", ("n", 1, 28, 28))],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "classes"])],
+                [weights("w", (784, classes))])
+
+
+@pytest.mark.parametrize("classes", [7, 12])
+def test_a_symbolic_class_axis_is_counted_on_a_real_batch(data, tmp_path, classes):
+    path = symbolic_classes(tmp_path / f"classes{classes}.onnx", classes)
+    info = inspect_model(path)
+    assert info.classes is None
+    check_data(info, (1, 28, 28), 10)  # the declared shape cannot tell
+    x = data[0][:64]
+    refused(path, f"the model has {classes} outputs, but the dataset has 10 classes; expected",
+            lambda p: import_model(p, tmp_path / "net", x, log=lambda _: None, classes=10))
+    import_model(path, tmp_path / "fits", x, log=lambda _: None, classes=classes)
+
+
+def test_a_study_on_a_symbolic_class_axis_of_other_classes_is_refused(tmp_path, mnist_dir,
+                                                                     capsys, env):
+    import dse
+    from dse.cli import main
+    from tests.conftest import mini_study
+
+    path = symbolic_classes(tmp_path / "seven.onnx", 7)
+    study = mini_study(mnist_dir, output=str(tmp_path / "study"), budget={"trials": 2},
+                       model={"onnx": str(path)}, quantization={"calibration_size": 64})
+    study["dataset"].update(train_size=256, test_size=64, download=False)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    assert main(["run", str(tmp_path / "study.yaml"), "--quiet"]) == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("dse: error: ")]
+    assert len(lines) == 1 and str(path) in lines[0], lines
+    assert "the model has 7 outputs, but the dataset has 10 classes" in lines[0]
+    folder = tmp_path / "study"
+    assert not (folder / "trials.journal").exists() or dse.load_study(folder).trials.empty

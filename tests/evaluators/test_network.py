@@ -1,7 +1,11 @@
 """LeNet-5 on real MNIST: training targets, caching, and the approximate runner's parity with
-onnxruntime on the same quantized model."""
+onnxruntime on the same quantized model; a user's ONNX model cached by every byte it reads,
+its external data included."""
 
 from __future__ import annotations
+
+import shutil
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -11,9 +15,10 @@ from onnx import TensorProto, helper, numpy_helper
 from accel import cpu, reference
 from circuits import appaxo
 from circuits.product_table import ProductTable
-from evaluators import approx_runner, ort_exactness
+from evaluators import approx_runner, network, ort_exactness
 from evaluators.approx_network import ApproxNetworkEvaluator
 from evaluators.classification import classification_metrics
+from evaluators.errors import ModelError
 from evaluators.network import TrainingSettings, prepare_network, train_model
 from evaluators.preprocess import Preprocessing
 from evaluators.qgraph import QGraph
@@ -154,3 +159,136 @@ def test_classification_metrics_by_hand():
     assert m["recall_macro"] == pytest.approx((0.5 + 1 + 0) / 3)
     f1 = [2 * (1 / 3) * 0.5 / (1 / 3 + 0.5), 2 * (2 / 3) / (2 / 3 + 1), 0]
     assert m["f1_macro"] == pytest.approx(np.mean(f1))
+
+
+# --- the cache of a user's ONNX model with external data (issue 25) ----------------------------
+
+
+@pytest.fixture(scope="module")
+def small(mnist):
+    """300 training and 200 test MNIST images."""
+    train, test = mnist
+    return (replace(train, images=train.images[:300], labels=train.labels[:300]),
+            replace(test, images=test.images[:200], labels=test.labels[:200]))
+
+
+def external_model(folder, seed: int):
+    """A float linear classifier (n, 1, 28, 28) -> (n, 10) saved as model.onnx with its weights
+    in data.bin beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w"], ["scores"]),
+         helper.make_node("Add", ["scores", "b"], ["y"])], "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])],
+        [numpy_helper.from_array(rng.normal(0, 0.05, (784, 10)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.normal(0, 0.05, 10).astype(np.float32), "b")])
+    path = folder / "model.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                    str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="data.bin", size_threshold=0)
+    return path
+
+
+@pytest.fixture
+def user_model(tmp_path):
+    """model.onnx with weights A in data.bin, and ``swap(seed)``: other weights written into
+    that data.bin, model.onnx left byte for byte as it was."""
+    path = external_model(tmp_path / "user", seed=1)
+
+    def swap(seed: int) -> None:
+        other = external_model(tmp_path / f"other{seed}", seed)
+        assert other.read_bytes() == path.read_bytes()
+        shutil.copyfile(other.parent / "data.bin", path.parent / "data.bin")
+
+    return path, swap
+
+
+def onnx_settings(path) -> TrainingSettings:
+    return TrainingSettings(arch=None, epochs=1, batch_size=64, learning_rate=0.003,
+                            augment=False, seed=0, calibration_size=64, onnx=str(path))
+
+
+def prepare(path, small, cache, lines=None, **kwargs):
+    log = (lines.append if lines is not None else lambda _: None)
+    return prepare_network(onnx_settings(path), *small, cache=cache, log=log, **kwargs)
+
+
+def int8_weights(prepared) -> list[np.ndarray]:
+    return [numpy_helper.to_array(t) for t in onnx.load(str(prepared.int8_onnx)).graph.initializer]
+
+
+def same_weights(a, b) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_changed_external_data_gives_another_key_and_network(user_model, small, tmp_path):
+    path, swap = user_model
+    cache = tmp_path / "cache"
+    first = prepare(path, small, cache)
+    swap(2)
+    lines: list[str] = []
+    second = prepare(path, small, cache, lines)
+    assert second.key != first.key and second.folder != first.folder
+    assert not any("reusing" in line for line in lines), lines
+    assert not same_weights(int8_weights(first), int8_weights(second))
+    assert second.report["float"] != first.report["float"]
+    hashes = [r["identity"]["onnx_external_sha256"] for r in (first.report, second.report)]
+    assert hashes[0].keys() == hashes[1].keys() == {"data.bin"} and hashes[0] != hashes[1]
+
+
+def test_a_rebuild_with_reuse_off_replaces_only_its_own_entry(user_model, small, tmp_path):
+    path, swap = user_model
+    cache = tmp_path / "cache"
+    first = prepare(path, small, cache)
+    kept = {p.name: p.read_bytes() for p in first.folder.iterdir()}
+    swap(2)
+    rebuilt = prepare(path, small, cache, reuse=False)
+    assert rebuilt.folder != first.folder
+    assert {p.name: p.read_bytes() for p in first.folder.iterdir()} == kept  # not clobbered
+    swap(1)
+    lines: list[str] = []
+    again = prepare(path, small, cache, lines)
+    assert again.folder == first.folder and "reusing" in lines[-1]
+    assert same_weights(int8_weights(again), int8_weights(first))
+    same_key = prepare(path, small, cache, reuse=False)  # its own entry, replaced whole
+    assert same_key.folder == first.folder
+    assert same_weights(int8_weights(same_key), int8_weights(first))
+    assert sorted(p.name for p in cache.iterdir()) == sorted([first.folder.name,
+                                                              rebuilt.folder.name])
+
+
+def test_an_entry_whose_record_is_not_its_key_is_rebuilt(user_model, small, tmp_path):
+    """An entry holding another network than its key's (as the old key left them) is not
+    reused: it is rebuilt in its place."""
+    path, swap = user_model
+    cache = tmp_path / "cache"
+    first = prepare(path, small, cache)
+    swap(2)
+    stale = prepare(path, small, cache)
+    for p in first.folder.iterdir():  # the entry of weights A now holds B's network
+        shutil.copyfile(stale.folder / p.name, p)
+    swap(1)
+    lines: list[str] = []
+    again = prepare(path, small, cache, lines)
+    assert again.folder == first.folder and any("rebuilding" in line for line in lines), lines
+    assert same_weights(int8_weights(again), int8_weights(first))
+    assert again.report["identity"] == first.report["identity"]
+
+
+def test_a_model_changed_while_prepared_is_not_cached(user_model, small, tmp_path, monkeypatch):
+    path, swap = user_model
+    build = network._import
+
+    def import_then_swap(*args, **kwargs):
+        report = build(*args, **kwargs)
+        swap(2)
+        return report
+
+    monkeypatch.setattr(network, "_import", import_then_swap)
+    with pytest.raises(ModelError, match="changed while the network was prepared") as err:
+        prepare(path, small, tmp_path / "cache")
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert not any((tmp_path / "cache").iterdir())
