@@ -12,6 +12,8 @@ line naming the file and what is expected.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,12 @@ from typing import Literal
 
 import numpy as np
 import onnx
+from onnx.external_data_helper import (
+    ExternalDataInfo,
+    _get_all_tensors,
+    load_external_data_for_model,
+    uses_external_data,
+)
 
 from evaluators.errors import ModelError
 from evaluators.qgraph import QGraph
@@ -118,7 +126,7 @@ def import_model(path: Path, folder: Path, calibration: np.ndarray, log: Log = p
     calibration = np.ascontiguousarray(calibration, dtype=np.float32)
     info = inspect_model(path)
     folder.mkdir(parents=True, exist_ok=True)
-    model = onnx.load(str(path))
+    model = load_model(path)
     dynamic = _free_batch(model)
     if dynamic:
         log(f"{path}: the batch axis was fixed; importing it with a symbolic batch axis")
@@ -139,25 +147,71 @@ def import_model(path: Path, folder: Path, calibration: np.ndarray, log: Log = p
 
 
 def load_model(path: Path) -> onnx.ModelProto:
-    """The model proto, its external data checked for, and onnx's checker passed."""
-    if not path.is_file():
-        raise ModelError(f"{path}: no such ONNX model file")
+    """The model proto with its external data read in (so that what a command writes from it
+    stands alone), after checking that every external tensor lies inside an existing file of
+    the model's folder, that its opset is one onnx knows, and onnx's checker."""
+    if not path.is_file():  # a device, a FIFO or a folder is never read
+        raise ModelError(f"{path}: not a regular file; expected an ONNX model file" if
+                         path.exists() else f"{path}: no such ONNX model file")
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise ModelError(f"{path}: {path.stat().st_size:,} bytes; a protobuf ONNX file holds at "
+                         f"most {MAX_MODEL_BYTES:,} (larger weights go in external data)")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf's DecodeError and friends: not an ONNX file
         raise ModelError(f"{path}: not a readable ONNX model ({_one_line(err)}); expected an "
                          "ONNX ModelProto file") from None
-    for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-            if not (path.parent / location).is_file():
-                raise ModelError(f"{path}: external data file {location!r} of tensor "
-                                 f"{tensor.name!r} is missing; expected it in {path.parent}")
+    _check_opset(path, model)
+    _check_external_data(path, model)
     try:
         onnx.checker.check_model(str(path))
+        load_external_data_for_model(model, str(path.parent))
     except Exception as err:
         raise ModelError(f"{path}: not a valid ONNX model ({_one_line(err)})") from None
     return model
+
+
+MAX_MODEL_BYTES = 2 << 30  # protobuf's limit on one message
+MAX_EXTERNAL_BYTES = 4 << 30  # more weights than any network dse scores on 2 cores
+
+
+def external_tensors(model: onnx.ModelProto) -> list[tuple[onnx.TensorProto, ExternalDataInfo]]:
+    """The tensors whose data lie in external files (initializers, Constant nodes, subgraphs),
+    with where: ``ExternalDataInfo.location``, ``offset``, ``length``."""
+    return [(t, ExternalDataInfo(t)) for t in _get_all_tensors(model) if uses_external_data(t)]
+
+
+def _check_opset(path: Path, model: onnx.ModelProto) -> None:
+    """Refuse an opset from the future (onnxruntime would fail on it after printing pages)."""
+    known = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > known:
+            raise ModelError(f"{path}: opset {opset.version} of the default domain; this onnx "
+                             f"({onnx.__version__}) knows opsets up to {known}")
+
+
+def _check_external_data(path: Path, model: onnx.ModelProto) -> None:
+    """Every external tensor: a file of the model's own folder (no path out of it), present,
+    and its offset and length inside it, before a byte of it is read; in all at most
+    ``MAX_EXTERNAL_BYTES``."""
+    folder, total = path.parent.resolve(), 0
+    for tensor, info in external_tensors(model):
+        file = (folder / info.location).resolve()
+        if not info.location or folder not in file.parents:
+            raise ModelError(f"{path}: tensor {tensor.name!r} names external data "
+                             f"{info.location!r} outside the model's folder")
+        if not file.is_file():
+            raise ModelError(f"{path}: external data file {info.location!r} of tensor "
+                             f"{tensor.name!r} is missing; expected it in {path.parent}")
+        size, offset = file.stat().st_size, int(info.offset or 0)
+        length = int(info.length) if info.length else size - offset
+        if offset < 0 or length < 0 or offset + length > size:
+            raise ModelError(f"{path}: tensor {tensor.name!r} declares {length:,} bytes at offset "
+                             f"{offset:,} of {info.location!r}, which holds {size:,}")
+        total += length
+    if total > MAX_EXTERNAL_BYTES:
+        raise ModelError(f"{path}: {total:,} bytes of external data; at most "
+                         f"{MAX_EXTERNAL_BYTES:,} are read")
 
 
 def _dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:
@@ -205,9 +259,10 @@ def _quantize(origin: Path, float_onnx: Path, int8: Path, calibration: np.ndarra
     from evaluators.quantization import quantize_int8
 
     with tempfile.TemporaryDirectory(dir=int8.parent) as tmp:
-        source = Path(tmp) / "preprocessed.onnx"
+        source = Path(tmp).resolve() / "preprocessed.onnx"
         try:
-            quant_pre_process(str(float_onnx), str(source))
+            with _working_in(Path(tmp)):  # its symbolic shape inference writes into the cwd
+                quant_pre_process(str(float_onnx.resolve()), str(source))
         except Exception as err:  # its failures are many and varied; the plain model may do
             log(f"onnxruntime's pre-processing failed ({_one_line(err)}); quantizing the plain model")
             source = float_onnx
@@ -217,6 +272,17 @@ def _quantize(origin: Path, float_onnx: Path, int8: Path, calibration: np.ndarra
         except Exception as err:
             raise ModelError(f"{origin}: onnxruntime could not quantize the model "
                              f"({_one_line(err)})") from None
+
+
+@contextlib.contextmanager
+def _working_in(folder: Path):
+    """Run the block with ``folder`` as the current directory (``contextlib.chdir`` is 3.11+)."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def _verify(info: ModelInfo, int8: Path, samples: np.ndarray, log: Log) -> np.ndarray:

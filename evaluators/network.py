@@ -108,11 +108,11 @@ def external_data(model_path: Path) -> list[str]:
     once, sorted; onnx's checker (``model_import.load_model``) has refused missing ones and
     locations outside the model's folder."""
     import onnx
-    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    from evaluators.model_import import external_tensors
 
     model = onnx.load(str(model_path), load_external_data=False)
-    return sorted({ExternalDataInfo(t).location for t in _get_all_tensors(model)
-                   if uses_external_data(t)})
+    return sorted({info.location for _, info in external_tensors(model)})
 
 
 def network_key(settings: TrainingSettings, train: Split, test: Split,

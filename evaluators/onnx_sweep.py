@@ -22,6 +22,7 @@ from circuits import appaxo
 from circuits.product_table import ProductTable
 from evaluators.approx_onnx import approximate_model
 from evaluators.errors import ModelError
+from evaluators.model_import import load_model
 
 CONFIG_IN_NAME = re.compile(r"(\d+)\.onnx$")
 COLUMNS = ("file", "config", "config_bits", "removed_luts", "accuracy", "precision_macro",
@@ -67,6 +68,7 @@ def score_file(path: Path, inputs: np.ndarray, labels: np.ndarray, classes: int)
         config = appaxo.check_config(int(match.group(1)))
         row.update(config=config, config_bits=appaxo.to_bitstring(config),
                    removed_luts=36 - appaxo.kept_luts(config))
+        load_model(path)  # a regular file of bounded size, its external data checked: then read
         network = ApproxNetworkEvaluator(path, inputs, labels, classes=classes)
         metrics = network.evaluate(ProductTable.exact(signed=True))  # nodes carry their own
         row.update({k: metrics[k] for k in COLUMNS if k in metrics})

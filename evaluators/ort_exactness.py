@@ -92,6 +92,7 @@ def session(model, config: dict[str, str] | None = None, custom_ops: str | None 
 
     def options(precise: bool) -> ort.SessionOptions:
         made = ort.SessionOptions()
+        made.log_severity_level = 3  # its errors come back as exceptions, not pages on stderr
         for key, value in {**(config or {}), **({PRECISION_MODE: "1"} if precise else {})}.items():
             made.add_session_config_entry(key, value)
         for key, value in settings.items():

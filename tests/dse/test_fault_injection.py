@@ -4,6 +4,7 @@ damaged frozen study file, unusable storage URLs, read-only study folders."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -308,3 +309,120 @@ def test_outputs_replace_only_their_own_earlier_outputs(two_studies, capsys, mon
     assert main(["export", "A", "--format", "parquet", "-o", "mine/a.parquet"]) == 0
     assert main(["export", "A", "--format", "parquet", "-o", "mine/a.parquet", "--force"]) == 0
     assert not list(Path("mine").glob(".*.tmp")) and not list(Path("A").glob(".*.tmp"))
+
+
+# -- hostile model files: one line, exit 2, nothing written, bounded memory ----------------------
+
+MEASURED = """
+import resource, sys
+from dse.cli import main
+code = main(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+sys.exit(code)
+"""
+
+
+def measured_cli(folder: Path, *args: str, env: dict) -> tuple[subprocess.CompletedProcess, float]:
+    """``python -m dse ARGS`` in ``folder``, and the process's peak resident memory in MiB."""
+    peak = folder / "peak.txt"
+    done = subprocess.run([sys.executable, "-c", MEASURED, str(peak), *args], cwd=folder,
+                          env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=300)
+    return done, int(peak.read_text()) / 1024
+
+
+def external_model(folder: Path, length: int | None = None, opset: int = 17) -> Path:
+    """A float Gemm classifier (784 -> 10) whose weights lie in ``data.bin``; ``length``: the
+    byte count its weight tensor declares there."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((784, 10)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["input", "w"], ["out"])], "gemm",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 784])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 10])], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True,
+                    location="data.bin", size_threshold=0)
+    if length is not None:
+        model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+        tensor = model.graph.initializer[0]
+        for entry in tensor.external_data:
+            if entry.key == "length":
+                entry.value = str(length)
+        onnx.save(model, str(folder / "model.onnx"))
+    return folder / "model.onnx"
+
+
+@pytest.mark.parametrize("hostile", ["length 2^40", "opset from the future", "not a file"])
+def test_hostile_onnx_files_are_one_line(tmp_path, env, hostile):
+    """Through `onnx approx`: one line naming the file, exit 2, nothing written, and (for the
+    declared terabyte) memory far below it."""
+    if hostile == "length 2^40":
+        model = external_model(tmp_path / "m", length=1 << 40)
+        expected = "declares 1,099,511,627,776 bytes at offset 0 of 'data.bin'"
+    elif hostile == "opset from the future":
+        model = external_model(tmp_path / "m", opset=99)
+        expected = "opset 99 of the default domain"
+    else:
+        model = tmp_path / "m" / "fifo.onnx"
+        model.parent.mkdir()
+        os.mkfifo(model)  # reading it would wait forever
+        expected = "not a regular file"
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    done, peak = measured_cli(tmp_path, "onnx", "approx", str(model), "--multiplier",
+                              "appaxo:404750335", "-o", str(tmp_path / "out.onnx"), env=env)
+    assert done.returncode == 2 and expected in one_error_line(done.stderr), done.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [*before, "peak.txt"]
+    assert peak < 1024
+
+
+def test_models_with_external_data_are_read_whole(tmp_path, mnist, env):
+    """`onnx approx` and `onnx integer` on a QDQ model whose weights lie in external data:
+    what they write stands alone (no reference to a file they did not write)."""
+    import onnx
+
+    from evaluators.preprocess import Preprocessing
+    from evaluators.quantization import quantize_int8
+    from evaluators.zoo import build_model, export_float_onnx
+
+    export_float_onnx(build_model("lenet5", (1, 28, 28), 10, seed=0), (1, 28, 28),
+                      tmp_path / "float.onnx")
+    (tmp_path / "external").mkdir()
+    for fmt in ("qdq", "qoperator"):
+        quantize_int8(tmp_path / "float.onnx", tmp_path / f"{fmt}.onnx",
+                      Preprocessing().apply(mnist[0].images[:64]), quant_format=fmt)
+        onnx.save_model(onnx.load(str(tmp_path / f"{fmt}.onnx")),
+                        str(tmp_path / "external" / f"{fmt}.onnx"), save_as_external_data=True,
+                        location=f"{fmt}.bin", size_threshold=0)
+    for argv, fmt, out in ((["onnx", "integer"], "qdq", "integer.onnx"),
+                           (["onnx", "approx", "--multiplier", "appaxo:404750335"], "qoperator",
+                            "approx.onnx")):
+        done = dse_cli(*argv, str(tmp_path / "external" / f"{fmt}.onnx"), "-o",
+                       str(tmp_path / out), env=env)
+        assert done.returncode == 0, done.stderr
+        written = onnx.load(str(tmp_path / out), load_external_data=False)
+        assert not any(t.data_location == onnx.TensorProto.EXTERNAL
+                       for t in written.graph.initializer), out
+        onnx.checker.check_model(written)
+
+
+def test_onnx_evaluate_reads_only_regular_files(tmp_path, mnist_dir, env):
+    """A link to /dev/zero and a FIFO among the models: each a row with its error, at once,
+    in bounded memory."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "zero_404750335.onnx").symlink_to("/dev/zero")
+    os.mkfifo(folder / "fifo_404750335.onnx")
+    done, peak = measured_cli(tmp_path, "onnx", "evaluate", str(folder), "--dataset", "mnist",
+                              "--path", str(mnist_dir), "--images", "8", "-q", "-o",
+                              str(tmp_path / "scores.csv"), env=env)
+    assert done.returncode == 0, done.stderr
+    rows = (tmp_path / "scores.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2 and all("not a regular file" in row for row in rows), rows
+    assert peak < 1024
