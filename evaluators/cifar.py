@@ -4,8 +4,9 @@ Each batch is a Python 2 pickle of a dict: ``b"data"`` uint8 (N, 3072), one row 
 image in channel-major order (1024 red bytes, then green, then blue, each row by row), and the
 class indices under ``b"labels"`` (CIFAR-10) or ``b"fine_labels"`` (CIFAR-100). Unpickling can
 run any code a file names, so batches are read by an unpickler that resolves only the three
-numpy names an array needs. Every file is md5-checked against the published checksum first:
-the tarball as a whole, or each extracted batch on its own.
+numpy names an array needs. Every file is checked against the published one first: its size
+(before a byte is read, so that a huge or sparse file costs nothing), then its md5, hashed in
+chunks: the tarball as a whole, or each extracted batch on its own.
 
 Readers raise ``ValueError`` with a one-line message naming the file; the ``load_split`` facade
 reports it as a ``DatasetError``.
@@ -34,13 +35,20 @@ _IMAGE_SHAPE = (3, 32, 32)
 
 _CHUNK = 1 << 20
 
+MAX_BATCH_BYTES = 200_000_000
+"""The largest batch file read whose published size is not recorded: the largest official
+batch, CIFAR-100's ``train`` (50,000 images of 3,072 bytes, labels and file names), is about
+155 MB."""
+
 
 @dataclass(frozen=True)
 class Batch:
-    """One pickled batch file and its published md5."""
+    """One pickled batch file, its published md5 and size in bytes (None: not recorded; then
+    at most ``MAX_BATCH_BYTES``)."""
 
     name: str
     md5: str
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class CifarDataset:
     label_key: bytes
     classes: int
     mirrors: tuple[str, ...]
+    size: int | None = None
+    """The tarball's published size in bytes (None: not recorded, only its md5 is checked)."""
 
 
 def find_files(folder: Path, ds: CifarDataset, split: str) -> tuple[Path, ...] | None:
@@ -85,12 +95,13 @@ def read(files: tuple[Path, ...], ds: CifarDataset, split: str) -> tuple[np.ndar
 
 
 def check_archive(path: Path, ds: CifarDataset, source: str) -> None:
-    """Refuse a tarball (``source`` names it in the message) unless it is the published one."""
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    if digest.hexdigest() != ds.md5:
+    """Refuse a tarball (``source`` names it in the message) unless it is the published one:
+    its size first, then its md5."""
+    size = path.stat().st_size
+    if ds.size is not None and size != ds.size:
+        raise ValueError(f"{source}: {size} bytes, but the published {ds.title} {ds.archive} is "
+                         f"{ds.size} bytes")
+    if file_md5(path) != ds.md5:
         raise ValueError(f"{source}: checksum does not match the published {ds.title} {ds.archive}")
 
 
@@ -115,11 +126,27 @@ def _archive_batches(
     return [parsed[i] for i in range(len(wanted))]
 
 
+def file_md5(path: Path) -> str:
+    """The file's md5, read in chunks (memory stays bounded whatever its size)."""
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _verified(path: Path, batch: Batch, ds: CifarDataset) -> bytes:
-    raw = path.read_bytes()
-    if hashlib.md5(raw).hexdigest() != batch.md5:
+    """The batch file's bytes once its size and md5 are the published ones."""
+    size = path.stat().st_size
+    if batch.size is not None and size != batch.size:
+        raise ValueError(f"{path}: {size} bytes, but the published {ds.title} {batch.name} is "
+                         f"{batch.size} bytes")
+    if size > MAX_BATCH_BYTES:
+        raise ValueError(f"{path}: {size} bytes, more than any published CIFAR batch (at most "
+                         f"{MAX_BATCH_BYTES})")
+    if file_md5(path) != batch.md5:
         raise ValueError(f"{path}: checksum does not match the published {ds.title} {batch.name}")
-    return raw
+    return path.read_bytes()
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -9,7 +9,8 @@ feature vectors), int64 labels, a class count and an md5 identifying the data.
 
 An IDX file is only used when its checksum matches the published one: either the md5 of the .gz
 as published, or the md5 of its decompressed content (Debian recompresses the .gz files, so only
-the latter matches there); a CIFAR tarball or batch file only when its md5 is the published one;
+the latter matches there); a CIFAR tarball or batch file only when its size (checked before it
+is read) and its md5 are the published ones;
 a downloaded OpenML file only when its md5 is the one OpenML's data description lists (a file
 found in a folder is checked by its ARFF header and instance count).
 Search order for a split of a registered dataset, first folder holding its files wins:
@@ -291,22 +292,24 @@ DATASETS: dict[str, Registered] = {
         # What `dpkg -L dataset-fashion-mnist` installs.
         system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
     ),
-    # Checksums as published with the tarballs and as torchvision checks the extracted batches.
+    # Checksums as published with the tarballs and as torchvision checks the extracted batches;
+    # sizes of the official files (CIFAR-100's batches unrecorded: cifar.MAX_BATCH_BYTES).
     "cifar10": CifarDataset(
         name="cifar10",
         title="CIFAR-10",
         archive="cifar-10-python.tar.gz",
         md5="c58f30108f718f92721af3b95e74349a",
+        size=170498071,
         folder="cifar-10-batches-py",
         splits={
             "train": (
-                Batch("data_batch_1", "c99cafc152244af753f735de768cd75f"),
-                Batch("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
-                Batch("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
-                Batch("data_batch_4", "634d18415352ddfa80567beed471001a"),
-                Batch("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+                Batch("data_batch_1", "c99cafc152244af753f735de768cd75f", 31035704),
+                Batch("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec", 31035320),
+                Batch("data_batch_3", "54ebc095f3ab1f0389bbae665268c751", 31035999),
+                Batch("data_batch_4", "634d18415352ddfa80567beed471001a", 31035696),
+                Batch("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb", 31035623),
             ),
-            "test": (Batch("test_batch", "40351d587109b95175f43aff81a1287e"),),
+            "test": (Batch("test_batch", "40351d587109b95175f43aff81a1287e", 31035526),),
         },
         label_key=b"labels",
         classes=10,
@@ -317,6 +320,7 @@ DATASETS: dict[str, Registered] = {
         title="CIFAR-100",
         archive="cifar-100-python.tar.gz",
         md5="eb9058c3a382ffc7106e4002c42a8d85",
+        size=169001437,
         folder="cifar-100-python",
         splits={
             "train": (Batch("train", "16019d7e3df5f24257cddd939b257f8d"),),

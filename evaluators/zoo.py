@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from evaluators.errors import ModelError
+from evaluators.npz_data import open_zip
 
 Shape = tuple[int, ...]
 
@@ -435,15 +436,27 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+CHECKPOINT_BYTES_PER_VALUE = 16
+"""Checkpoint bytes allowed per value of the architecture's state dict: float32 weights take 4,
+and a training checkpoint may add an optimizer's state (Adam keeps two more values per weight)
+or hold float64 weights."""
+
+CHECKPOINT_ALLOWANCE = 16 << 20
+"""Checkpoint bytes allowed beyond that: the pickle, the zip records and what a training script
+saves besides (epoch, metrics, settings)."""
+
+
 def load_checkpoint(arch: str, input_shape: Shape, classes: int, path: Path) -> nn.Module:
     """``arch`` built for this data with the weights of a PyTorch checkpoint: a state dict, or a
     dict holding one under ``state_dict`` or ``model`` (a ``module.`` prefix from
-    DataParallel is dropped). Read with ``weights_only=True`` (no code runs). A missing or
-    unreadable file, or weights that do not fit, raise a one-line ModelError."""
+    DataParallel is dropped). Read with ``weights_only=True`` (no code runs), and only once its
+    size fits the architecture (``_check_checkpoint_size``). A missing or unreadable file,
+    weights that do not fit, and NaN or infinite weights raise a one-line ModelError."""
     model = build_model(arch, input_shape, classes, seed=0)
     where = f"model.checkpoint {path}"
     if not Path(path).is_file():
         raise ModelError(f"{where}: no such file")
+    _check_checkpoint_size(Path(path), model, arch, where)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - zip, pickle and unpickler errors alike
@@ -475,5 +488,51 @@ def load_checkpoint(arch: str, input_shape: Shape, classes: int, path: Path) -> 
     if problems:
         raise ModelError(f"{where} does not fit {arch} for inputs {tuple(input_shape)} and "
                          f"{classes} classes: {'; '.join(problems)}")
-    model.load_state_dict(state, strict=False)
+    try:
+        model.load_state_dict(state, strict=False)
+    except (RuntimeError, TypeError, ValueError) as err:  # sparse, quantized or complex tensors
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ModelError(f"{where}: its tensors cannot be loaded into {arch} ({reason})") from None
+    _check_weights(model, where)
     return model.eval()
+
+
+def _check_checkpoint_size(path: Path, model: nn.Module, arch: str, where: str) -> None:
+    """Refuse, before ``torch.load``, a checkpoint bigger than a state dict of ``model`` can be
+    (``CHECKPOINT_BYTES_PER_VALUE`` per value plus ``CHECKPOINT_ALLOWANCE``): on disk, and once
+    unpacked, summed from the zip's central directory. torch.load allocates each record's
+    unpacked size, so a zip bomb (megabytes deflating to gigabytes) would fill the memory first.
+    A legacy (pre-1.6, not zipped) file loads what it holds: its size on disk is the bound."""
+    values = sum(t.numel() for t in model.state_dict().values())
+    limit = CHECKPOINT_BYTES_PER_VALUE * values + CHECKPOINT_ALLOWANCE
+    expected = f"expected at most {limit} for the {values} values of a {arch} state dict"
+    size = path.stat().st_size
+    if size > limit:
+        raise ModelError(f"{where}: {size} bytes, {expected}")
+    try:
+        with path.open("rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # how torch.load tells a zip from the legacy format
+                return
+        with open_zip(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (OSError, ValueError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ModelError(f"{where}: not a readable PyTorch state dict ({reason})") from None
+    if unpacked > limit:
+        raise ModelError(f"{where}: its zip entries unpack to {unpacked} bytes, {expected} "
+                         "(a zip bomb, or not a checkpoint of this network)")
+
+
+def _check_weights(model: nn.Module, where: str) -> None:
+    """Refuse weights the quantizer cannot scale (it fails on them much later, with an
+    assertion): NaN or infinite values, float64 values beyond float32 included (infinite once
+    loaded), and negative batch-norm variances (NaN once folded into the convolution)."""
+    for name, tensor in model.state_dict().items():
+        if not tensor.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise ModelError(f"{where}: {name} has {bad} of {tensor.numel()} values NaN or "
+                             "infinite (as float32), expected finite weights")
+        if name.endswith("running_var") and bool((tensor < 0).any()):
+            raise ModelError(f"{where}: {name} holds negative variances, expected values >= 0")

@@ -1,6 +1,7 @@
 """The CIFAR loader on tarballs this test writes in the official format (Python 2 pickles of
 dicts, the official member names), read through the real ``load_split``: only the registry's
-checksums are replaced by those of the files written here."""
+checksums and sizes are replaced by those of the files written here. Files of another size than
+the published ones, sparse gigabytes included, are refused before they are read."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import hashlib
 import io
 import struct
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from circuits.cache import cache_dir
 from evaluators.cifar import Batch, CifarDataset
 from evaluators.datasets import DATASETS, DatasetError, class_count, find_folder, load_split, locate
 from tests.conftest import closed_port_url
+from tests.evaluators.test_npz import refused_in_one_line, run_dse
 
 CIFAR10_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog",
                  b"horse", b"ship", b"truck"]
@@ -121,11 +124,13 @@ def md5(raw: bytes) -> str:
 
 
 def register(monkeypatch: pytest.MonkeyPatch, name: str, written: Written) -> CifarDataset:
-    """The registry entry with the checksums of the files written here."""
+    """The registry entry with the checksums and sizes of the files written here."""
     ds = DATASETS[name]
-    splits = {s: tuple(Batch(b.name, md5(written.members[b.name])) for b in batches)
+    splits = {s: tuple(Batch(b.name, md5(written.members[b.name]), len(written.members[b.name]))
+                       for b in batches)
               for s, batches in ds.splits.items()}
-    patched = dataclasses.replace(ds, md5=md5(written.archive.read_bytes()), splits=splits)
+    patched = dataclasses.replace(ds, md5=md5(written.archive.read_bytes()), splits=splits,
+                                  size=written.archive.stat().st_size)
     monkeypatch.setitem(DATASETS, name, patched)
     return patched
 
@@ -207,8 +212,15 @@ def test_extracted_folder_gives_the_same_split(
 def test_wrong_checksums_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     written = write_cifar(tmp_path / "data", DATASETS["cifar10"],
                           {"train": (1,) * 5, "test": (2,)})
-    # The real registry entry: a tarball written here is not the published one.
+    # The real registry entry: a tarball written here is not the published one, by its size.
     with pytest.raises(DatasetError) as err:
+        load_split("cifar10", "test", tmp_path / "data", download=False)
+    size = written.archive.stat().st_size
+    assert str(err.value) == (f"{written.archive}: {size} bytes, but the published CIFAR-10 "
+                              "cifar-10-python.tar.gz is 170498071 bytes")
+    ds = DATASETS["cifar10"]
+    monkeypatch.setitem(DATASETS, "cifar10", dataclasses.replace(ds, size=size))
+    with pytest.raises(DatasetError) as err:  # the published size, not the published content
         load_split("cifar10", "test", tmp_path / "data", download=False)
     assert str(err.value) == (f"{written.archive}: checksum does not match the published "
                               "CIFAR-10 cifar-10-python.tar.gz")
@@ -352,3 +364,60 @@ def test_archive_without_the_split_or_not_a_tarball(
     register(monkeypatch, "cifar10", written)
     with pytest.raises(DatasetError, match=f"{written.archive}: unreadable tar.gz"):
         load_split("cifar10", "test", tmp_path / "data")
+
+
+# --- files of another size than the published ones: refused before they are read -------------
+
+
+def official_folder(tmp_path: Path, ds: CifarDataset, sizes: dict[str, int]) -> Path:
+    """The extracted folder of ``ds`` (the real registry entry), each batch a sparse file of
+    ``sizes[name]`` bytes (default 100): the sizes cost no disk."""
+    folder = tmp_path / ds.folder
+    folder.mkdir(parents=True)
+    for batches in ds.splits.values():
+        for batch in batches:
+            with (folder / batch.name).open("wb") as f:
+                f.truncate(sizes.get(batch.name, 100))
+    return folder
+
+
+def test_a_batch_of_another_size_is_refused_before_its_checksum(tmp_path: Path) -> None:
+    folder = official_folder(tmp_path / "a", DATASETS["cifar10"], {})
+    with pytest.raises(DatasetError) as err:
+        load_split("cifar10", "test", folder)
+    assert str(err.value) == (f"{folder / 'test_batch'}: 100 bytes, but the published CIFAR-10 "
+                              "test_batch is 31035526 bytes")
+    folder = official_folder(tmp_path / "b", DATASETS["cifar100"], {"test": 300_000_000})
+    with pytest.raises(DatasetError) as err:  # CIFAR-100's sizes are not recorded: the bound
+        load_split("cifar100", "test", folder)
+    assert str(err.value) == (f"{folder / 'test'}: 300000000 bytes, more than any published "
+                              "CIFAR batch (at most 200000000)")
+
+
+def test_a_tarball_of_another_size_is_refused_unhashed(tmp_path: Path) -> None:
+    archive = tmp_path / "cifar-100-python.tar.gz"
+    with archive.open("wb") as f:
+        f.truncate(1 << 30)  # sparse: hashing it would read a GiB
+    start = time.monotonic()
+    with pytest.raises(DatasetError) as err:
+        load_split("cifar100", "train", tmp_path, download=False)
+    assert str(err.value) == (f"{archive}: 1073741824 bytes, but the published CIFAR-100 "
+                              "cifar-100-python.tar.gz is 169001437 bytes")
+    assert time.monotonic() - start < 1
+
+
+@pytest.mark.parametrize(("dataset", "batch", "message"), [
+    ("cifar10", "data_batch_1", "but the published CIFAR-10 data_batch_1 is 31035704 bytes"),
+    ("cifar100", "train", "more than any published CIFAR batch (at most 200000000)"),
+])
+def test_the_command_line_refuses_an_8_gb_batch_unread(
+    tmp_path: Path, dataset: str, batch: str, message: str
+) -> None:
+    """An 8 GB sparse batch was read whole (8.3 GB, 71 s) before its checksum refused it: now
+    exit 2 and one ``dse: error:`` line at once, nothing written, far under 1 GiB of memory."""
+    folder = official_folder(tmp_path, DATASETS[dataset], {batch: 8 << 30})
+    out = tmp_path / "out.onnx"
+    done = run_dse(tmp_path, "zoo", "export", "lenet5", "--dataset", dataset, "--path",
+                   str(folder), "-o", str(out))
+    assert refused_in_one_line(done) == f"{folder / batch}: 8589934592 bytes, {message}"
+    assert not out.exists() and not (tmp_path / "cache").exists()

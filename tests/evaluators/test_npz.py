@@ -1,14 +1,124 @@
-"""A user's own .npz data through ``load_split("npz", split, path)``: layouts, labels, errors."""
+"""A user's own .npz data through ``load_split("npz", split, path)``: layouts, labels, errors,
+and hostile files (forged headers, zip bombs, absurd labels) refused in one line before any
+allocation. The helpers at the top also serve the CIFAR and checkpoint tests: hostile zip
+archives written in milliseconds, and ``python -m dse`` run with bounded memory."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from evaluators import npz_data
 from evaluators.datasets import DatasetError, class_count, find_folder, load_split, locate
+from tests.conftest import REPO
+
+ADDRESS_SPACE = 3 << 30
+"""The address space of a ``dse`` child reading a hostile file (its imports take about 1 GiB):
+a loader that allocates what the file declares fails there at once, not in the machine's RAM."""
+
+PEAK = 1 << 30
+"""The most resident memory a refusal may take (imports included)."""
+
+
+def deflated(prefix: bytes, zeros: int) -> bytes:
+    """Raw deflate of ``prefix`` then ``zeros`` zero bytes: one compressed MiB of zeros repeated
+    (a full flush makes the blocks independent), so gigabytes cost milliseconds."""
+    mib = 1 << 20
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = c.compress(prefix) + c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(bytes(mib)) + c.flush(zlib.Z_FULL_FLUSH) if zeros >= mib else b""
+    return head + block * (zeros // mib) + c.compress(bytes(zeros % mib)) + c.flush()
+
+
+def write_zip(path: Path, members: dict[str, tuple[bytes, int]]) -> Path:
+    """A zip archive of deflated members, each ``(prefix, zeros)``, sizes in zip64 fields. A
+    member with zeros keeps CRC 0: readers check it only once they have unpacked it all."""
+    local, central = bytearray(), bytearray()
+    for name, (prefix, zeros) in members.items():
+        data, raw = deflated(prefix, zeros), name.encode()
+        crc = 0 if zeros else zlib.crc32(prefix)
+        extra = struct.pack("<HHQQ", 1, 16, len(prefix) + zeros, len(data))
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 45, 45, 0, 8, 0, 0x21, crc,
+                               0xFFFFFFFF, 0xFFFFFFFF, len(raw), len(extra), 0, 0, 0, 0,
+                               len(local)) + raw + extra
+        local += struct.pack("<4s5H3L2H", b"PK\x03\x04", 45, 0, 8, 0, 0x21, crc, 0xFFFFFFFF,
+                             0xFFFFFFFF, len(raw), len(extra)) + raw + extra + data
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members),
+                      len(central), len(local), 0)
+    path.write_bytes(bytes(local + central + end))
+    return path
+
+
+def npy(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """A .npy header alone: the array it declares is not there."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(
+        np.dtype(dtype)), "fortran_order": False, "shape": shape})
+    return out.getvalue()
+
+
+@dataclasses.dataclass
+class Finished:
+    """A ``dse`` child's exit status, output and peak resident memory."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    peak: int
+
+
+_BOUNDED_DSE = """
+import atexit, resource, runpy, sys
+_, limit, report, *args = sys.argv
+resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
+def peak():
+    with open("/proc/self/status") as status, open(report, "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+atexit.register(peak)
+sys.argv = ["dse", *args]
+runpy.run_module("dse", run_name="__main__", alter_sys=True)
+"""
+"""``python -m dse`` within an address space, writing its peak resident memory (KiB) at exit:
+measured inside, as the child's own (a fork's ru_maxrss counts the parent's pages too)."""
+
+
+def run_dse(tmp_path: Path, *args: str, timeout: float = 120) -> Finished:
+    """``python -m dse ARGS`` within ``ADDRESS_SPACE``, its cache and data folders in
+    ``tmp_path``."""
+    env = {**os.environ, "DSE_CACHE_DIR": str(tmp_path / "cache"),
+           "DSE_DATA_DIR": str(tmp_path / "no-data")}
+    peak = tmp_path / "dse.peak"
+    done = subprocess.run([sys.executable, "-c", _BOUNDED_DSE, str(ADDRESS_SPACE), str(peak),
+                           *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    kib = int(peak.read_text()) if peak.is_file() else 1 << 40  # killed: no bound shown
+    return Finished(done.returncode, done.stdout, done.stderr, kib * 1024)
+
+
+def refused_in_one_line(done: Finished) -> str:
+    """The ``dse: error:`` line of a child that exited 2 without a traceback, within ``PEAK``."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert [line for line in lines if line.startswith("dse: error")] == lines[-1:], lines
+    assert done.peak < PEAK, f"peak resident memory {done.peak} bytes"
+    return lines[-1].removeprefix("dse: error: ")
 
 
 def write(path: Path, **arrays: np.ndarray) -> Path:
@@ -144,3 +254,93 @@ def test_npz_needs_an_existing_file(tmp_path: Path) -> None:
         find_folder("npz")
     with pytest.raises(DatasetError, match=r"unknown npz split 'val' \(known: train, test\)"):
         load_split("npz", "val", tmp_path / "absent.npz")
+
+
+# --- hostile files: refused from the headers, before anything is allocated --------------------
+
+
+def members(**changes: bytes) -> dict[str, tuple[bytes, int]]:
+    """GOOD's members as .npy bytes, with ``changes`` (key: member bytes) replacing some."""
+    arrays = {k: npy(v) for k, v in GOOD.items()} | changes
+    return {f"{k}.npy": (v, 0) for k, v in arrays.items()}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"x_train": npy_header("u1", (10**6, 1000, 100))},
+         r"x_train declares uint8 \(1000000, 1000, 100\) \(100000000000 bytes\) but holds 0 bytes "
+         "of data"),
+        ({"y_train": npy(np.array([0, 2**31 - 1]))},
+         r"y_train has a label 2147483647 \(index 1\), expected class indices 0 to 999"),
+        ({"y_train": npy(np.array([2**62, 0]))}, r"y_train has a label 4611686018427387904 \(index 0"),
+        ({"y_test": npy(np.array([2**64 - 1], np.uint64))}, "y_test has a label 18446744073709551615"),
+        ({"y_test": npy(np.array([1e300]))}, r"y_test has a label 1e\+300"),
+        ({"y_train": npy(np.array([0, 1000]))}, "a label 1000 .*at most 1000 classes"),
+        ({"y_test": b"not an array at all"}, "y_test cannot be read .*magic string"),
+        ({"x_train": npy_header("u1", (2, -4, 4))}, "x_train cannot be read .*negative dimension"),
+        ({"x_train": b"\x93NUMPY\x02\x00" + (3 << 30).to_bytes(4, "little")},
+         "x_train cannot be read .*a .npy header of 3221225472 bytes, expected at most 10000"),
+        ({"x_train": npy(np.zeros((2, 0, 4), np.uint8))}, r"x_train has shape \(2, 0, 4\): samples"),
+    ],
+)
+def test_hostile_arrays_are_refused_from_their_headers(
+    tmp_path: Path, changes: dict[str, bytes], message: str
+) -> None:
+    path = write_zip(tmp_path / "hostile.npz", members(**changes))
+    for load in (lambda: load_split("npz", "train", path), lambda: class_count("npz", path)):
+        with pytest.raises(DatasetError, match=message) as err:
+            load()
+        assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_labels_up_to_the_class_bound_load(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "many.npz", members(y_train=npy(np.array([0, 999], np.uint16)),
+                                                    y_test=npy(np.array([5.0]))))
+    split = load_split("npz", "train", path)
+    assert split.labels.tolist() == [0, 999] and split.classes == npz_data.MAX_CLASSES
+    assert class_count("npz", path) == 1000
+
+
+def test_a_zip_bomb_and_a_directory_of_many_entries_are_refused_unread(tmp_path: Path) -> None:
+    bomb = write_zip(tmp_path / "bomb.npz", members(
+        x_train=npy_header("u1", (10_000_000, 28, 28)), y_train=npy(np.zeros(10_000_000, np.uint8)))
+        | {"x_train.npy": (npy_header("u1", (10_000_000, 28, 28)), 7_840_000_000)})
+    assert bomb.stat().st_size < 10_000_000  # 7.84 GB once deflated
+    start = time.monotonic()
+    with pytest.raises(DatasetError, match=r"the arrays declare 7850000\d+ bytes together "
+                                           r"\(x_train uint8 \(10000000, 28, 28\) alone "
+                                           r"7840000000\), expected at most 2147483648$"):
+        load_split("npz", "test", bomb)
+    assert time.monotonic() - start < 2
+    entries = [b"e%06d" % i for i in range(100_000)]  # a 5 MB central directory, no data
+    directory = b"".join(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0x21, 0, 0, 0,
+                                     len(n), 0, 0, 0, 0, 0, 0) + n for n in entries)
+    many = tmp_path / "many.npz"
+    many.write_bytes(directory + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 65535, 65535,
+                                             len(directory), 0, 0))
+    with pytest.raises(DatasetError, match=f"{many}: not an .npz archive \\(a zip central "
+                                           f"directory of {len(directory)} bytes, expected at most "
+                                           f"{npz_data.MAX_DIRECTORY}\\)"):
+        class_count("npz", many)
+
+
+@pytest.mark.parametrize("hostile", ["bomb", "declared", "label"])
+def test_the_command_line_refuses_hostile_npz_files_in_one_line(tmp_path: Path, hostile: str) -> None:
+    """``dse zoo export --npz`` on an 8 GB zip bomb, a header declaring 100 GB and a label of
+    2^31 - 1: exit 2, one ``dse: error:`` line, nothing written, far under 1 GiB of memory."""
+    changes = {
+        "bomb": {"x_train": npy_header("u1", (10_000_000, 28, 28)),
+                 "y_train": npy(np.zeros(10_000_000, np.uint8))},
+        "declared": {"x_train": npy_header("u1", (10**6, 1000, 100))},
+        "label": {"y_train": npy(np.array([0, 2**31 - 1]))},
+    }[hostile]
+    files = members(**changes)
+    if hostile == "bomb":
+        files["x_train.npy"] = (changes["x_train"], 7_840_000_000)
+    path = write_zip(tmp_path / f"{hostile}.npz", files)
+    out = tmp_path / "out.onnx"
+    line = refused_in_one_line(run_dse(tmp_path, "zoo", "export", "fcnn", "--npz", str(path),
+                                       "-o", str(out)))
+    assert line.startswith(f"{path}: ")
+    assert not out.exists() and not (tmp_path / "cache").exists()

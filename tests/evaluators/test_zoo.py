@@ -5,6 +5,7 @@ deterministic training; checkpoints; MAC counts; the network preparation's route
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from evaluators.quantization import quantize_int8
 from evaluators.training import CROP_FLIP, SHIFT, augmentation
 from tests.conftest import dataset_dir
 from tests.evaluators.test_network import ort_with_every_tensor
+from tests.evaluators.test_npz import npy, refused_in_one_line, run_dse, write_zip
 
 EXACT = ProductTable.exact(True)
 SHAPES = [((1, 28, 28), 10), ((3, 32, 32), 10), ((3, 32, 32), 100)]
@@ -257,8 +259,27 @@ def saved(tmp_path: Path, obj) -> Path:
     return path
 
 
+def bombed(tmp_path: Path, state: dict, record: str, zeros: int) -> Path:
+    """``state`` saved by torch.save, its ``data/<record>`` (a tensor's storage) replaced by
+    ``zeros`` zero bytes deflated: a zip bomb torch.load would unpack whole."""
+    saved_path = saved(tmp_path, state)
+    with zipfile.ZipFile(saved_path) as archive:
+        members = {i.filename: (archive.read(i), 0) for i in archive.infolist()}
+    name = next(n for n in members if n.endswith(f"/data/{record}"))
+    return write_zip(tmp_path / f"bomb{zeros}.pt", {**members, name: (b"", zeros)})
+
+
 def checkpoint_cases(tmp_path: Path) -> list[tuple[Path, str]]:
     lenet = zoo.build_model("lenet5", (1, 28, 28), 10).state_dict()
+    nan = {**lenet, "conv2.weight": lenet["conv2.weight"].clone()}
+    nan["conv2.weight"][3, 2, 1, 0] = float("nan")
+    beyond = {k: v.double() for k, v in lenet.items()}  # float64 beyond float32: inf once loaded
+    beyond["fc1.bias"][7] = 1e300
+    legacy = tmp_path / "legacy.pt"
+    torch.save(lenet, legacy, _use_new_zipfile_serialization=False)
+    with legacy.open("r+b") as f:
+        f.truncate(100 << 20)  # padded (sparse) past what a lenet5 state dict can be
+    limit = r"expected at most 17764512 for the 61706 values of a lenet5 state dict"
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(hashlib.sha256(b"x").digest() * 100)
     module = tmp_path / "module.pt"
@@ -280,6 +301,15 @@ def checkpoint_cases(tmp_path: Path) -> list[tuple[Path, str]]:
          r"fc1.weight \(120, 576\) instead of \(120, 400\)\)"),
         (saved(tmp_path, {"model": zoo.build_model("lenet5", (1, 28, 28), 100).state_dict()}),
          r"its lenet5 has 100 outputs \(fc3.weight\), the data has 10 classes"),
+        (saved(tmp_path, nan), "conv2.weight has 1 of 2400 values NaN or infinite .*expected "
+                               "finite weights"),
+        (saved(tmp_path, {"epoch": 3, "state_dict": beyond}),
+         r"fc1.bias has 1 of 120 values NaN or infinite \(as float32\)"),
+        (saved(tmp_path, {**lenet, "fc3.bias": lenet["fc3.bias"].to_sparse()}),
+         "its tensors cannot be loaded into lenet5 .*fc3.bias"),
+        (bombed(tmp_path, lenet, "4", 64 << 20),
+         f"its zip entries unpack to 67\\d{{6}} bytes, {limit} \\(a zip bomb"),
+        (legacy, f": 104857600 bytes, {limit}$"),
     ]
 
 
@@ -291,6 +321,35 @@ def test_checkpoint_errors_are_one_line_before_any_work(small, tmp_path):
                             log=pytest.fail)
         assert "\n" not in str(err.value), str(err.value)
     assert not cache.exists()
+
+
+def test_negative_batch_norm_variances_are_refused(tmp_path):
+    """Folded into the convolution they give NaN weights, which the quantizer fails on later."""
+    state = zoo.build_model("resnet8", (1, 28, 28), 10).state_dict()
+    state["layer1.0.bn2.running_var"][5] = -0.5
+    path = saved(tmp_path, state)
+    with pytest.raises(ModelError, match=f"^model.checkpoint {path}: layer1.0.bn2.running_var "
+                                         "holds negative variances, expected values >= 0$"):
+        zoo.load_checkpoint("resnet8", (1, 28, 28), 10, path)
+
+
+def test_the_command_line_refuses_a_checkpoint_zip_bomb(tmp_path):
+    """A 2.4 MB checkpoint unpacking to 2.35 GB (torch.load took 24 s and 2.5 GB on it): exit 2
+    and one ``dse: error:`` line before torch.load, nothing written, far under 1 GiB."""
+    bomb = bombed(tmp_path, zoo.build_model("lenet5", (1, 28, 28), 10).state_dict(), "4",
+                  2_350_000_000)
+    assert bomb.stat().st_size < 3_000_000
+    rng = np.random.default_rng(0)
+    data = write_zip(tmp_path / "digits.npz", {f"{k}.npy": (npy(v), 0) for k, v in {
+        "x_train": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        "y_train": np.arange(20) % 10, "x_test": rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+        "y_test": np.arange(10)}.items()})
+    out = tmp_path / "out.onnx"
+    done = run_dse(tmp_path, "zoo", "export", "lenet5", "--npz", str(data), "--checkpoint",
+                   str(bomb), "-o", str(out))
+    line = refused_in_one_line(done)
+    assert line.startswith(f"model.checkpoint {bomb}: its zip entries unpack to 2350")
+    assert not out.exists() and not (tmp_path / "cache").exists()
 
 
 def test_a_data_parallel_checkpoint_loads(tmp_path):
