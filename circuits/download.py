@@ -1,6 +1,7 @@
-"""Verified downloads: a file fetched from a pinned address is streamed to a temporary file
-beside its destination, with a progress bar, and renamed into place only once its checksum
-matches; a failure leaves nothing behind and is one line naming the address."""
+"""Verified downloads: a file fetched from an address is streamed to a temporary file beside
+its destination, with a progress bar, and renamed into place only once its check passes (a
+pinned sha256, or the caller's own: a published md5, a header); a failure leaves nothing
+behind. Used for the known Liberty libraries here and for the datasets in ``evaluators``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from functools import partial
 from http.client import HTTPException
 from pathlib import Path
 
@@ -18,36 +21,54 @@ from tqdm import tqdm
 TIMEOUT_S = 30
 _CHUNK = 1 << 16
 
+Verify = Callable[[Path, str], None]
+"""Checks a downloaded file (its temporary path, the address) and raises when it is not the
+expected one."""
+
 
 class DownloadError(OSError):
     """A download that failed or did not match its checksum; the message names the address."""
 
 
-def download_verified(url: str, dest: Path, sha256: str) -> Path:
-    """Fetch ``url`` into ``dest`` if its content has the ``sha256`` digest; returns ``dest``."""
+def download(url: str, dest: Path, verify: Verify) -> Path:
+    """Fetch ``url`` into ``dest`` once ``verify`` accepts it; returns ``dest``. Network and
+    HTTP failures are a ``DownloadError`` naming the address; ``verify``'s own errors pass."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(name)
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            length = response.headers.get("Content-Length")
-            with tqdm(total=int(length) if length else None, desc=dest.name, unit="B",
-                      unit_scale=True, unit_divisor=1024, file=sys.stderr) as bar:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-        if digest.hexdigest() != sha256:
-            raise DownloadError(f"{url}: checksum {digest.hexdigest()} does not match the pinned "
-                                f"sha256 {sha256}")
+        try:
+            with os.fdopen(fd, "wb") as out, \
+                    urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+                length = response.headers.get("Content-Length")
+                with tqdm(total=int(length) if length else None, desc=dest.name, unit="B",
+                          unit_scale=True, unit_divisor=1024, file=sys.stderr) as bar:
+                    while chunk := response.read(_CHUNK):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+        except urllib.error.HTTPError as err:
+            raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
+        except urllib.error.URLError as err:
+            raise DownloadError(f"{url}: {err.reason}") from None
+        except (HTTPException, OSError) as err:
+            raise DownloadError(f"{url}: {err}") from None
+        verify(tmp, url)
         os.replace(tmp, dest)
         return dest
-    except urllib.error.HTTPError as err:
-        raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
-    except urllib.error.URLError as err:
-        raise DownloadError(f"{url}: {err.reason}") from None
-    except (HTTPException, TimeoutError) as err:
-        raise DownloadError(f"{url}: {err}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def download_verified(url: str, dest: Path, sha256: str) -> Path:
+    """``download`` of a file pinned by its ``sha256`` digest."""
+    return download(url, dest, partial(_check_sha256, sha256))
+
+
+def _check_sha256(expected: str, path: Path, url: str) -> None:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise DownloadError(f"{url}: checksum {digest.hexdigest()} does not match the pinned "
+                            f"sha256 {expected}")

@@ -33,30 +33,23 @@ import math
 import os
 import re
 import struct
-import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
-from http.client import HTTPException, HTTPResponse
+from http.client import HTTPException
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
-from tqdm import tqdm
 
 from circuits.cache import cache_dir
+from circuits.download import TIMEOUT_S, DownloadError, Verify, download
 from evaluators import cifar, npz_data
 from evaluators.cifar import Batch, CifarDataset
 
-TIMEOUT_S = 30
-"""Seconds a mirror may stay silent before the download from it is abandoned."""
-
-_CHUNK = 1 << 16
 _IMAGE_SIZE = (28, 28)
 
 
@@ -509,7 +502,6 @@ def _cache_folder(ds: Searched) -> Path:
     return cache_dir() / "datasets" / ds.name
 
 
-Verify = Callable[[Path, str], None]
 """Checks a downloaded temporary file (named by its URL in messages); raises DatasetError."""
 
 
@@ -587,7 +579,7 @@ def _download_openml(ds: OpenMLDataset, dest: Path, mirrors: Sequence[str]) -> N
         try:
             file_id, md5 = _openml_file(url, ds)
             url = f"{mirror.rstrip('/')}/data/v1/download/{file_id}"
-            _download_to(url, dest, partial(_verify_md5, md5))
+            download(url, dest, partial(_verify_md5, md5))
             return
         except (OSError, HTTPException, DatasetError) as err:
             failures.append(_failure(url, err))
@@ -629,43 +621,15 @@ def _download_file(name: str, dest: Path, mirrors: Sequence[str], verify: Verify
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + name
         try:
-            _download_to(url, dest, verify)
+            download(url, dest, verify)
             return
         except (OSError, HTTPException, DatasetError) as err:
             failures.append(_failure(url, err))
     raise DatasetError("; ".join(failures) or "no mirror to try")
 
 
-def _download_to(url: str, dest: Path, verify: Verify) -> None:
-    """Stream to a temporary file beside ``dest`` and rename it only once verified."""
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            _copy_with_progress(response, out, dest.name)
-        verify(tmp, url)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _copy_with_progress(response: HTTPResponse, out: BinaryIO, name: str) -> None:
-    length = response.headers.get("Content-Length")
-    with tqdm(
-        total=int(length) if length else None,
-        desc=name,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        file=sys.stderr,
-    ) as bar:
-        while chunk := response.read(_CHUNK):
-            out.write(chunk)
-            bar.update(len(chunk))
-
-
 def _failure(url: str, err: Exception) -> str:
-    if isinstance(err, DatasetError):
+    if isinstance(err, (DatasetError, DownloadError)):
         return str(err)  # already names the url
     if isinstance(err, urllib.error.HTTPError):
         return f"{url}: HTTP {err.code} {err.reason}"
