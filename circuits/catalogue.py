@@ -8,11 +8,14 @@ A file that fails (syntax, ports, a tool) becomes a row with its error; the othe
 A catalogue folder is self-contained: beside ``catalogue.csv`` and ``catalogue.parquet`` it holds
 ``tables/<name>.npy`` (the simulated int32 product table) and ``verilog/<name>.v`` of every
 characterized row, so a multiplier library (``circuits.library``) reads it back without the
-original files or a new simulation.
+original files or a new simulation. A member's name is the stem of those two files, so every
+name is checked (``unusable_name``) before a path is built from it, when written and when read.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,11 @@ COLUMNS = ("name", "signed", "signedness", "cost_model", "mean_error", "mae", "m
            "power_workload", "pdp_uniform", "pdp_workload", "cells", "fpga_luts", "fpga_carry4",
            "fpga_source", "table_sha256", "source", "error")
 
+# a name is a file-name stem (a file name has at most 255 bytes, the suffix included) that stays
+# readable in a one-line message
+MAX_NAME_BYTES = 200
+_UNSAFE_CHARACTER = re.compile(r"[/\\\x00-\x1f\x7f]")
+
 
 @dataclass(frozen=True)
 class Design:
@@ -42,6 +50,27 @@ class Design:
 
     verilog: str
     table: ProductTable
+
+
+def unusable_name(name: object) -> str | None:
+    """Why ``name`` cannot be the stem of a member's files ``tables/<name>.npy`` and
+    ``verilog/<name>.v`` inside their folder, or None when it can: a name read from a file
+    (``../../x``, ``/etc/x``) must never lead outside the folder."""
+    if not isinstance(name, str):
+        return f"expected a string, got {type(name).__name__}"
+    if not name:
+        return "it is empty"
+    if name.startswith("."):  # '.', '..' and hidden files
+        return "it starts with '.'"
+    if bad := _UNSAFE_CHARACTER.search(name):
+        return f"it holds {bad[0]!r}"
+    try:
+        size = len(os.fsencode(name))
+    except UnicodeEncodeError:
+        return "it cannot be encoded as a file name"
+    if size > MAX_NAME_BYTES:
+        return f"it is {size} bytes long, at most {MAX_NAME_BYTES} fit"
+    return None
 
 
 def fpga_cost(mult: Multiplier, timeout: float, cache: ResultCache | None = None) -> dict:
@@ -80,6 +109,10 @@ def characterize_folder(folder: Path, settings: FlowSettings, workload: OperandS
     files = sorted(Path(folder).glob("*.v"))
     rows, designs = [], {}
     for path in tqdm(files, desc="characterizing", unit="multiplier", disable=not progress):
+        if problem := unusable_name(path.stem):  # a library could not read it back
+            rows.append({"name": path.stem, "source": str(path),
+                         "error": f"{path}: its name cannot name a member's files: {problem}"})
+            continue
         try:
             mult = Multiplier.from_file(path, signed)
             result = characterize_full(mult, settings, workload, cache, fpga)
@@ -102,6 +135,9 @@ def write_catalogue(frame: pd.DataFrame, designs: dict[str, Design],
                     folder: Path) -> tuple[Path, Path]:
     """``catalogue.csv`` and ``catalogue.parquet`` in ``folder``, and ``tables/<name>.npy`` and
     ``verilog/<name>.v`` of every characterized row."""
+    for name in designs:
+        if problem := unusable_name(name):
+            raise ValueError(f"{folder}: design name {name!r} cannot name its files: {problem}")
     folder.mkdir(parents=True, exist_ok=True)
     for kind in ("tables", "verilog"):
         (folder / kind).mkdir(exist_ok=True)

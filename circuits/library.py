@@ -6,13 +6,13 @@ signedness, and no product table appears twice (a duplicate is dropped and repor
 come from AppAxO configurations, the truncated/broken-array baselines, Verilog files, catalogue
 folders written by ``python -m dse characterize DIR -o OUT``, and ready-made ``Member`` objects
 (the dse layer passes the Pareto designs of earlier studies). A library is saved to a folder:
-``library.csv`` (one row per member), ``tables/<name>.npy`` and ``verilog/<name>.v``.
+``library.csv`` (one row per member), ``tables/<name>.npy`` and ``verilog/<name>.v``; a name
+read from a file is checked before a path is built from it, so it never leads outside the folder.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +27,7 @@ from circuits.activity import OperandStream
 from circuits.baselines import parse as parse_baseline
 from circuits.baselines import truncated
 from circuits.cache import ResultCache
-from circuits.catalogue import characterize_full
+from circuits.catalogue import characterize_full, unusable_name
 from circuits.characterize import AMBIGUOUS, Characterization, FlowSettings, characterize
 from circuits.error_metrics import error_metrics
 from circuits.multiplier import Multiplier, MultiplierError
@@ -40,8 +40,6 @@ COLUMNS = ("name", "source", "signed", "appaxo_config", "table_sha256")
 # what a characterization or catalogue row holds besides metrics (identity, provenance, units)
 NOT_METRICS = frozenset(COLUMNS) | {"signedness", "units", "error"}
 TOGGLE_UNIT = "transistor toggles per multiplication"
-# a member's name is its file name in tables/ and verilog/
-_FILE_NAME = re.compile(r"[^./\\\x00][^/\\\x00]*")
 # the Verilog simulation that gives a file's product table: the table does not depend on the
 # cell library, so the Liberty-free flow (the fastest) serves
 TABLE_FLOW = FlowSettings()
@@ -66,9 +64,7 @@ class Member:
     metrics: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not _FILE_NAME.fullmatch(self.name):
-            raise LibraryError(f"{self.source}: member name {self.name!r} must be usable as a file "
-                               "name (no '/', '\\', leading '.' or empty name)")
+        check_name(self.name, self.source)
         metrics = {}
         for key, value in self.metrics.items():
             if key in COLUMNS:
@@ -90,6 +86,14 @@ class Member:
         if self.verilog is None:
             return None
         return Multiplier(self.name, self.verilog, None, self.table.signed, self.source)
+
+
+def check_name(name: Any, where: str) -> str:
+    """``name`` if it can name a member's files (``catalogue.unusable_name``), else a one-line
+    LibraryError naming ``where`` (the folder or file it comes from) and the name."""
+    if problem := unusable_name(name):
+        raise LibraryError(f"{where}: member name {name!r} must be usable as a file name: {problem}")
+    return name
 
 
 def exact_member(signed: bool) -> Member:
@@ -263,8 +267,9 @@ class MultiplierLibrary:
         members = []
         for line, row in enumerate(frame.to_dict("records"), start=2):
             name, source, signed, config, sha256 = (row.pop(c) for c in COLUMNS)
-            if name is None or signed is None or sha256 is None:
+            if _blank(name) or _blank(signed) or _blank(sha256):
                 raise LibraryError(f"{csv}: line {line} lacks its name, signed or table_sha256 value")
+            name = check_name(name, f"{csv}: line {line}")  # before it names a path
             table = _read_table(folder / "tables" / f"{name}.npy", bool(signed), sha256, "library.csv")
             verilog = folder / "verilog" / f"{name}.v"
             text = verilog.read_bytes().decode() if verilog.is_file() else None
@@ -369,10 +374,10 @@ def _catalogue_members(folder: Path, cache: ResultCache | None) -> tuple[list[Me
     members, notes = [], []
     for row in frame.to_dict("records"):
         row = {k: None if _blank(v) else v for k, v in row.items()}
-        name = str(row["name"])
-        if row["error"] is not None:
-            notes.append(f"{folder}: {name} skipped, its characterization failed: {row['error']}")
+        if row["error"] is not None:  # only named in the note: no file of it is read
+            notes.append(f"{folder}: {row['name']} skipped, its characterization failed: {row['error']}")
             continue
+        name = check_name(row["name"], str(path))  # before it names a path
         table, verilog = _catalogued_design(folder, path.name, row, cache)
         metrics = {k: v for k, v in row.items() if k not in NOT_METRICS}
         members.append(Member(name, table, f"catalogue:{folder}/{name}", verilog, None, metrics))
@@ -387,7 +392,7 @@ def _catalogued_design(folder: Path, listed_in: str, row: dict,
                        cache: ResultCache | None) -> tuple[ProductTable, str | None]:
     """A catalogue row's product table and Verilog: its files in the folder, or for an older
     catalogue the Verilog file of its ``source`` column, simulated again through ``characterize``."""
-    name, signed, sha256 = str(row["name"]), bool(row["signed"]), row["table_sha256"]
+    name, signed, sha256 = row["name"], bool(row["signed"]), row["table_sha256"]  # name checked
     table_file, verilog_file = folder / "tables" / f"{name}.npy", folder / "verilog" / f"{name}.v"
     source = Path(str(row["source"]))
     if table_file.is_file():

@@ -17,12 +17,10 @@ The operands arrive from registers and the product goes to registers of one virt
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from circuits.liberty import Liberty
-from circuits.tools import ToolError, run_tool, script_name
+from circuits.tools import ToolError, job_folder, run_tool, script_name
 
 _FLOAT = r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
 
@@ -61,8 +59,7 @@ def analyze(netlist_verilog: str, top: str, liberty: Liberty, *, clock_period_ns
             input_activity: float, timeout: float, subject: str) -> StaReport:
     """Run OpenSTA once for timing, vectorless power and per-instance unit-activity power."""
     top = script_name(top, "top module", subject)
-    with tempfile.TemporaryDirectory(prefix="dse-sta-") as tmp:
-        work = Path(tmp)
+    with job_folder("sta") as work:
         (work / "netlist.v").write_text(netlist_verilog)
         (work / "flow.tcl").write_text(f"""
 read_liberty {liberty.link_into(work)}

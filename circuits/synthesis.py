@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from circuits.liberty import Liberty
 from circuits.multiplier import Multiplier, MultiplierError
 from circuits.netlist_sim import Netlist
-from circuits.tools import run_tool, script_name
+from circuits.tools import job_folder, run_tool, script_name
 
 # Transistor counts of static CMOS gates: the area unit of the Liberty-free estimate.
 GATE_TRANSISTORS = {
@@ -82,8 +80,7 @@ def synthesize_asic(mult: Multiplier, liberty: Liberty | None, timeout: float) -
     """Synthesize with Yosys to the Liberty cells (or to Yosys gates when ``liberty`` is None)."""
     subject = mult.source or mult.name
     top = f"-top {script_name(mult.top, 'top module', subject)}" if mult.top else "-auto-top"
-    with tempfile.TemporaryDirectory(prefix="dse-yosys-") as tmp:
-        work = Path(tmp)
+    with job_folder("yosys") as work:
         (work / mult.file_name).write_text(mult.verilog)
         lib = liberty.link_into(work) if liberty else None
         script = [
@@ -149,8 +146,7 @@ def synthesize_xilinx(mult: Multiplier, timeout: float) -> FpgaCost:
     """LUT and CARRY4 counts of a multiplier mapped by Yosys ``synth_xilinx`` (no DSP blocks:
     an approximate multiplier is built from fabric)."""
     subject = mult.source or mult.name
-    with tempfile.TemporaryDirectory(prefix="dse-xilinx-") as tmp:
-        work = Path(tmp)
+    with job_folder("xilinx") as work:
         (work / mult.file_name).write_text(mult.verilog)
         # synth_xilinx reads the Xilinx primitives itself, so it also resolves the hierarchy
         top = f"-top {script_name(mult.top, 'top module', subject)}" if mult.top else ""  # or auto

@@ -4,6 +4,12 @@ Every tool runs in its own process group with a parent-death signal: a timeout o
 the whole group (Yosys with the ABC it started), and a killed driver takes its tool with it.
 What a tool script names is a fixed file name in the job folder or a checked identifier
 (``script_name``), never a user's path.
+
+Job folders (``job_folder``) live in the user cache, ``work/<host>/dse-<kind>-<pid>-<random>``,
+not in the system's temporary folder: a driver killed with SIGKILL cannot remove its own, so the
+first job of every process sweeps the folders of this host whose owner process is gone. The pid
+in the name is what makes that safe: a live owner (another study, a Ray worker) keeps its folders,
+and a pid reused by a new process only delays a sweep.
 """
 
 from __future__ import annotations
@@ -14,10 +20,16 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from circuits.cache import cache_dir
 
 INSTALL_HINT = {
     "yosys": "sudo apt-get install yosys",
@@ -27,6 +39,10 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # A Verilog identifier Yosys scripts and Tcl read as one plain word (``$`` only after the first
 # character: Yosys reserves a leading ``$`` and Tcl braces keep the rest literal).
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+# a job folder: dse-<kind>-<owner pid>-<tempfile's random part>
+JOB_FOLDER = re.compile(r"dse-[a-z]+-([0-9]+)-[A-Za-z0-9_]+")
+_swept: set[Path] = set()  # the work folders this process has swept
+_sweep_lock = threading.Lock()
 
 
 class ToolError(RuntimeError):
@@ -48,6 +64,61 @@ def script_name(name: str, what: str, subject: str) -> str:
         raise ToolError(f"{subject}: {what} {name!r} is not a plain Verilog identifier "
                         "(letters, digits, _ and $, not starting with a digit or $)")
     return name
+
+
+def work_folder() -> Path:
+    """This host's folder of job folders in the user cache (hosts may share a cache over NFS,
+    and a pid means something only on its own host)."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+    return cache_dir() / "work" / host
+
+
+@contextmanager
+def job_folder(kind: str) -> Iterator[Path]:
+    """A fresh, private folder for one tool run (``kind``: yosys, sta, ...), removed afterwards.
+    The first one of a process in a work folder sweeps that folder's stale job folders first."""
+    root = work_folder()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ToolError(f"{root}: cannot create the tools' work folder ({err.strerror}); set "
+                        "DSE_CACHE_DIR to a writable folder") from None
+    with _sweep_lock:
+        if root not in _swept:
+            sweep_stale(root)
+            _swept.add(root)
+    with tempfile.TemporaryDirectory(prefix=f"dse-{kind}-{os.getpid()}-", dir=root) as tmp:
+        yield Path(tmp)
+
+
+def sweep_stale(root: Path) -> list[Path]:
+    """Remove the job folders in ``root`` whose owner process no longer runs (a driver killed
+    while its tool ran); returns them. Anything else in ``root`` is left alone."""
+    removed = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:  # best effort: a sweep never stops a tool run
+        return removed
+    for entry in entries:
+        match = JOB_FOLDER.fullmatch(entry.name)
+        if match is None or entry.is_symlink() or not entry.is_dir() or _alive(int(match[1])):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)  # another process may be sweeping it too
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's counts, so does a zombie)."""
+    if not 0 < pid < 1 << 31:  # pid 0 would name our own process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
 
 
 def run_tool(tool: str, args: list[str], *, cwd: Path, timeout: float, subject: str) -> str:

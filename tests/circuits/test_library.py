@@ -3,16 +3,20 @@ energy of one multiplication per workload, through the real Yosys flow (Liberty-
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from circuits import appaxo
 from circuits.activity import OperandStream
 from circuits.baselines import truncated
 from circuits.cache import ResultCache
-from circuits.catalogue import characterize_folder, write_catalogue
+from circuits.catalogue import MAX_NAME_BYTES, Design, characterize_folder, write_catalogue
 from circuits.characterize import FlowSettings, characterize
 from circuits.error_metrics import error_metrics
 from circuits.library import TOGGLE_UNIT, LibraryError, Member, MultiplierLibrary
@@ -137,6 +141,102 @@ def test_member_names_and_metrics_are_checked():
         MultiplierLibrary([Member("exact", table, "study:x")])
 
 
+@pytest.mark.parametrize("name, problem", [
+    ("../../../x", "it starts with '.'"),
+    ("..", "it starts with '.'"),
+    (".hidden", "it starts with '.'"),
+    ("/etc/passwd", "it holds '/'"),
+    ("a/../../b", "it holds '/'"),
+    ("a\\..\\b", "it holds '\\\\'"),
+    ("x\x00y", "it holds '\\x00'"),
+    ("two\nlines", "it holds '\\n'"),
+    ("", "it is empty"),
+    ("x" * (MAX_NAME_BYTES + 1), f"it is {MAX_NAME_BYTES + 1} bytes long, at most {MAX_NAME_BYTES} fit"),
+    ("\u00e9" * (MAX_NAME_BYTES // 2 + 1), f"it is {MAX_NAME_BYTES + 2} bytes long"),
+    (float("nan"), "expected a string, got float"),
+])
+def test_a_member_name_must_be_a_plain_file_name(name, problem):
+    table = truncated(6, True).table()
+    with pytest.raises(LibraryError) as err:
+        Member(name, table, "study:x")
+    assert str(err.value).startswith(f"study:x: member name {name!r} must be usable as a file name: "
+                                     f"{problem}")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["a..b", "x" * MAX_NAME_BYTES, "trunc s k6 (v2)", "\u00e9t\u00e9"])
+def test_names_that_stay_in_the_folder_are_kept(tmp_path, name):
+    member = Member(name, trunc4_table(), "study:x")
+    MultiplierLibrary([member]).save(tmp_path)
+    assert (tmp_path / "tables" / f"{name}.npy").is_file()
+    assert MultiplierLibrary.load(tmp_path)[name] == member
+
+
+_OPENED: list[str] | None = None  # while a test records: every path the process opens
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _OPENED is not None and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        _OPENED.append(os.fsdecode(args[0]))
+
+
+@pytest.fixture(scope="module")
+def _audit_hook() -> None:
+    sys.addaudithook(_audit)  # a hook cannot be removed: it records only while _OPENED is a list
+
+
+@pytest.fixture
+def touched(monkeypatch, _audit_hook):
+    """The absolute paths the code under test opens (Python's 'open' audit event: open, io.open,
+    os.open, hence numpy and pandas) or probes (os.stat: Path.is_file, Path.exists)."""
+    global _OPENED
+    paths: list[str] = []
+    stat = os.stat
+
+    def recording_stat(path, *args, **kwargs):
+        if isinstance(path, (str, bytes, os.PathLike)):
+            paths.append(os.fsdecode(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", recording_stat)
+    _OPENED = paths
+    yield paths
+    _OPENED = None
+
+
+def outside(paths: list[str], folder: Path, world: Path) -> list[Path]:
+    """The paths under ``world`` (the test's folder) that lie outside ``folder``."""
+    resolved = {Path(os.path.abspath(p)).resolve() for p in paths}
+    return sorted(p for p in resolved if p.is_relative_to(world.resolve())
+                  and not p.is_relative_to(folder.resolve()))
+
+
+def plant_targets(world: Path) -> None:
+    """What ``../../../x`` and ``WORLD/x`` would open from ``WORLD/deep/FOLDER``: files that, if
+    read, would fail differently (a table that is not .npy) or load (a Verilog file)."""
+    (world / "x.npy").write_bytes(b"not a product table")
+    (world / "x.v").write_text(TRUNC4_V)
+
+
+@pytest.mark.parametrize("name", ["../../../x", "{world}/x"], ids=["relative", "absolute"])
+def test_a_library_name_never_opens_a_file_outside_its_folder(tmp_path, touched, name):
+    name = name.format(world=tmp_path)
+    folder = tmp_path / "deep" / "lib"
+    MultiplierLibrary.build(members=[Member("plus3", trunc4_table(), "test")]).save(folder)
+    frame = pd.read_csv(folder / "library.csv", dtype=object)
+    frame.loc[frame["name"] == "plus3", "name"] = name
+    frame.to_csv(folder / "library.csv", index=False)
+    plant_targets(tmp_path)
+    touched.clear()
+    with pytest.raises(LibraryError) as err:
+        MultiplierLibrary.load(folder)
+    seen = list(touched)  # a copy: resolving paths below probes them too
+    problem = "it starts with '.'" if name.startswith(".") else "it holds '/'"
+    assert str(err.value) == (f"{folder / 'library.csv'}: line 3: member name {name!r} must be "
+                              f"usable as a file name: {problem}")
+    assert seen and outside(seen, folder, tmp_path) == []
+
+
 @pytest.fixture
 def catalogue(tmp_path, cache):
     """A catalogue written as ``python -m dse characterize DIR -o OUT`` writes it."""
@@ -179,6 +279,41 @@ def test_an_older_catalogue_falls_back_to_the_verilog_it_names(catalogue, cache)
     with pytest.raises(LibraryError, match=r"catalogue row trunc4 has neither tables/trunc4.npy "
                                            r"nor its Verilog file .*trunc4.v$"):
         MultiplierLibrary.build(catalogues=[catalogue], cache=cache)
+
+
+@pytest.mark.parametrize("name", ["../../../x", "{world}/x"], ids=["relative", "absolute"])
+def test_a_catalogue_name_never_opens_a_file_outside_its_folder(catalogue, touched, name):
+    world = catalogue.parent
+    name = name.format(world=world)
+    folder = world / "deep" / "catalogue"
+    shutil.copytree(catalogue, folder)
+    parquet = folder / "catalogue.parquet"
+    frame = pd.read_parquet(parquet)
+    frame.loc[frame["name"] == "trunc4", "name"] = name
+    frame.to_parquet(parquet, index=False)
+    plant_targets(world)
+    touched.clear()
+    with pytest.raises(LibraryError) as err:
+        MultiplierLibrary.build(catalogues=[folder])
+    seen = list(touched)
+    problem = "it starts with '.'" if name.startswith(".") else "it holds '/'"
+    assert str(err.value) == f"{parquet}: member name {name!r} must be usable as a file name: {problem}"
+    assert seen and outside(seen, folder, world) == []
+
+
+def test_a_file_whose_name_cannot_name_a_member_is_a_catalogue_error_row(tmp_path, cache):
+    designs = tmp_path / "designs"
+    write(designs, ".hidden", TRUNC4_V)
+    frame, built = characterize_folder(designs, FLOW, cache=cache, fpga=False, progress=False)
+    assert built == {} and list(frame["name"]) == [".hidden"]
+    assert frame["error"][0] == (f"{designs / '.hidden.v'}: its name cannot name a member's files: "
+                                 "it starts with '.'")
+    write_catalogue(frame, built, tmp_path / "catalogue")
+    lib = MultiplierLibrary.build(catalogues=[tmp_path / "catalogue"])
+    assert lib.names == ("exact",) and lib.notes[0].startswith(f"{tmp_path / 'catalogue'}: .hidden skipped")
+    with pytest.raises(ValueError, match=r"design name '\.\./x' cannot name its files: it starts with"):
+        write_catalogue(frame, {"../x": Design(TRUNC4_V, trunc4_table())}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_save_and_load_round_trip_exactly(tmp_path):
