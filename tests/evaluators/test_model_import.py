@@ -389,3 +389,30 @@ def test_a_study_on_a_symbolic_class_axis_of_other_classes_is_refused(tmp_path, 
     assert "the model has 7 outputs, but the dataset has 10 classes" in lines[0]
     folder = tmp_path / "study"
     assert not (folder / "trials.journal").exists() or dse.load_study(folder).trials.empty
+
+
+def test_failed_shape_inference_leaves_nothing_in_the_working_folder(tmp_path, monkeypatch):
+    """onnxruntime's symbolic shape inference writes temporary files into the current folder
+    and leaves them when it fails (here on an op of an unknown domain, weights external): the
+    import runs it in a private folder, and the model is still refused in one line."""
+    weights = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((784, 10)).astype(np.float32), "w")
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["g"]),
+             helper.make_node("Mystery", ["g"], ["out"], domain="my.domain")]
+    graph = helper.make_graph(nodes, "m", [float_input()],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 10])],
+                              [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("my.domain", 1)])
+    model.ir_version = 8
+    (tmp_path / "model").mkdir()
+    onnx.save_model(model, str(tmp_path / "model" / "m.onnx"), save_as_external_data=True,
+                    location="m.bin", size_threshold=0)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(ModelError) as err:
+        import_model(tmp_path / "model" / "m.onnx", tmp_path / "net",
+                     np.zeros((4, 784), np.float32), log=lambda _: None)
+    assert "\n" not in str(err.value) and str(tmp_path / "model" / "m.onnx") in str(err.value)
+    assert list(work.iterdir()) == []
