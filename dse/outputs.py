@@ -87,6 +87,10 @@ def replacing(path: Path) -> Iterator[Path]:
     try:
         yield temporary
         os.replace(temporary, path)
+    except OSError as err:  # named by the file the user knows, not the temporary one
+        if err.filename in (str(temporary), temporary):
+            err.filename = str(path)
+        raise
     finally:
         temporary.unlink(missing_ok=True)
 

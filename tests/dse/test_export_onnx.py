@@ -197,11 +197,12 @@ def test_per_node_multipliers_on_the_command_line(studies, tmp_path, capsys):
                                   ApproxNetworkEvaluator(int8, x, y).logits(assignment))
     # with --nodes, the plain SPEC serves the chosen nodes not named; in EMGAxO mode, the QGemms
     assert main(["onnx", "approx", str(int8), "--nodes", "/conv2/Conv_quant", "--multiplier",
-                 f"appaxo:{a}", "--multiplier", f"/fc3/Gemm_quant=appaxo:{b}", "-o", str(out)]) == 0
+                 f"appaxo:{a}", "--multiplier", f"/fc3/Gemm_quant=appaxo:{b}", "-o", str(out),
+                 "--force"]) == 0  # out: an earlier `onnx approx` output
     assert {k: helper.get_attribute_value(n.attribute[-1]) for k, n in _custom_nodes(out).items()} \
         == {"/conv2/Conv_quant": a, "/fc3/Gemm_quant": b}
     assert main(["onnx", "approx", str(int8), "--emgaxo", "--multiplier", f"appaxo:{a}",
-                 "--multiplier", f"/fc1/Gemm_quant=appaxo:{b}", "-o", str(out)]) == 0
+                 "--multiplier", f"/fc1/Gemm_quant=appaxo:{b}", "-o", str(out), "--force"]) == 0
     gemms = {n.name: helper.get_attribute_value(n.attribute[-1])
              for n in onnx.load(out).graph.node if n.domain == EMGAXO_DOMAIN}
     assert gemms == {"/fc1/Gemm_quant": b, "/fc2/Gemm_quant": a, "/fc3/Gemm_quant": a}

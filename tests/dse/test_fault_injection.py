@@ -20,6 +20,7 @@ from dse.cli import main
 from tests.conftest import REPO, interruptible
 from tests.dse.test_store_faults import without_write_permission
 from tests.dse.test_study_loop import run, search_rows, study_data, wait_for_trials
+from tests.evaluators.test_npz import PEAK, refused_in_one_line, run_dse
 
 
 def dse_cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -313,25 +314,6 @@ def test_outputs_replace_only_their_own_earlier_outputs(two_studies, capsys, mon
 
 # -- hostile model files: one line, exit 2, nothing written, bounded memory ----------------------
 
-MEASURED = """
-import resource, sys
-from dse.cli import main
-code = main(sys.argv[2:])
-with open(sys.argv[1], "w") as f:
-    f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
-sys.exit(code)
-"""
-
-
-def measured_cli(folder: Path, *args: str, env: dict) -> tuple[subprocess.CompletedProcess, float]:
-    """``python -m dse ARGS`` in ``folder``, and the process's peak resident memory in MiB."""
-    peak = folder / "peak.txt"
-    done = subprocess.run([sys.executable, "-c", MEASURED, str(peak), *args], cwd=folder,
-                          env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=300)
-    return done, int(peak.read_text()) / 1024
-
-
 def external_model(folder: Path, length: int | None = None, opset: int = 17) -> Path:
     """A float Gemm classifier (784 -> 10) whose weights lie in ``data.bin``; ``length``: the
     byte count its weight tensor declares there."""
@@ -375,11 +357,11 @@ def test_hostile_onnx_files_are_one_line(tmp_path, env, hostile):
         os.mkfifo(model)  # reading it would wait forever
         expected = "not a regular file"
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    done, peak = measured_cli(tmp_path, "onnx", "approx", str(model), "--multiplier",
-                              "appaxo:404750335", "-o", str(tmp_path / "out.onnx"), env=env)
-    assert done.returncode == 2 and expected in one_error_line(done.stderr), done.stderr
-    assert sorted(p.name for p in tmp_path.rglob("*")) == [*before, "peak.txt"]
-    assert peak < 1024
+    (tmp_path / "child").mkdir()  # the child's cache and its peak memory report
+    done = run_dse(tmp_path / "child", "onnx", "approx", str(model), "--multiplier",
+                   "appaxo:404750335", "-o", str(tmp_path / "out.onnx"))
+    assert expected in refused_in_one_line(done)  # exit 2, one line, peak under 1 GiB
+    assert sorted(p.name for p in tmp_path.rglob("*") if "child" not in p.parts) == before
 
 
 def test_models_with_external_data_are_read_whole(tmp_path, mnist, env):
@@ -419,10 +401,11 @@ def test_onnx_evaluate_reads_only_regular_files(tmp_path, mnist_dir, env):
     folder.mkdir()
     (folder / "zero_404750335.onnx").symlink_to("/dev/zero")
     os.mkfifo(folder / "fifo_404750335.onnx")
-    done, peak = measured_cli(tmp_path, "onnx", "evaluate", str(folder), "--dataset", "mnist",
-                              "--path", str(mnist_dir), "--images", "8", "-q", "-o",
-                              str(tmp_path / "scores.csv"), env=env)
+    (tmp_path / "child").mkdir()
+    done = run_dse(tmp_path / "child", "onnx", "evaluate", str(folder), "--dataset", "mnist",
+                   "--path", str(mnist_dir), "--images", "8", "-q", "-o",
+                   str(tmp_path / "scores.csv"))
     assert done.returncode == 0, done.stderr
     rows = (tmp_path / "scores.csv").read_text().splitlines()[1:]
     assert len(rows) == 2 and all("not a regular file" in row for row in rows), rows
-    assert peak < 1024
+    assert done.peak < PEAK
