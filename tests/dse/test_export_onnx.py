@@ -218,5 +218,6 @@ def test_per_node_multipliers_on_the_command_line(studies, tmp_path, capsys):
     ]
     for args, message in cases:
         args = args if args[0] == "--nodes" else ["--multiplier", *args]
-        assert main(["onnx", "approx", str(int8), *args, "-o", str(out)]) == 2
+        assert main(["onnx", "approx", str(int8), *args, "-o", str(tmp_path / "new.onnx")]) == 2
         assert message in error_line(capsys.readouterr().err)
+        assert not (tmp_path / "new.onnx").exists()
