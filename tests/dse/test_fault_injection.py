@@ -91,7 +91,8 @@ def test_killed_at_many_points_the_study_resumes_to_the_straight_result(
 @pytest.mark.slow
 def test_a_second_driver_is_refused_naming_the_first(tmp_path, mnist_dir, env, warm):
     folder = tmp_path / "mini"
-    path = write(tmp_path / "study.yaml", study_data(folder, mnist_dir, budget={"trials": 40}))
+    budget = 150  # the first driver must outlast two refused drivers' start-up (5-10 s each)
+    path = write(tmp_path / "study.yaml", study_data(folder, mnist_dir, budget={"trials": budget}))
     first = start(path, env)
     try:
         wait_for_trials(folder, 2, first)
@@ -106,7 +107,7 @@ def test_a_second_driver_is_refused_naming_the_first(tmp_path, mnist_dir, env, w
         out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     rows = search_rows(dse.load_study(folder))
-    assert rows["proposal_index"].tolist() == list(range(40)) and rows["config"].is_unique
+    assert rows["proposal_index"].tolist() == list(range(budget)) and rows["config"].is_unique
 
 
 def test_a_torn_tail_is_survived_by_readers_and_repaired_by_the_driver(tmp_path, mnist_dir, env,
