@@ -64,11 +64,17 @@ def download_verified(url: str, dest: Path, sha256: str) -> Path:
     return download(url, dest, partial(_check_sha256, sha256))
 
 
-def _check_sha256(expected: str, path: Path, url: str) -> None:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str) -> str:
+    """The hex digest (``md5``, ``sha256``, ...) of a file, read in chunks: memory stays bounded
+    whatever its size."""
+    digest = hashlib.new(algorithm)
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
-    if digest.hexdigest() != expected:
-        raise DownloadError(f"{url}: checksum {digest.hexdigest()} does not match the pinned "
-                            f"sha256 {expected}")
+    return digest.hexdigest()
+
+
+def _check_sha256(expected: str, path: Path, url: str) -> None:
+    if (found := file_digest(path, "sha256")) != expected:
+        raise DownloadError(f"{url}: checksum {found} does not match the pinned sha256 "
+                            f"{expected}")

@@ -14,7 +14,6 @@ reports it as a ``DatasetError``.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import tarfile
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from circuits.download import file_digest
+
 try:
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # numpy < 2
@@ -33,7 +34,6 @@ except ImportError:  # numpy < 2
 _IMAGE_SHAPE = (3, 32, 32)
 """Channels, rows, columns of one stored row of ``b"data"``."""
 
-_CHUNK = 1 << 20
 
 MAX_BATCH_BYTES = 200_000_000
 """The largest batch file read whose published size is not recorded: the largest official
@@ -128,11 +128,7 @@ def _archive_batches(
 
 def file_md5(path: Path) -> str:
     """The file's md5, read in chunks (memory stays bounded whatever its size)."""
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def _verified(path: Path, batch: Batch, ds: CifarDataset) -> bytes:

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from circuits.cache import cache_dir
-from circuits.download import TIMEOUT_S, DownloadError, Verify, download
+from circuits.download import TIMEOUT_S, DownloadError, Verify, download, file_digest
 from evaluators import cifar, npz_data
 from evaluators.cifar import Batch, CifarDataset
 
@@ -606,13 +606,8 @@ def _openml_file(url: str, ds: OpenMLDataset) -> tuple[str, str]:
 
 
 def _verify_md5(md5: str, tmp: Path, url: str) -> None:
-    digest = hashlib.md5()
-    with tmp.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != md5:
-        raise DatasetError(f"{url}: checksum {digest.hexdigest()} does not match the md5 {md5} "
-                           "OpenML lists")
+    if (found := file_digest(tmp, "md5")) != md5:
+        raise DatasetError(f"{url}: checksum {found} does not match the md5 {md5} OpenML lists")
 
 
 def _download_file(name: str, dest: Path, mirrors: Sequence[str], verify: Verify) -> None:

@@ -57,10 +57,12 @@ _HEADER_READERS = {(1, 0): (2, np.lib.format.read_array_header_1_0),
 _CHANNELS = (1, 3, 4)
 _EXPECTED = ", ".join(k for pair in KEYS.values() for k in pair)
 _SHAPES = "uint8 images (N, H, W), (N, H, W, C) or (N, C, H, W), or float feature vectors (N, F)"
-_UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error,
-               NotImplementedError, RuntimeError)
+_UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError)
 """What a damaged member raises while read: zipfile's, zlib's and numpy's errors (RuntimeError:
-an encrypted member; NotImplementedError: an unknown compression method)."""
+an encrypted member; members of other compression methods are refused when the archive opens)."""
+_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated",
+            zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+"""The compression methods zipfile reads."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,10 @@ def open_zip(path: Path) -> Iterator[zipfile.ZipFile]:
             archive = stack.enter_context(zipfile.ZipFile(_CappedReads(file, MAX_DIRECTORY)))
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
             raise ValueError(_one_line(err) or type(err).__name__) from None
+        for info in archive.infolist():
+            if info.compress_type not in _METHODS:
+                raise ValueError(f"member {info.filename!r} uses compression method "
+                                 f"{info.compress_type}; expected one of {', '.join(_METHODS.values())}")
         yield archive
 
 

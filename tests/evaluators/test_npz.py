@@ -243,6 +243,19 @@ def test_files_that_are_not_an_npz(tmp_path: Path) -> None:
         load_split("npz", "test", truncated)
 
 
+def test_an_unknown_compression_method_is_refused_on_opening(tmp_path: Path) -> None:
+    """A member zipfile cannot decompress (method 99) is one line before any member is read."""
+    path = tmp_path / "method.npz"
+    np.savez(path, **GOOD)  # stored members
+    raw = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        start = raw.find(signature)
+        struct.pack_into("<H", raw, start + offset, 99)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="uses compression method 99; expected one of stored"):
+        load_split("npz", "train", path)
+
+
 def test_npz_needs_an_existing_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="^npz data is one file: give the path of an .npz"):
         load_split("npz", "train")
