@@ -64,11 +64,12 @@ class ModelInfo:
     classes: int | None  # the output's last dim, if static
 
 
-def inspect_model(path: Path) -> ModelInfo:
-    """Read and check a user's ONNX classifier: one float32 input (batch, ...), one output
-    (batch, classes), and its format; ``ModelError`` (one line) when it cannot be used."""
+def inspect_model(path: Path, model: onnx.ModelProto | None = None) -> ModelInfo:
+    """Read (unless ``model``, its proto as ``load_model`` read it, is given) and check a user's
+    ONNX classifier: one float32 input (batch, ...), one output (batch, classes), and its
+    format; ``ModelError`` (one line) when it cannot be used."""
     path = Path(path)
-    model = load_model(path)
+    model = model if model is not None else load_model(path)
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
@@ -124,9 +125,9 @@ def import_model(path: Path, folder: Path, calibration: np.ndarray, log: Log = p
     given; returns what ``inspect_model`` found."""
     path, folder = Path(path), Path(folder)
     calibration = np.ascontiguousarray(calibration, dtype=np.float32)
-    info = inspect_model(path)
+    model = load_model(path)  # read and checked once
+    info = inspect_model(path, model)
     folder.mkdir(parents=True, exist_ok=True)
-    model = load_model(path)
     dynamic = _free_batch(model)
     if dynamic:
         log(f"{path}: the batch axis was fixed; importing it with a symbolic batch axis")
