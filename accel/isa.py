@@ -1,6 +1,6 @@
 """The CPU's vector instruction sets, as the CPUID instruction reports them (through LLVM, which
 numba brings): what onnxruntime's kernels choose by, so what decides whether its int8 products
-saturate and which float Softmax kernel it runs (``evaluators.ort_exactness``). Read from CPUID,
+saturate and which float Softmax kernel it runs (``evaluators.networks.ort_exactness``). Read from CPUID,
 not /proc/cpuinfo, so that an emulated CPU (qemu) reports its own."""
 
 from __future__ import annotations

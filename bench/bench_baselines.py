@@ -22,6 +22,7 @@ from common import use_shared_data  # first: puts the repository on sys.path
 from circuits.baselines import baseline_family, truncated
 from circuits.characterize import FlowSettings, characterize
 from dse.pareto import non_dominated
+from dse.reports.figures import pyplot
 
 
 def main() -> None:
@@ -59,11 +60,7 @@ def characterize_baselines(signed: bool, settings: FlowSettings) -> list[tuple[s
 
 
 def plot(rows: list[tuple[str, dict]], front: np.ndarray, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("wce", "mae")):
         for family, marker in (("trunc", "o"), ("bam", "s")):

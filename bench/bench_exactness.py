@@ -6,7 +6,7 @@ The trained LeNet-5 of the main study, quantized in every operand scheme and for
 with 7-bit weights, ``quantization.reduce_range``), scored on the MNIST test images by dse's
 evaluator with the exact table (exact integer arithmetic, the ground truth) and by onnxruntime
 with its default options and in its precision mode (``session.x64quantprecision``, what
-``evaluators.ort_exactness.session`` opens), here and on an AVX2 CPU without VNNI emulated by
+``evaluators.networks.ort_exactness.session`` opens), here and on an AVX2 CPU without VNNI emulated by
 qemu (``qemu-x86_64 -cpu Haswell-noTSX``, Debian's qemu-user; minutes). Per model: the accuracy
 and the number of images whose logits differ from the exact ones.
 """
@@ -25,15 +25,15 @@ from bench_inference import study_network  # first: the repository on sys.path
 from common import cpu_name
 
 from circuits.product_table import ProductTable
-from evaluators import ort_exactness
-from evaluators.approx_network import ApproxNetworkEvaluator
-from evaluators.quantization import FORMATS, SCHEMES, quantize_int8
+from evaluators.networks import ort_exactness
+from evaluators.networks.quantization import FORMATS, SCHEMES, quantize_int8
+from evaluators.runtime.approx_network import ApproxNetworkEvaluator
 
 EMULATED = "Haswell-noTSX"
 RUN_ONNXRUNTIME = """
 import sys
 import numpy as np, onnxruntime as ort
-from evaluators import ort_exactness
+from evaluators.networks import ort_exactness
 x = np.load(sys.argv[1])
 for path in sys.argv[2:]:
     plain = ort.InferenceSession(path, providers=["CPUExecutionProvider"])

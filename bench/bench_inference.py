@@ -7,7 +7,7 @@
 ``lenet5`` (the default) is the trained network of studies/lenet_appaxo.yaml on the MNIST test
 images (real post-ReLU sparsity; needs the MNIST files: DSE_DATA_DIR, the user cache or
 ../shared/data/mnist; trains LeNet-5 once if no cached network exists). The other networks are
-random-weight registry networks (``evaluators.zoo``) on random images of their dataset's shape
+random-weight registry networks (``evaluators.networks.zoo``) on random images of their dataset's shape
 (MNIST for fcnn, CIFAR for the others), calibrated on 200 of them.
 
 Per kernel: seconds per configuration (scaled to 10,000 images), configurations per second,
@@ -42,10 +42,10 @@ from circuits import appaxo
 from circuits.product_table import ProductTable
 from dse.space import AppAxOSubspace
 from dse.study_file import parse_settings
-from evaluators import ort_exactness
-from evaluators.approx_network import ApproxNetworkEvaluator
-from evaluators.network import int8_layer_macs
-from evaluators.quantization import quantize_int8
+from evaluators.networks import ort_exactness
+from evaluators.networks.prepared import int8_layer_macs
+from evaluators.networks.quantization import quantize_int8
+from evaluators.runtime.approx_network import ApproxNetworkEvaluator
 
 NETWORKS = {"lenet5": None, "fcnn": ("mnist", (1, 28, 28)), "resnet8": ("cifar10", (3, 32, 32)),
             "resnet20": ("cifar10", (3, 32, 32)), "vgg16": ("cifar10", (3, 32, 32))}
@@ -85,9 +85,9 @@ def study_network(images: int):
 
 def zoo_network(arch: str, images: int, folder: Path):
     """A random-weight registry network on random images of its dataset's shape, quantized
-    as the study quantizes (``evaluators.quantization``)."""
-    from evaluators import zoo
-    from evaluators.preprocess import default_preprocessing
+    as the study quantizes (``evaluators.networks.quantization``)."""
+    from evaluators.data.preprocess import default_preprocessing
+    from evaluators.networks import zoo
 
     dataset, shape = NETWORKS[arch]
     rng = np.random.default_rng(0)
@@ -183,7 +183,7 @@ def run(args, int8_onnx: Path, qdq_onnx: Path, inputs: np.ndarray, labels: np.nd
 def exact_parity(ev: ApproxNetworkEvaluator, int8_onnx: Path, inputs: np.ndarray) -> bool:
     """Whether the exact table gives onnxruntime's outputs of the QOperator model bit for bit
     (onnxruntime in its precision mode: exact on every CPU for constant weights)."""
-    from evaluators.ort_exactness import session as ort_session
+    from evaluators.networks.ort_exactness import session as ort_session
 
     session = ort_session(int8_onnx)
     expected = session.run(None, {session.get_inputs()[0].name: inputs})[0]
@@ -193,8 +193,8 @@ def exact_parity(ev: ApproxNetworkEvaluator, int8_onnx: Path, inputs: np.ndarray
 def layers(network: str, int8_onnx: Path, inputs: np.ndarray, folder: Path) -> None:
     """Each QLinearConv of the network alone, on its input codes, against onnxruntime."""
     from accel import cpu
-    from evaluators import approx_runner
-    from evaluators.qgraph import QGraph
+    from evaluators.runtime import approx_runner
+    from evaluators.runtime.qgraph import QGraph
 
     graph = QGraph.from_onnx(int8_onnx)
     convs = [n for n in graph.nodes if n.op == "QLinearConv"]

@@ -31,13 +31,13 @@ from bench_inference import onnxruntime_seconds, study_network, zoo_network
 from common import REPO, cpu_name
 
 from circuits import appaxo
-from dse.layerwise import make_space
+from dse.kinds.layerwise import make_space
 from dse.strategies import Evaluation, make_strategy
 from dse.study_file import load_study_file
-from evaluators.approx_network import ApproxNetworkEvaluator
-from evaluators.layer_tables import LayerTables
-from evaluators.network import int8_layer_macs
-from evaluators.quantization import quantize_int8
+from evaluators.networks.prepared import int8_layer_macs
+from evaluators.networks.quantization import quantize_int8
+from evaluators.runtime.approx_network import ApproxNetworkEvaluator
+from evaluators.runtime.layer_tables import LayerTables
 
 
 def library_configs(count: int) -> list[int]:
@@ -90,7 +90,7 @@ def main() -> None:
         ort = onnxruntime_seconds(qdq, inputs)
         macs = int8_layer_macs(int8_onnx, inputs[:1])
         configs = library_configs(args.members)
-        names = tuple(appaxo.design_name(c) for c in configs)
+        names = tuple(appaxo.config_name(c) for c in configs)
         space = make_space(load_study_file(REPO / "studies" / "lenet_layerwise.yaml").space,
                            list(macs), names)
         cached = ApproxNetworkEvaluator(int8_onnx, inputs, labels, prefix_cache_bytes=args.budget_mb << 20)

@@ -20,12 +20,12 @@ from bench_inference import onnxruntime_seconds, study_network
 from common import cpu_name, use_shared_data
 
 from circuits import appaxo
-from evaluators import zoo
-from evaluators.datasets import load_split
-from evaluators.preprocess import Preprocessing
-from evaluators.quantization import quantize_int8
-from evaluators.retraining import RetrainSettings, retrain
-from evaluators.training import train_classifier
+from evaluators.data import load_split
+from evaluators.data.preprocess import Preprocessing
+from evaluators.networks import zoo
+from evaluators.networks.quantization import quantize_int8
+from evaluators.networks.training import train_classifier
+from evaluators.recovery.retraining import RetrainSettings, retrain
 
 CONFIG = 0b010000011101001111100111111011111111  # an AppAxO design that loses accuracy
 

@@ -26,7 +26,7 @@ from circuits.characterize import FlowSettings
 from circuits.generation import DesignPoint, ExactCircuit
 from circuits.xpat import XpatGenerator, XpatParams
 from dse.pareto import non_dominated
-from dse.report import plot_chain
+from dse.reports.chain import plot_chain
 
 
 def main() -> None:

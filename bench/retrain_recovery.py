@@ -29,10 +29,12 @@ import pandas as pd
 from common import cpu_name, use_shared_data
 
 from circuits.product_table import ProductTable
-from dse.designs import design_tables, measured, study_data
+from dse.assembly import study_data
+from dse.designs import design_tables, measured
+from dse.reports.figures import pyplot
 from dse.study import load_study
-from evaluators.approx_network import ApproxNetworkEvaluator
-from evaluators.retraining import RetrainSettings, retrain
+from evaluators.recovery.retraining import RetrainSettings, retrain
+from evaluators.runtime.approx_network import ApproxNetworkEvaluator
 
 
 def candidates(source: str, network: ApproxNetworkEvaluator, exact: float, count: int,
@@ -127,8 +129,6 @@ def _run_label(column: str) -> str:
 
 def plot(frame: pd.DataFrame, path: str) -> None:
     """Accuracy before and after each run, per case, against the exact multiplier's."""
-    from dse.report import pyplot
-
     plt = pyplot()
     runs = [c for c in frame.columns if c.endswith(" ep")]
     networks = list(dict.fromkeys(frame["network"]))

@@ -2,7 +2,7 @@
 
 A stream is the sequence of (activation, weight) pairs a multiplier sees, one per clock cycle:
 uniform random operands, or pairs drawn from what a network really multiplies (see
-``evaluators.workload``). Simulation is zero-delay, so glitches are not counted.
+``evaluators.runtime.workload``). Simulation is zero-delay, so glitches are not counted.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from circuits.characterize import FlowSettings, characterize, stored_table
 from circuits.liberty import load_liberty
 from circuits.multiplier import Multiplier
 from circuits.product_table import ProductTable
+from circuits.synthesis import synthesize_asic
 from circuits.tools import tool_version
 
 SIGN_FLIP = 0x8000
@@ -65,8 +66,6 @@ class ExactCircuit:
     def from_multiplier(cls, mult: Multiplier, signed: bool) -> ExactCircuit:
         """Any 8x8 multiplier design (ports as ``circuits.multiplier`` reads them) as the
         starting circuit."""
-        from circuits.synthesis import synthesize_asic
-
         ports = synthesize_asic(mult, None, 120.0).ports
         top = mult.top or re.search(r"^\s*module\s+(\w+)", mult.verilog, flags=re.M)[1]
         return cls._wrap(mult.name, mult.verilog, top,

@@ -24,13 +24,11 @@ from tqdm import tqdm
 
 from circuits import appaxo
 from circuits.activity import OperandStream
-from circuits.baselines import parse as parse_baseline
-from circuits.baselines import truncated
 from circuits.cache import ResultCache
 from circuits.catalogue import characterize_full, unusable_name
 from circuits.characterize import AMBIGUOUS, Characterization, FlowSettings, characterize
 from circuits.error_metrics import error_metrics
-from circuits.multiplier import Multiplier, MultiplierError
+from circuits.multiplier import Multiplier, MultiplierError, parse_baseline, truncated
 from circuits.product_table import SHAPE, ProductTable
 from circuits.tools import ToolError
 

@@ -11,11 +11,13 @@ Writes into ``runs/NAME/analysis/<design>/``:
   multiplier's error map |T[a, w] - a*w| and their product (where the error meets the workload).
 - ``analysis.json``: accuracies on those images, and per layer the MACs counted, the
   workload-weighted mean absolute error and the share of the error mass in the top 1% of cells.
+
+This module measures; the figures and the page are drawn by ``dse.reports.analysis`` and
+``dse.reports.tsne_page``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import time
@@ -27,19 +29,28 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from dse.designs import design_name, design_tables, find_design, study_data
-from dse.report import pyplot
+from dse.assembly import study_data
+from dse.designs import design_name, design_tables, find_design
+from dse.reports.analysis import only_approximate, plot_operands, plot_tsne
+from dse.reports.tsne_page import write_tsne_page
 from dse.study import Study, load_study
 from dse.study_file import StudyFileError
+from evaluators.recovery.analysis import (
+    classifier,
+    error_map,
+    penultimate_features,
+    workload_error,
+)
+from evaluators.runtime.layer_tables import layer_table
+from evaluators.runtime.qgraph import QGraph
+from evaluators.runtime.workload import operand_histograms
 
 if TYPE_CHECKING:
     from circuits.product_table import ProductTable
-    from evaluators.analysis import WorkloadError
+    from evaluators.recovery.analysis import WorkloadError
 
 ANALYSIS = "analysis"  # the folder under a study folder
 TOP = 0.01  # the share of (activation, weight) cells whose error mass analysis.json reports
-NETWORK_NAMES = {"float": "float", "int8": "int8 (exact multiplier)",
-                 "approximate": "int8, approximate multiplier"}
 
 
 class AnalysisError(StudyFileError):
@@ -56,7 +67,7 @@ class Analysis:
     classes: int
     images: np.ndarray  # the raw test images, for thumbnails
     classifier: str  # the last table layer, whose input the features are
-    views: dict  # network -> evaluators.analysis.Features
+    views: dict  # network -> evaluators.recovery.analysis.Features
     embeddings: dict[str, np.ndarray]  # network -> (images, 2)
     layers: dict[str, LayerView]
 
@@ -99,10 +110,6 @@ def measure(study: Study, row: pd.Series, images: int, perplexity: float, seed: 
             bar: tqdm) -> Analysis:
     """Features, predictions and t-SNE embeddings of each network, and each layer's operand
     histogram in the approximate network, on the first ``images`` test images."""
-    from evaluators.analysis import classifier, penultimate_features
-    from evaluators.qgraph import QGraph
-    from evaluators.workload import operand_histograms
-
     data = study_data(study, log=bar.write if not bar.disable else _quiet)
     count = image_count(images, perplexity, len(data.test_labels))
     tables = design_tables(study, row)
@@ -121,8 +128,6 @@ def measure(study: Study, row: pd.Series, images: int, perplexity: float, seed: 
 
 def write_figures(analysis: Analysis, title: str, out: Path) -> dict[str, Path]:
     """tsne.png, tsne.html, a heat-map figure per layer and the summary of all layers."""
-    from dse.analysis_page import write_tsne_page
-
     a = analysis
     paths = {"tsne": out / "tsne.png", "page": out / "tsne.html",
              "summary": out / "operands_summary.png"}
@@ -195,70 +200,10 @@ def tsne(features: np.ndarray, perplexity: float, seed: int) -> np.ndarray:
                 random_state=seed).fit_transform(features.astype(np.float32))
 
 
-def only_approximate(views: dict, labels: np.ndarray) -> np.ndarray:
-    """Images the approximate network misclassifies and every other network gets right."""
-    wrong = views["approximate"].predictions != labels
-    for net, view in views.items():
-        if net != "approximate":
-            wrong &= view.predictions == labels
-    return wrong
-
-
-def class_colours(classes: int) -> list[str]:
-    """One colour per class (#rrggbb): tab10 / tab20, evenly spaced hues beyond 20 classes."""
-    import matplotlib.colors as mcolors
-    from matplotlib import colormaps
-
-    if classes <= 10:
-        colours = colormaps["tab10"].colors[:classes]
-    elif classes <= 20:
-        colours = colormaps["tab20"].colors[:classes]
-    else:
-        colours = colormaps["hsv"](np.linspace(0, 1, classes, endpoint=False))
-    return [mcolors.to_hex(c) for c in colours]
-
-
-def plot_tsne(embeddings: dict[str, np.ndarray], views: dict, labels: np.ndarray, classes: int,
-              title: str, path: Path) -> None:
-    """A panel per network: points coloured by true class, misclassified ones crossed in
-    black, those only the approximate network misclassifies ringed in black (a red ring would
-    vanish among tab10's red class)."""
-    from matplotlib.lines import Line2D
-
-    plt = pyplot()
-    colours = np.array(class_colours(classes))
-    ringed = only_approximate(views, labels)
-    fig, axes = plt.subplots(1, len(views), figsize=(5 * len(views), 5.9), squeeze=False)
-    for ax, (net, view) in zip(axes[0], views.items()):
-        xy = embeddings[net]
-        wrong = view.predictions != labels
-        ax.scatter(xy[:, 0], xy[:, 1], c=colours[labels], s=7, linewidths=0)
-        ax.scatter(xy[wrong, 0], xy[wrong, 1], marker="x", c="black", s=12, linewidths=0.6)
-        ax.scatter(xy[ringed, 0], xy[ringed, 1], facecolors="none", edgecolors="black", s=30,
-                   linewidths=0.7)
-        ax.set_title(f"{NETWORK_NAMES[net]}: accuracy {100 * view.accuracy(labels):.1f}% "
-                     f"({int(wrong.sum())} wrong)", fontsize=9)
-        ax.set_xlabel("t-SNE 1 (no unit)", fontsize=8)
-        ax.set_ylabel("t-SNE 2 (no unit)", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    handles = [Line2D([], [], marker="o", ls="", color=colours[c], label=f"class {c}")
-               for c in range(classes)] if classes <= 20 else []
-    handles += [Line2D([], [], marker="x", ls="", color="black", label="misclassified"),
-                Line2D([], [], marker="o", ls="", mfc="none", mec="black",
-                       label=f"misclassified only by the approximate network ({int(ringed.sum())})")]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8,
-               frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.09 if classes <= 20 else 0.05, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 @dataclass(frozen=True)
 class LayerView:
     """One layer's operand histogram H, its multiplier's error map E = |T - a*w| and what they
-    give together (``evaluators.analysis.WorkloadError``)."""
+    give together (``evaluators.recovery.analysis.WorkloadError``)."""
 
     histogram: np.ndarray
     error: np.ndarray
@@ -268,8 +213,6 @@ class LayerView:
 
     @classmethod
     def of(cls, histogram: np.ndarray, table: ProductTable, multiplier: str) -> LayerView:
-        from evaluators.analysis import error_map, workload_error
-
         error = error_map(table)
         return cls(histogram, error, table.signed, multiplier,
                    workload_error(histogram, error, TOP))
@@ -282,87 +225,8 @@ class LayerView:
 
 def layer_views(histograms: dict[str, np.ndarray], tables, row: pd.Series) -> dict[str, LayerView]:
     """Each layer's view under the table it multiplies with (a layer-wise design: its own)."""
-    from evaluators.layer_tables import layer_table
-
     assignment = row.get("assignment")
     return {layer: LayerView.of(h, layer_table(tables, layer),
                              assignment.get(layer, "") if isinstance(assignment, dict)
                              else design_name(row))
             for layer, h in histograms.items()}
-
-
-HEAT_MAPS = (  # panel title, colour-bar label
-    ("operand pairs multiplied", "multiplications [count]"),
-    ("multiplier error |T[a,w] - a*w|", "absolute error [LSB of the product]"),
-    ("error x count", "error mass [LSB x multiplications]"),
-)
-
-
-def plot_operands(layers: dict[str, LayerView], title: str, path: Path) -> None:
-    """A row of three log-scaled heat maps per layer (histogram, error map, their product);
-    white cells hold zero."""
-    from matplotlib.colors import LogNorm
-
-    plt = pyplot()
-    cmap = plt.get_cmap("magma").with_extremes(bad="white")
-    rows = len(layers)
-    height = 4.3 * rows + 0.5
-    fig, axes = plt.subplots(rows, 3, figsize=(15, height), squeeze=False)
-    for ax_row, (layer, view) in zip(axes, layers.items()):
-        offset = 128 if view.signed else 0
-        extent = (-offset - 0.5, 255.5 - offset, -offset - 0.5, 255.5 - offset)
-        maps = (view.histogram, view.error, view.histogram * view.error)
-        for ax, values, (name, unit) in zip(ax_row, maps, HEAT_MAPS):
-            positive = values > 0
-            if positive.any():
-                image = ax.imshow(np.ma.masked_where(~positive, values), origin="lower",
-                                  extent=extent, cmap=cmap, interpolation="nearest",
-                                  norm=LogNorm(vmin=values[positive].min(), vmax=values.max()))
-                fig.colorbar(image, ax=ax, label=unit, fraction=0.046, pad=0.03)
-            else:
-                ax.imshow(np.zeros_like(values), origin="lower", extent=extent, cmap="Greys",
-                          vmin=0, vmax=1)
-                ax.text(0.5, 0.5, "zero everywhere", transform=ax.transAxes, ha="center")
-            ax.set_title(f"{layer}: {name}" + (f" ({view.multiplier})" if values is view.error
-                                                else ""), fontsize=9)
-            ax.set_xlabel("weight code w")
-            ax.set_ylabel("activation code a")
-        s = view.stats
-        share = "no error" if s.top_share is None else \
-            f"top 1% of cells hold {100 * s.top_share:.0f}% of the error mass"
-        ax_row[2].set_title(f"{layer}: error x count\nmean |error| {s.mean_abs_error:.3g} LSB "
-                            f"over {s.macs:,} multiplications\n{share}", fontsize=8)
-    fig.suptitle(f"{title} (log colour scales; white: zero)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / height))  # room for the title
-    fig.savefig(path, dpi=100 if rows == 1 else 70)
-    plt.close(fig)
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """The ``analyze`` command's arguments."""
-    parser = sub.add_parser("analyze", help="t-SNE views of the classifier's features and "
-                            "per-layer operand heat maps of one design of a study")
-    parser.add_argument("folder", help="a study folder")
-    parser.add_argument("--design", required=True,
-                        help="trial number, design name or configuration integer")
-    parser.add_argument("--output", help="folder for the figures (default: "
-                                         "FOLDER/analysis/DESIGN)")
-    parser.add_argument("--images", type=int, default=2000,
-                        help="embed and count the first N test images (default 2000)")
-    parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity")
-    parser.add_argument("--seed", type=int, default=0, help="t-SNE seed")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=cmd_analyze)
-
-
-def cmd_analyze(args: argparse.Namespace) -> int:
-    paths = analyze(args.folder, args.design, args.output, args.images, args.perplexity,
-                    args.seed, progress=not args.quiet)
-    summary = json.loads(paths["json"].read_text())
-    accuracies = ", ".join(f"{net} {100 * v['accuracy']:.2f}%"
-                           for net, v in summary["networks"].items())
-    print(f"{summary['design']} on the first {summary['images']} test images: {accuracies}; "
-          f"{summary['misclassified_only_by_approximate']} misclassified only by the "
-          f"approximate network ({summary['seconds']:.0f} s)")
-    print(f"wrote {len(paths)} files to {paths['json'].parent}")
-    return 0

@@ -62,14 +62,15 @@ def emgaxo_table(study: Study) -> pd.DataFrame:
     Disabled_LUTs (removed LUTs out of 36), then every metric the study has. Retrained trials
     are left out: a row there is a configuration with the study's weights (the csv and
     parquet formats hold them, with their role)."""
-    if study.settings.space.type != "appaxo36":
+    column = study.settings.kind.appaxo_column
+    if column is None:
         raise StudyFileError(f"{study.folder}: the emgaxo format lists AppAxO configurations; "
-                             f"this is an {study.settings.space.type} study (use csv or parquet)")
+                             f"this is an {study.settings.kind.name} study (use csv or parquet)")
     done = study.trials
     done = done[(done["state"] == "COMPLETE") & (done["role"] != RETRAINED)]
     table = pd.DataFrame({
         "Config": done["config_bits"],
-        "Config_int": done.get("appaxo_config", done["config"]).astype("int64"),
+        "Config_int": done[column].astype("int64"),
         "Disabled_LUTs": N_BITS - done["config_bits"].str.count("1"),
     })
     for metric in EMGAXO_METRICS:

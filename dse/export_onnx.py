@@ -1,5 +1,5 @@
 """``python -m dse export runs/NAME --format onnx``: a study's designs as approximate ONNX models
-(``evaluators.approx_onnx``), one file per design, that run in dse's runner and in onnxruntime.
+(``evaluators.onnx.approximate``), one file per design, that run in dse's runner and in onnxruntime.
 
 Each file is the network the study's evaluator scored (``network/int8.onnx``; for a retrained
 design, its ``retrained/.../int8.onnx``) with every table-multiplying node carrying the design's
@@ -15,21 +15,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import onnx
 import pandas as pd
 from tqdm import tqdm
 
-from dse.designs import DesignError, design_name, design_tables, find_design
+from dse.designs import DesignError, design_name, find_design
 from dse.export import write_csv
 from dse.study import RETRAINED, Study
-
-if TYPE_CHECKING:
-    import onnx
-
-    from circuits.library import MultiplierLibrary
-    from circuits.product_table import ProductTable
-    from evaluators.approx_onnx import Carried
+from evaluators.networks.model_import import load_model
+from evaluators.onnx.approximate import ApproxExportError, approximate_model
+from evaluators.runtime.approx_runner import table_layers
+from evaluators.runtime.qgraph import QGraph
 
 FOLDER = Path("export") / "onnx"  # in the study folder
 INDEX = "index.csv"
@@ -46,12 +43,11 @@ def export_onnx(study: Study, folder: Path | None = None, designs: Sequence[str]
     into ``folder`` (default ``export/onnx/`` in the study folder); returns the index."""
     folder = folder or study.folder / FOLDER
     rows = export_rows(study, designs)
-    library = _library(study)
     index = []
     with tqdm(total=len(rows), unit="design", desc=f"export {study.name}",
               disable=not progress or len(rows) < 2, dynamic_ncols=True) as bar:
         for _, row in rows.iterrows():
-            index.append(_write_design(study, row, folder, library))
+            index.append(_write_design(study, row, folder))
             log(f"wrote {folder / index[-1]['file']}")
             bar.update()
     table = pd.DataFrame(index)
@@ -60,17 +56,12 @@ def export_onnx(study: Study, folder: Path | None = None, designs: Sequence[str]
     return table
 
 
-def _write_design(study: Study, row: pd.Series, folder: Path,
-                  library: MultiplierLibrary | None) -> dict:
+def _write_design(study: Study, row: pd.Series, folder: Path) -> dict:
     """Write one design's file (a row of ``export_rows``); its row of the index."""
-    import onnx
-
-    from evaluators.approx_onnx import ApproxExportError, approximate_model
-
     source = NETWORK if row["role"] != RETRAINED else Path(row["model"])
     path = study.folder / source
     model = _network(study, source, row)
-    nodes = node_multipliers(study, row, _layers(model, path), library)
+    nodes = study.settings.kind.node_multipliers(study, row, _layers(model, path))
     try:
         approx = approximate_model(model, {node: m for node, (m, _) in nodes.items()})
     except ApproxExportError as err:
@@ -106,44 +97,8 @@ def export_rows(study: Study, designs: Sequence[str] | None = None) -> pd.DataFr
     return pd.DataFrame(rows).drop_duplicates("file").reset_index(drop=True)
 
 
-def node_multipliers(study: Study, row: pd.Series, layers: Sequence[str],
-                     library: MultiplierLibrary | None = None) -> dict[str, tuple[Carried, str]]:
-    """Node -> (the multiplier it carries: an AppAxO configuration or a product table, its
-    description) for a design of the study; ``library``: a layer-wise study's members."""
-    kind = study.settings.space.type
-    if kind == "appaxo36":
-        config = int(row["config"])
-        return {layer: (config, f"appaxo:{config}") for layer in layers}
-    if kind == "layerwise":
-        from evaluators.layerwise import EXACT
-
-        members = {layer: library[row["assignment"].get(layer, EXACT)] for layer in layers}
-        return {layer: (m.appaxo_config, f"appaxo:{m.appaxo_config}")
-                if m.appaxo_config is not None else (m.table, _table_text(m.name, m.table))
-                for layer, m in members.items()}
-    table = design_tables(study, row)
-    return {layer: (table, _table_text(row["design"], table)) for layer in layers}
-
-
-def _table_text(name: str, table: ProductTable) -> str:
-    """A product table as ``index.csv`` names it: whose it is and its hash (the file's table
-    initializer is ``dse_product_table_<the same 16 digits>``)."""
-    return f"{name} (table {table.sha256[:16]})"
-
-
-def _library(study: Study) -> MultiplierLibrary | None:
-    """A layer-wise study's multiplier library (None for other studies)."""
-    if study.settings.space.type != "layerwise":
-        return None
-    from circuits.library import MultiplierLibrary
-
-    return MultiplierLibrary.load(study.folder / "library")
-
-
 def _network(study: Study, source: Path, row: pd.Series) -> onnx.ModelProto:
     """The study's int8 model (or the design's retrained one), one line when it is missing."""
-    from evaluators.model_import import load_model
-
     path = study.folder / source
     if not path.is_file():
         again = f"`python -m dse resume {study.folder}` writes it again" if source == NETWORK \
@@ -155,10 +110,6 @@ def _network(study: Study, source: Path, row: pd.Series) -> onnx.ModelProto:
 def _layers(model: onnx.ModelProto, path: Path) -> list[str]:
     """The nodes that multiply through a product table, named as ``approximate_model`` names
     them (a QDQ network's are its float Conv/Gemm/MatMul nodes, which it refuses by name)."""
-    from evaluators.approx_onnx import ApproxExportError
-    from evaluators.approx_runner import table_layers
-    from evaluators.qgraph import QGraph
-
     layers = table_layers(QGraph.from_onnx(model))
     if not layers:
         raise ApproxExportError(f"{path}: the network has no node that multiplies through a "

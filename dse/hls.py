@@ -1,7 +1,7 @@
 """FPGA firmware of a study's design: ``python -m dse hls runs/NAME --design D -o PROJECT/``.
 
 Writes the study's int8 network with the design's approximate multiplier(s) (one per layer for a
-layer-wise design) as an hls4ml project (``evaluators.hls_export``: Vitis or Vivado backend,
+layer-wise design) as an hls4ml project (``evaluators.firmware.hls_export``: Vitis or Vivado backend,
 io_parallel, ``ap_int`` codes, the product tables behind each layer's product hook, onnxruntime's
 requantization). ``--compile`` builds its C simulation with g++; ``--check`` also runs the
 study's test images through it and through the study's evaluator and compares them: the same
@@ -21,24 +21,29 @@ or a folder inside one, is never an output (``dse.outputs.check_folder``).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
-from dse.designs import design_name, design_tables, find_design, study_data
+from dse.assembly import study_data
+from dse.designs import design_name, design_tables, find_design
 from dse.outputs import check_folder, replacing
 from dse.study import load_study
 from dse.study_file import StudyFileError
+from evaluators.firmware.hls_export import (
+    backend_name,
+    check_parity,
+    hls_network,
+    write_project,
+    write_testbench,
+)
+from evaluators.runtime.qgraph import QGraph
 
 MANIFEST = "dse_hls.json"
 TESTBENCH_IMAGES = 100  # images in the project's tb_data/
@@ -66,7 +71,7 @@ class HlsExport:
     backend: str
     layers: list[dict]  # per table layer: layer, hls_layer, multiplier, table_sha256
     compile_seconds: float | None
-    parity: dict | None  # evaluators.hls_export.Parity as a dict, plus "identical"
+    parity: dict | None  # evaluators.firmware.hls_export.Parity as a dict, plus "identical"
     files: list[str]  # every file the export wrote in the folder (POSIX paths relative to it)
 
     def summary(self) -> dict:
@@ -79,9 +84,6 @@ def export_hls(study_dir: str | Path, design: str, out: str | Path, *, backend: 
     """Write the hls4ml project of a study's design into ``out``; ``compile``: build its C
     simulation with g++; ``check_images``: 0 for no check, N to compare the C simulation with
     the study's evaluator on the first N test images, None on all of them (compiles)."""
-    from evaluators.hls_export import backend_name, hls_network, write_project
-    from evaluators.qgraph import QGraph
-
     backend = backend_name(backend)
     out = _output_folder(out)
     study = load_study(study_dir)
@@ -150,8 +152,6 @@ def _earlier_files(root: Path, out: Path) -> set[str]:
 def _project_paths(network, tables, backend: str, checks: bool) -> tuple[set[str], set[str]]:
     """The files and folders the export will write: hls4ml's writer run into a temporary
     folder tells them, and a check adds the testbench data."""
-    from evaluators.hls_export import write_project
-
     with tempfile.TemporaryDirectory(prefix="dse-hls-") as temporary:
         write_project(network, tables, temporary, backend)
         files, folders = _tree(Path(temporary))
@@ -276,8 +276,6 @@ def _image_count(check_images: int | None, available: int) -> int:
 def _check(project, data, tables, count: int, progress: bool) -> dict:
     """The C simulation against the study's evaluator on the first ``count`` test images;
     writes the testbench data of the first of them."""
-    from evaluators.hls_export import check_parity, write_testbench
-
     inputs, labels = data.test_inputs[:count], data.test_labels[:count]
     parity, expected = check_parity(project, data.int8_onnx, tables, inputs, labels,
                                     data.classes, progress=progress)
@@ -291,57 +289,3 @@ def _multiplier(row: pd.Series, layer: str) -> str:
     if isinstance(assignment, dict) and layer in assignment:
         return str(assignment[layer])
     return design_name(row)
-
-
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """The ``hls`` subcommand on the CLI's subparsers."""
-    parser = sub.add_parser(
-        "hls", help="write a study's network with a design's multiplier(s) as an hls4ml "
-        "project (FPGA firmware); compile and check its C simulation against the evaluator")
-    parser.add_argument("folder", help="a study folder (runs/NAME)")
-    parser.add_argument("--design", required=True,
-                        help="trial number, design name or configuration integer")
-    parser.add_argument("-o", "--output", required=True, help="project folder to write")
-    parser.add_argument("--backend", default="Vitis", help="hls4ml backend: Vitis or Vivado "
-                                                           "(default Vitis)")
-    parser.add_argument("--compile", action="store_true",
-                        help="compile the C simulation with g++")
-    parser.add_argument("--check", nargs="?", type=int, const=None, default=0, metavar="N",
-                        help="compile, then compare the C simulation with the study's evaluator "
-                             "on every test image (or the first N)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=cmd_hls)
-    return parser
-
-
-def cmd_hls(args: argparse.Namespace) -> int:
-    """Export, print what was written and the check; exit code 1 when the check differs."""
-    log = partial(print, file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    result = export_hls(args.folder, args.design, args.output, backend=args.backend,
-                        compile=args.compile, check_images=args.check, log=log,
-                        progress=not args.quiet)
-    if args.json:
-        print(json.dumps(result.summary(), indent=2))
-    else:
-        _print(result, time.perf_counter() - start)
-    return 0 if result.parity is None or result.parity["identical"] else 1
-
-
-def _print(result: HlsExport, seconds: float) -> None:
-    print(f"{result.study}: design {result.design} (trial {result.trial}) as an hls4ml "
-          f"{result.backend} project in {result.folder}")
-    for layer in result.layers:
-        print(f"  {layer['layer']} -> {layer['hls_layer']}: {layer['multiplier']}")
-    if result.compile_seconds is not None:
-        print(f"C simulation compiled with g++ in {result.compile_seconds:.1f} s")
-    if (parity := result.parity) is not None:
-        verdict = "identical" if parity["identical"] else "DIFFERENT"
-        print(f"C simulation vs the study's evaluator on {parity['images']} test images: "
-              f"{verdict} ({parity['same_predictions']} same predictions, "
-              f"{parity['same_outputs']} same outputs bit for bit); accuracy "
-              f"{parity['accuracy']:.4f} (evaluator {parity['evaluator_accuracy']:.4f}); "
-              f"{parity['csim_seconds']:.1f} s of C simulation")
-    print(f"next, synthesis where installed: cd {result.folder} && {SYNTHESIS[result.backend]}")
-    print(f"done in {seconds:.0f} s")

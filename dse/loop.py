@@ -11,19 +11,21 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import yaml
 from tqdm import tqdm
 
+from dse import executors
 from dse.executors import Executor, Outcome, SerialExecutor, make_executor
 from dse.indicators import hypervolume
 from dse.journal import scan
 from dse.lock import holder as lock_holder
 from dse.pareto import non_dominated, to_minimization
-from dse.space import AppAxOSubspace, ChoiceSpace, Space
+from dse.reports import write_reports
+from dse.retrain import retrain_study
 from dse.storage import JOURNAL, StorageError, check_storage, constraint_dict, stored_config
 from dse.strategies import Evaluation, Proposal, make_strategy
 from dse.study import (
@@ -35,10 +37,11 @@ from dse.study import (
     RETRAINED,
     SEARCH,
     Study,
+    judge,
     read_frozen,
 )
-from dse.study_file import Constraint, StudyFileError, StudySettings, settings_diff
-from evaluators.screening import FrontContext
+from dse.study_file import StudyFileError, StudySettings, settings_diff
+from evaluators.scoring.screening import FrontContext
 
 Log = Callable[[str], None]
 
@@ -67,8 +70,6 @@ def check_folder(settings: StudySettings, folder: Path) -> bool:
 def preflight(settings: StudySettings, folder: Path) -> None:
     """Everything a run needs from outside, checked in seconds before anything is loaded,
     trained or written: the folder, the trial store, the lock, the executor's resources."""
-    from dse.executors import preflight as executor_preflight
-
     existing = check_folder(settings, folder)
     target = folder if existing else next(p for p in [folder, *folder.parents] if p.exists())
     if not os.access(target, os.W_OK):
@@ -81,7 +82,7 @@ def preflight(settings: StudySettings, folder: Path) -> None:
     if who:
         raise StorageError(f"{folder}: another driver is running this study ({who}); wait for it "
                            "to finish or stop it, then resume")
-    executor_preflight(settings.executor, folder)
+    executors.preflight(settings.executor, folder)
 
 
 def freeze(settings: StudySettings, folder: Path) -> None:
@@ -99,99 +100,12 @@ def freeze(settings: StudySettings, folder: Path) -> None:
     tmp.rename(folder / FROZEN)
 
 
-def make_space(settings: StudySettings, evaluator=None) -> Space:
-    """The search space a study file's ``space`` section describes (a layer-wise or firmware
-    space is built with its evaluator, which knows the network's layers and the library)."""
-    space = settings.space
-    if space.type == "layerwise" or getattr(space, "firmware", None) is not None:
-        return evaluator.space
-    if space.type == "xpat":
-        return ChoiceSpace(space.choices())
-    return AppAxOSubspace(space.free, space.fixed)
-
-
-def model_preprocessing(settings: StudySettings):
-    """The study file's ``model.preprocessing`` as an ``evaluators.preprocess.Preprocessing``,
-    or None for the dataset's default."""
-    from evaluators.preprocess import Preprocessing
-
-    p = settings.model.preprocessing
-    return None if p is None else Preprocessing(scale=p.scale, mean=tuple(p.mean),
-                                                std=tuple(p.std), layout=p.layout)
-
-
-def flow_settings(settings: StudySettings):
-    """The study file's ``hardware`` section as the ASIC flow's ``FlowSettings``."""
-    from circuits.characterize import FlowSettings
-
-    h = settings.hardware
-    return FlowSettings(liberty=h.liberty, clock_period_ns=h.clock_period_ns, vectors=h.vectors,
-                        seed=settings.seed, timeout_s=h.timeout_s)
-
-
 def build_evaluator(settings: StudySettings, log: Log, progress: bool | None = None,
                     folder: Path | None = None):
-    """The candidate evaluator described by the study settings: AppAxO configurations,
-    generator runs for an ``xpat`` space, or layer-wise assignments (their library and
-    sensitivity are read back from the study ``folder`` when it holds them). ``progress``: the
-    training bar (None: on a terminal)."""
-    from evaluators.candidate import AppAxOEvaluator, build_evaluator
-    from evaluators.network import TrainingSettings
-    from evaluators.screening import Screening
-
-    m, d = settings.model, settings.dataset
-    training = TrainingSettings(
-        arch=m.architecture, epochs=m.epochs, batch_size=m.batch_size,
-        learning_rate=m.learning_rate, augment=m.augment, seed=settings.seed,
-        calibration_size=settings.quantization.calibration_size,
-        checkpoint=m.checkpoint, onnx=m.onnx, scheme=settings.quantization.scheme,
-        quant_format=settings.quantization.format,
-        reduce_range=settings.quantization.reduce_range,
-    )
-    preprocessing = model_preprocessing(settings)
-    asic = None
-    xpat = settings.space.type == "xpat"
-    layerwise = settings.space.type == "layerwise"
-    # generators synthesize, and a layer-wise study costs its members: both always run the flow
-    if settings.needs_asic or xpat or layerwise:
-        asic = (flow_settings(settings), settings.hardware.power)
-    common = dict(dataset=d.source, dataset_path=d.location, download=d.download,
-                  train_size=d.train_size, test_size=d.test_size, training=training,
-                  preprocessing=preprocessing, reuse_network=m.reuse_checkpoint,
-                  kernel=settings.evaluation.kernel, device=settings.evaluation.device,
-                  asic=asic, seed=settings.seed, log=log, progress=progress)
-    if layerwise:
-        from dse.layerwise import build_evaluator as build_layerwise
-
-        return build_layerwise(settings, common, folder, log, progress)
-    if getattr(settings.space, "firmware", None) is not None:
-        from dse.firmware import build_evaluator as build_firmware
-
-        return build_firmware(settings, common, log, progress)
-    if xpat:
-        from evaluators.generated import XpatEvaluator, XpatTrials
-
-        fixed = settings.space.model_dump(include={"steps", "attempts", "solver_timeout_s",
-                                                   "time_limit_s"})
-        trials = XpatTrials(make_space(settings), fixed, settings.space.signed,
-                            fpga=settings.needs_fpga_synthesis)
-        return build_evaluator(XpatEvaluator, **common, trials=trials,
-                               signed=settings.space.signed)
-    screen = settings.evaluation.screening
-    return build_evaluator(
-        AppAxOEvaluator, **common,
-        screening=Screening(screen.images, screen.confidence, settings.seed) if screen else None,
-    )
-
-
-def judge(row: dict, exact_accuracy: float, constraints: Sequence[Constraint]) -> tuple[float, ...]:
-    """Complete a measured row with its accuracy drop against the exact multiplier, its
-    constraint values and feasibility; returns the constraint values."""
-    row["accuracy_drop"] = exact_accuracy - row["accuracy"]
-    violations = tuple(c.violation(float(row[c.metric])) for c in constraints)
-    row["constraint_values"] = list(violations)
-    row["feasible"] = all(v <= 0 for v in violations)
-    return violations
+    """The evaluator of the study's kind behind its space (what an earlier run left in the
+    study ``folder``, such as a layer-wise library, is read back). ``progress``: the training
+    bar (None: on a terminal)."""
+    return settings.kind.build_evaluator(settings, log, progress, folder)
 
 
 class HypervolumeTracker:
@@ -230,7 +144,7 @@ class StudyRunner:
         self.log = log
         self.progress = progress
         self.constraints = self.settings.parsed_constraints
-        self.space = make_space(self.settings, evaluator)
+        self.space = self.settings.kind.space(self.settings, evaluator)
         self.strategy = make_strategy(self.settings.strategy.model_dump(), self.space,
                                       study.directions, len(self.constraints), self.settings.seed,
                                       initial=getattr(evaluator, "initial", ()))
@@ -403,9 +317,6 @@ def run_study(
     """Start or continue the study a study file describes, as its only driver; retrain the
     final front when the study file's ``retrain`` section asks (designs retrained before are
     skipped); write its reports at the end."""
-    from dse.report import write_reports
-    from dse.retrain import retrain_study
-
     folder = Path(folder) if folder is not None else settings.output_dir
     preflight(settings, folder)
     # bad data fails here, before anything is written

@@ -1,7 +1,7 @@
 """Approximation-aware retraining of a study's designs, stored in the study beside them.
 
 ``python -m dse retrain runs/NAME --design D`` (or ``--front``) fine-tunes the study's int8
-network through each design's product table(s) (``evaluators.retraining``), scores it with the
+network through each design's product table(s) (``evaluators.recovery.retraining``), scores it with the
 study's exact evaluator on the study's test images, and stores it as a trial of role
 ``retrained`` linked to its design (``design_trial``), so that the front, ``status``,
 ``compare`` and the plots show the accuracy before and after.
@@ -17,25 +17,27 @@ evaluation cache.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import re
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import onnx
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from dse.designs import DesignError, design_name, find_design, front_designs
+from dse.assembly import study_data
+from dse.designs import DesignError, design_name, design_tables, find_design, front_designs
+from dse.reports import write_reports
 from dse.storage import JOURNAL, StorageError, constraint_dict
-from dse.study import BASELINE, RETRAINED, Study, read_frozen
+from dse.study import BASELINE, RETRAINED, Study, judge, read_frozen
 from dse.study_file import RetrainOption, StudyFileError
+from evaluators.recovery.retraining import RetrainSettings, retrain
+from evaluators.runtime.approx_network import ApproxNetworkEvaluator
 
 Log = Callable[[str], None]
 FOLDER = "retrained"
@@ -86,8 +88,6 @@ def retrain_designs(folder: str | Path, designs: list[str] | None = None, *,
     """Retrain the named designs of a study (``None``: every design of its front) as the
     study's driver, store each as a retrained trial, rewrite the study's reports; returns
     the before/after table (``retrain_study``)."""
-    from dse.report import write_reports
-
     folder = Path(folder)
     settings = read_frozen(folder)
     if settings.storage is None and not (folder / JOURNAL).is_file():
@@ -143,8 +143,6 @@ class _Job:
 
     @property
     def data(self):
-        from dse.designs import study_data
-
         if self._data is None:
             self._data = study_data(self.study, self.log)
         return self._data
@@ -177,13 +175,6 @@ class _Job:
 
     def _retrained(self, design: FrozenTrial, row: pd.Series, relative: str) -> dict:
         """Retrain, write and score one design's network; the trial's attributes."""
-        import onnx
-
-        from dse.designs import design_tables
-        from dse.loop import judge
-        from evaluators.approx_network import ApproxNetworkEvaluator
-        from evaluators.retraining import RetrainSettings, retrain
-
         study, option, data = self.study, self.option, self.data
         kernel, device = study.settings.evaluation.kernel, study.settings.evaluation.device
         name = design_name(row)
@@ -220,49 +211,3 @@ class _Job:
                      model=relative, fingerprint=network.fingerprint, retrain_seconds=seconds)
         judge(attrs, self.exact_accuracy, study.settings.parsed_constraints)
         return attrs
-
-
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """The ``retrain`` subcommand on the CLI's subparsers."""
-    defaults = RetrainOption()  # None below: the section's default
-    parser = sub.add_parser(
-        "retrain", help="fine-tune the study's network through a design's product table(s), "
-        "score it and store it in the study as a retrained trial linked to the design")
-    parser.add_argument("folder", help="a study folder (runs/NAME)")
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--design", action="append", metavar="D",
-                       help="trial number, design name or configuration (repeat for several)")
-    which.add_argument("--front", action="store_true",
-                       help="every design of the study's Pareto front (the exact one left out)")
-    parser.add_argument("--epochs", type=int,
-                        help=f"epochs of fine-tuning (default {defaults.epochs})")
-    parser.add_argument("--gradient",
-                        help="ste: straight-through (the exact product's gradient); table: "
-                             f"finite differences of the table (default {defaults.gradient})")
-    parser.add_argument("--learning-rate", type=float,
-                        help=f"peak learning rate of the one-cycle schedule (default "
-                             f"{defaults.learning_rate:g})")
-    parser.add_argument("--batch-size", type=int,
-                        help=f"images per step (default {defaults.batch_size})")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    parser.set_defaults(func=cmd_retrain)
-    return parser
-
-
-def cmd_retrain(args: argparse.Namespace) -> int:
-    """Retrain, store, print the before/after table."""
-    option = retrain_option(args.epochs, args.gradient, args.learning_rate, args.batch_size)
-    log = partial(print, file=sys.stderr, flush=True)
-    table = retrain_designs(args.folder, None if args.front else args.design, option=option,
-                            log=log, progress=not args.quiet)
-    if args.json:
-        print(json.dumps(table.astype(object).where(table.notna(), None).to_dict("records"),
-                         indent=2))
-    else:
-        shown = ["design", "design_trial", "trial", "epochs", "gradient", "accuracy_before",
-                 "accuracy_after", "recovered", "reused", "retrain_seconds"]
-        print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        print(f"retrained networks in {Path(args.folder) / FOLDER}; reports rewritten")
-    return 0
-

@@ -15,6 +15,7 @@ trials mean the measured designs unless ``retrained=True`` asks for each design 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,13 @@ from optuna.distributions import CategoricalDistribution
 from dse.indicators import hypervolume
 from dse.pareto import non_dominated, to_minimization
 from dse.storage import JOURNAL, StorageError, TrialStore, stored_config
-from dse.study_file import StudyFileError, StudySettings, identity_sha256, load_study_file
+from dse.study_file import (
+    Constraint,
+    StudyFileError,
+    StudySettings,
+    identity_sha256,
+    load_study_file,
+)
 
 FROZEN = "study.yaml"
 FROZEN_HASH = "study.sha256"
@@ -238,3 +245,13 @@ def load_study(path: str | Path) -> Study:
         raise StorageError(f"{folder / JOURNAL}: the trial store is missing next to {FROZEN}; "
                            "restore it from a backup (or delete the folder to start over)")
     return Study(folder, settings)
+
+
+def judge(row: dict, exact_accuracy: float, constraints: Sequence[Constraint]) -> tuple[float, ...]:
+    """Complete a measured row with its accuracy drop against the exact multiplier, its
+    constraint values and feasibility; returns the constraint values."""
+    row["accuracy_drop"] = exact_accuracy - row["accuracy"]
+    violations = tuple(c.violation(float(row[c.metric])) for c in constraints)
+    row["constraint_values"] = list(violations)
+    row["feasible"] = all(v <= 0 for v in violations)
+    return violations

@@ -17,9 +17,8 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
@@ -31,6 +30,8 @@ from pydantic import (
 )
 
 from circuits.appaxo import N_BITS as APPAXO_BITS
+from dse.kinds.base import StudyKind, kind_named, kinds, resolve, space_types
+from evaluators.networks.zoo import ARCHITECTURES
 
 METRIC_DIRECTIONS = {
     "accuracy": "maximize",
@@ -53,13 +54,6 @@ METRIC_DIRECTIONS = {
     "multipliers": "minimize",
 }
 ASIC_METRICS = ("area", "power", "delay", "pdp", "energy", "energy_saving")
-LAYERWISE_METRICS = ("accuracy", "accuracy_drop", "precision_macro", "recall_macro", "f1_macro",
-                     "energy", "energy_saving", "area", "delay", "fpga_luts", "fpga_carry4",
-                     "mae", "mred", "wce", "error_probability")
-# what the analytic firmware model measures (space.firmware): fpga_luts is the network's total
-FIRMWARE_METRICS = ("accuracy", "accuracy_drop", "precision_macro", "recall_macro", "f1_macro",
-                    "fpga_luts", "bram", "dsps", "latency_cycles", "multipliers", "kept_luts",
-                    "mean_error", "mae", "mse", "wce", "mred", "error_probability")
 ZERO_AT_EXACT = ("mae", "mred", "wce", "error_probability")  # 0 for the exact multiplier
 KNOWN_LIBERTY = ("nangate45", "sky130hd")
 MAX_STUDY_FILE_BYTES = 1 << 20
@@ -75,7 +69,7 @@ class StudyFileError(ValueError):
     """A study file that cannot be used; the message is one line per problem for the user."""
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     # NaN and infinities would pass every bound check (and make the hypervolume 0)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -83,7 +77,7 @@ class _Section(BaseModel):
 DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "jets")
 
 
-def _existing(value: str, what: str, want_dir: bool) -> str:
+def existing(value: str, what: str, want_dir: bool) -> str:
     """A path that must exist when the study is read (relative to the current folder)."""
     path = Path(os.path.expanduser(value))
     if want_dir and not path.is_dir():
@@ -93,7 +87,7 @@ def _existing(value: str, what: str, want_dir: bool) -> str:
     return value
 
 
-class DatasetSettings(_Section):
+class DatasetSettings(Section):
     """Where the samples come from: a known dataset (``name``, found in ``path`` or the usual
     folders, or downloaded), or a user's ``npz`` file with x_train, y_train, x_test, y_test."""
 
@@ -107,13 +101,13 @@ class DatasetSettings(_Section):
     @field_validator("path")
     @classmethod
     def _path_exists(cls, value: str | None) -> str | None:
-        return None if value is None else _existing(
+        return None if value is None else existing(
             value, "a folder holding the dataset's files", want_dir=True)
 
     @field_validator("npz")
     @classmethod
     def _npz_exists(cls, value: str | None) -> str | None:
-        return None if value is None else _existing(
+        return None if value is None else existing(
             value, "an .npz file with x_train, y_train, x_test, y_test", want_dir=False)
 
     @model_validator(mode="after")
@@ -133,9 +127,9 @@ class DatasetSettings(_Section):
         return self.npz if self.npz is not None else self.path
 
 
-class PreprocessingSettings(_Section):
+class PreprocessingSettings(Section):
     """``(pixel * scale - mean[c]) / std[c]`` in the given layout; where a model was trained
-    with other statistics than the dataset's default (see ``evaluators.preprocess``)."""
+    with other statistics than the dataset's default (see ``evaluators.data.preprocess``)."""
 
     scale: Annotated[float, Field(gt=0, le=1e6)] = 1 / 255
     mean: Annotated[list[Annotated[float, Field(ge=-1e6, le=1e6)]],
@@ -145,13 +139,7 @@ class PreprocessingSettings(_Section):
     layout: Literal["NCHW", "NHWC"] = "NCHW"
 
 
-def _architectures() -> tuple[str, ...]:
-    from evaluators.zoo import ARCHITECTURES
-
-    return tuple(ARCHITECTURES)
-
-
-class ModelSettings(_Section):
+class ModelSettings(Section):
     """The network: a registry architecture trained here (``arch``), the same with pretrained
     weights (``arch`` + ``checkpoint``, a PyTorch state dict), or a user's ONNX classifier
     (``onnx``, float or already quantized). Prepared networks are cached by these settings."""
@@ -169,20 +157,20 @@ class ModelSettings(_Section):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, value: str | None) -> str | None:
-        if value is not None and value not in _architectures():
-            raise ValueError(f"unknown architecture {value!r} (known: {', '.join(_architectures())})")
+        if value is not None and value not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {value!r} (known: {', '.join(ARCHITECTURES)})")
         return value
 
     @field_validator("checkpoint")
     @classmethod
     def _checkpoint_exists(cls, value: str | None) -> str | None:
-        return None if value is None else _existing(
+        return None if value is None else existing(
             value, "a PyTorch state dict (.pt) of the architecture", want_dir=False)
 
     @field_validator("onnx")
     @classmethod
     def _onnx_exists(cls, value: str | None) -> str | None:
-        return None if value is None else _existing(
+        return None if value is None else existing(
             value, "an ONNX classifier, float or quantized", want_dir=False)
 
     @model_validator(mode="after")
@@ -202,13 +190,13 @@ class ModelSettings(_Section):
 
 # settings added after studies were frozen without them (their path in the dump, their
 # default): left out of the dump while they hold the default, so those studies keep their hash
-LATER_DEFAULTS = ((("retrain",), None), (("space", "firmware"), None),
+LATER_DEFAULTS = ((("retrain",), None),
                   (("quantization", "scheme"), "s8s8"), (("quantization", "format"), "qoperator"),
                   (("quantization", "reduce_range"), False))
 
 
-class QuantizationSettings(_Section):
-    """Static 8-bit quantization with onnxruntime (``evaluators.quantization``): per-channel
+class QuantizationSettings(Section):
+    """Static 8-bit quantization with onnxruntime (``evaluators.networks.quantization``): per-channel
     weights, MinMax calibration. ``scheme``: activations then weights, signed (s8) or unsigned
     (u8); ``format``: the graph form the study scores; ``reduce_range``: 7-bit weights, the
     option onnxruntime recommends for x86 CPUs without AVX-512 VNNI, where its own uint8 x int8
@@ -221,7 +209,7 @@ class QuantizationSettings(_Section):
     reduce_range: bool = False
 
 
-def _parse_bits(value: Any, field: str) -> int:
+def parse_bits(value: Any, field: str) -> int:
     """36 bits given as a 36-character 0/1 string (MSB first) or a non-negative integer."""
     if isinstance(value, bool):
         raise ValueError(f"{field} must be 36 bits, got a boolean")
@@ -240,254 +228,19 @@ def _parse_bits(value: Any, field: str) -> int:
     raise ValueError(f"{field} must be a 36-character 0/1 string or an integer, got {value!r}")
 
 
-def _distinct_values(value: list, field: str) -> list:
-    if len(set(value)) != len(value):
-        raise ValueError(f"{field} lists a value twice: {value}")
-    return value
-
-
-class FineTuneSettings(_Section):
-    """How each precision/sparsity variant of the network is fine-tuned (``epochs: 0``: not at
-    all): through the exact product table, over the first ``images`` training images, Adam with
-    a one-cycle schedule peaking at ``learning_rate``. The defaults are
-    ``evaluators.precision.FineTuning``'s."""
-
-    epochs: Annotated[int, Field(ge=0, le=1000)] = 2
-    images: Annotated[int, Field(ge=1, le=10_000_000)] = 4000
-    learning_rate: Annotated[float, Field(gt=0, le=1)] = 5e-3
-    batch_size: Annotated[int, Field(ge=2, le=65536)] = 64
-
-
-class FirmwareSettings(_Section):
-    """The network's firmware searched jointly with the multiplier: weight and activation bits
-    (2 to 8; one width for all layers, or one per layer with ``per_layer_bits``), the hls4ml
-    reuse factor and the magnitude-pruning sparsity (per layer). Each list holds the searched
-    values (a single value is fixed). Costs come from the analytic FPGA model
-    (``evaluators.firmware_cost``); each (sparsity, bits) variant is fine-tuned once (cached)."""
-
-    weight_bits: Annotated[list[Annotated[int, Field(ge=2, le=8)]], Field(min_length=1)] = [8]
-    activation_bits: Annotated[list[Annotated[int, Field(ge=2, le=8)]], Field(min_length=1)] = [8]
-    per_layer_bits: bool = False
-    reuse_factor: Annotated[list[Annotated[int, Field(ge=1, le=1 << 20)]],
-                            Field(min_length=1)] = [1]
-    sparsity: Annotated[list[Annotated[float, Field(ge=0, le=0.99)]], Field(min_length=1)] = [0.0]
-    fine_tune: FineTuneSettings = FineTuneSettings()
-
-    @field_validator("weight_bits", "activation_bits", "reuse_factor", "sparsity")
-    @classmethod
-    def _distinct(cls, value: list, info) -> list:
-        return _distinct_values(value, info.field_name)
-
-
-class AppAxOSpace(_Section):
-    """AppAxO 36-bit configurations: the bits set in ``free`` are searched; the others take
-    their value from ``fixed``. Both are 36-character MSB-first strings (or integers).
-    ``firmware``: search the network's precision, reuse factor and sparsity with them."""
-
-    type: Literal["appaxo36"]
-    free: int
-    fixed: int = (1 << APPAXO_BITS) - 1
-    firmware: FirmwareSettings | None = None
-
-    @field_validator("free", "fixed", mode="before")
-    @classmethod
-    def _bits(cls, value: Any, info) -> int:
-        return _parse_bits(value, info.field_name)
-
-    @field_validator("free")
-    @classmethod
-    def _some_free(cls, value: int) -> int:
-        if value == 0:
-            raise ValueError("free has no bit set: there is nothing to search")
-        return value
-
-
-def _power_of_two_list(value: list, field: str) -> list:
-    if not value or len(value) & (len(value) - 1):
-        raise ValueError(f"{field} must list 1, 2, 4, 8 or 16 ... values (the space is encoded "
-                         f"in bits), got {len(value)}")
-    if len(set(map(repr, value))) != len(value):
-        raise ValueError(f"{field} lists a value twice: {value}")
-    return value
-
-
-class Thresholds(_Section):
-    """Worst-case error thresholds: ``count`` values log-spaced from ``low`` to ``high``."""
-
-    low: Annotated[float, Field(ge=1, le=1 << 20)] = 16
-    high: Annotated[float, Field(ge=1, le=1 << 20)] = 1024
-    count: Annotated[int, Field(ge=1, le=64)] = 8
-
-    @model_validator(mode="after")
-    def _check(self) -> Thresholds:
-        if self.count & (self.count - 1):
-            raise ValueError(f"count must be 1, 2, 4, 8, 16, 32 or 64 (the space is encoded in "
-                             f"bits), got {self.count}")
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high:g}) must be >= low ({self.low:g})")
-        if len(self.values()) != self.count:
-            raise ValueError(f"{self.count} log-spaced integer thresholds from {self.low:g} to "
-                             f"{self.high:g} are not distinct; lower count or widen the range")
-        return self
-
-    def values(self) -> tuple[int, ...]:
-        return tuple(sorted({int(round(v)) for v in np.geomspace(self.low, self.high, self.count)}))
-
-
-class XpatSpace(_Section):
-    """Parameters of the built-in XPAT-style generator (``circuits.xpat``). A trial runs the
-    generator on the exact multiplier at one worst-case error threshold and stores every
-    circuit it accepts. Lists are the searched values (lengths 1, 2, 4, 8, ...); the others
-    are fixed for every trial."""
-
-    type: Literal["xpat"]
-    signed: bool = True
-    thresholds: Thresholds = Thresholds()
-    max_inputs: list[Annotated[int, Field(ge=1, le=12)]] = [6, 8]
-    max_outputs: list[Annotated[int, Field(ge=1, le=8)]] = [2, 3]
-    literals_per_product: list[Annotated[int, Field(ge=0, le=16)]] = [2, 3]
-    products: list[Annotated[int, Field(ge=0, le=16)]] = [1, 2]
-    shared: list[bool] = [False]
-    exact_zero: list[bool] = [False]
-    steps: Annotated[int, Field(ge=1, le=1000)] = 8
-    attempts: Annotated[int, Field(ge=1, le=1000)] = 6
-    solver_timeout_s: Seconds = 2.0
-    time_limit_s: Seconds = 300.0
-
-    @field_validator("max_inputs", "max_outputs", "literals_per_product", "products", "shared",
-                     "exact_zero")
-    @classmethod
-    def _lists(cls, value: list, info) -> list:
-        return _power_of_two_list(value, info.field_name)
-
-    def choices(self) -> tuple[tuple[str, tuple], ...]:
-        """The searched parameters and their values, in bit order."""
-        return (("threshold", self.thresholds.values()),
-                *((name, tuple(getattr(self, name))) for name in
-                  ("max_inputs", "max_outputs", "literals_per_product", "products", "shared",
-                   "exact_zero")))
-
-
-def _one_or_more(value: Any) -> Any:
-    """A single path or name where a list is expected reads as a list of one."""
-    return [value] if isinstance(value, str) else value
-
-
-class LibrarySettings(_Section):
-    """The candidate multipliers of a layer-wise study, from any mix of sources; the exact
-    multiplier is always a member. ``from_study``: the Pareto designs of earlier studies;
-    ``folder``: a library saved by an earlier layer-wise study (``runs/NAME/library``)."""
-
-    appaxo: list[int] = []
-    baselines: list[str] = []
-    verilog: list[str] = []
-    catalogues: list[str] = []
-    from_study: list[str] = []
-    folder: str | None = None
-    signed: bool = True
-
-    @field_validator("appaxo", mode="before")
-    @classmethod
-    def _configs(cls, value: Any) -> Any:
-        if not isinstance(value, list):
-            raise ValueError("appaxo must be a list of configurations (integers or 36-character "
-                             "bit strings)")
-        return [_parse_bits(v, "appaxo entry") for v in value]
-
-    @field_validator("baselines", "verilog", "catalogues", "from_study", mode="before")
-    @classmethod
-    def _lists(cls, value: Any) -> Any:
-        return _one_or_more(value)
-
-    @field_validator("baselines")
-    @classmethod
-    def _baseline_names(cls, value: list[str]) -> list[str]:
-        from circuits.baselines import parse
-
-        for name in value:
-            parse(name)  # its ValueError names the baseline and the expected forms
-        return value
-
-    @field_validator("verilog")
-    @classmethod
-    def _verilog_files(cls, value: list[str]) -> list[str]:
-        return [_existing(v, "a Verilog file of an 8x8 multiplier", want_dir=False) for v in value]
-
-    @field_validator("catalogues")
-    @classmethod
-    def _catalogue_folders(cls, value: list[str]) -> list[str]:
-        return [_existing(v, "a catalogue written by `python -m dse characterize DIR`",
-                          want_dir=True) for v in value]
-
-    @field_validator("from_study")
-    @classmethod
-    def _study_folders(cls, value: list[str]) -> list[str]:
-        for v in value:
-            _existing(v, "a study folder (runs/NAME)", want_dir=True)
-            if not (Path(os.path.expanduser(v)) / "study.yaml").is_file():
-                raise ValueError(f"folder {v!r} is not a study folder (no study.yaml)")
-        return value
-
-    @field_validator("folder")
-    @classmethod
-    def _library_folder(cls, value: str | None) -> str | None:
-        return None if value is None else _existing(
-            value, "a saved library (library.csv with tables/)", want_dir=True)
-
-    @model_validator(mode="after")
-    def _some_source(self) -> LibrarySettings:
-        if not (self.appaxo or self.baselines or self.verilog or self.catalogues
-                or self.from_study or self.folder):
-            raise ValueError("no candidate multiplier: give appaxo, baselines, verilog, "
-                             "catalogues, from_study or folder")
-        return self
-
-
-class LayerwiseSpaceSettings(_Section):
-    """One library member per table-multiplying layer (``layers``: all, or node names), or per
-    ``tie`` group of layers that must share one (``tie: all``: one multiplier everywhere, the
-    homogeneous study over the same library). ``datapath`` says how area and FPGA LUTs add up:
-    ``shared`` (one array of the distinct multipliers used, time-shared by the layers) or
-    ``spatial`` (a processing element per layer). ``sensitivity``: score each layer with each
-    member first and seed the first proposals from it."""
-
-    type: Literal["layerwise"]
-    library: LibrarySettings
-    layers: Literal["all"] | Annotated[list[str], Field(min_length=1)] = "all"
-    tie: Literal["all"] | list[Annotated[list[str], Field(min_length=1)]] = []
-    datapath: Literal["shared", "spatial"] = "shared"
-    sensitivity: bool = False
-
-    @model_validator(mode="after")
-    def _disjoint_ties(self) -> LayerwiseSpaceSettings:
-        if isinstance(self.tie, list):
-            seen: set[str] = set()
-            for group in self.tie:
-                for layer in group:
-                    if layer in seen:
-                        raise ValueError(f"tie: layer {layer!r} is in two groups")
-                    seen.add(layer)
-            if isinstance(self.layers, list) and (extra := seen - set(self.layers)):
-                raise ValueError(f"tie: {sorted(extra)[0]!r} is not among the searched layers")
-        return self
-
-
-Space = Annotated[AppAxOSpace | XpatSpace | LayerwiseSpaceSettings, Field(discriminator="type")]
-
-
-class RandomStrategy(_Section):
+class RandomStrategy(Section):
     """Uniform sampling of the free bits without repetition (seeded by the study seed)."""
 
     type: Literal["random"]
 
 
-class SobolStrategy(_Section):
+class SobolStrategy(Section):
     """A scrambled Sobol sequence over the free bits (seeded), repeats skipped."""
 
     type: Literal["sobol"]
 
 
-class GridStrategy(_Section):
+class GridStrategy(Section):
     """Every configuration of the free-bit subspace, in counting order over the free bits
     (lowest free bit changes fastest), from ``start`` on; or an explicit list of configurations
     (``configs`` inline, or ``file``: one per line, integer or 36-character bit string)."""
@@ -505,7 +258,7 @@ class GridStrategy(_Section):
             return None
         if not isinstance(value, list) or not value:
             raise ValueError("configs must be a non-empty list of configurations")
-        return [_parse_bits(v, "configs entry") for v in value]
+        return [parse_bits(v, "configs entry") for v in value]
 
     @model_validator(mode="after")
     def _read_file(self) -> GridStrategy:
@@ -526,7 +279,7 @@ class GridStrategy(_Section):
             configs = []
             for number, text in enumerate(values, 1):
                 try:
-                    configs.append(_parse_bits(text if len(text) == APPAXO_BITS else int(text, 0),
+                    configs.append(parse_bits(text if len(text) == APPAXO_BITS else int(text, 0),
                                                f"{self.file} entry {number}"))
                 except ValueError as err:
                     raise ValueError(str(err)) from None
@@ -534,7 +287,7 @@ class GridStrategy(_Section):
         return self
 
 
-class NSGA2Strategy(_Section):
+class NSGA2Strategy(Section):
     """NSGA-II (pymoo) on the free bits: binary genome, bit-flip mutation (default rate 1/bits),
     two-point or uniform crossover; ``generations`` null runs until the budget."""
 
@@ -545,7 +298,7 @@ class NSGA2Strategy(_Section):
     mutation_rate: Annotated[float, Field(gt=0, le=1)] | None = None
 
 
-class BayesStrategy(_Section):
+class BayesStrategy(Section):
     """Bayesian optimization with optuna: multi-objective TPE or the Gaussian-process sampler,
     constraints included."""
 
@@ -600,7 +353,7 @@ def _parse_constraint(text: Any) -> Constraint:
     return Constraint(metric=metric, op="<=" if op in ("<=", "<") else ">=", bound=value)
 
 
-class Objective(_Section):
+class Objective(Section):
     """A metric the study optimizes; the direction defaults to the metric's natural one."""
 
     metric: Literal[tuple(METRIC_DIRECTIONS)]  # type: ignore[valid-type]
@@ -613,7 +366,7 @@ class Objective(_Section):
         return self
 
 
-class Stagnation(_Section):
+class Stagnation(Section):
     """Stop when the hypervolume grew by at most ``tolerance`` (relative) over the last
     ``window`` trials."""
 
@@ -621,7 +374,7 @@ class Stagnation(_Section):
     tolerance: Annotated[float, Field(ge=0)] = 0.0
 
 
-class Budget(_Section):
+class Budget(Section):
     """When the study stops: total trials over the whole study (every run and resume together),
     optionally a total wall time and hypervolume stagnation."""
 
@@ -630,7 +383,7 @@ class Budget(_Section):
     stagnation: Stagnation | None = None
 
 
-class HardwareSettings(_Section):
+class HardwareSettings(Section):
     """The ASIC flow that measures area, power, delay and power-delay product (pdp).
 
     ``liberty``: a Liberty file (.lib or .lib.gz), a known library (nangate45, sky130hd: looked
@@ -660,7 +413,7 @@ class HardwareSettings(_Section):
         return self
 
 
-class ScreeningSettings(_Section):
+class ScreeningSettings(Section):
     """Score each new configuration on ``images`` random test images first; evaluate it fully
     only if the upper confidence bound of its accuracy could reach the front."""
 
@@ -668,7 +421,7 @@ class ScreeningSettings(_Section):
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.99
 
 
-class EvaluationSettings(_Section):
+class EvaluationSettings(Section):
     """How the approximate network is scored."""
 
     kernel: Literal["auto", "cpu", "torch", "reference"] = "auto"
@@ -678,7 +431,7 @@ class EvaluationSettings(_Section):
     prefix_cache_mb: Annotated[int, Field(ge=0, le=1 << 20)] = 1024
 
 
-class ExecutorSettings(_Section):
+class ExecutorSettings(Section):
     """Where evaluations run: in the driver (serial) or on Ray workers (local or a cluster).
     Not part of the study's identity: a study may be resumed with another executor."""
 
@@ -693,7 +446,7 @@ class ExecutorSettings(_Section):
     temp_dir: str | None = None  # Ray's session folder; default: inside the study folder
 
 
-class RetrainOption(_Section):
+class RetrainOption(Section):
     """Retrain the final front's members after the search ends (``python -m dse retrain``
     does the same for any design later): ``epochs`` of fine-tuning through each design's
     product table(s), gradients ``ste`` (straight-through: the exact product's) or ``table``
@@ -701,17 +454,43 @@ class RetrainOption(_Section):
     ``learning_rate`` (float weight units), ``batch_size`` images per step. Every scale and
     zero point of the int8 network is kept, so a retrained design keeps the hardware figures
     the study measured. ``front: false`` keeps the section but retrains nothing at the end.
-    The defaults are ``evaluators.retraining.RetrainSettings``'s."""
+    The defaults are ``evaluators.recovery.retraining.RetrainSettings``'s."""
 
     epochs: Annotated[int, Field(ge=1, le=1000)] = 3
-    gradient: Literal["ste", "table"] = "ste"  # evaluators.retraining.GRADIENTS
+    gradient: Literal["ste", "table"] = "ste"  # evaluators.recovery.retraining.GRADIENTS
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-3
     batch_size: Annotated[int, Field(ge=2, le=65536)] = 64
     front: bool = True
 
 
-class StudySettings(_Section):
-    """A whole study file."""
+class SpaceSettings(Section):
+    """The ``space`` section: its ``type`` names the study kind (``dse.kinds``), whose own
+    section class gives the other fields."""
+
+    type: str
+
+
+class _UnknownSpace(Section):
+    """A ``space`` section no registered kind claims: validated only to say so (as one error
+    among the file's others)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: Any = Field(default=None, validate_default=True)
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, value: Any) -> Any:
+        expected = ", ".join(space_types())
+        if value is None:
+            raise ValueError(f"required field is missing (one of {expected})")
+        raise ValueError(f"{_shown(value)} is not a space type (expected one of {expected})")
+
+
+class StudySettings(Section):
+    """A whole study file. Each study kind has its subclass, which gives ``space`` its
+    section class and ``kind_name`` its name (``dse.kinds``); ``parse_settings`` picks it."""
+
+    kind_name: ClassVar[str]
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
     output: str | None = None
@@ -723,7 +502,7 @@ class StudySettings(_Section):
     hardware: HardwareSettings = HardwareSettings()
     executor: ExecutorSettings = ExecutorSettings()
     storage: str | None = None  # null: a journal file in the study folder; or an RDB URL
-    space: Space
+    space: SpaceSettings
     strategy: Strategy
     objectives: Annotated[list[Objective], Field(min_length=2, max_length=4)] = [
         Objective(metric="accuracy"),
@@ -774,62 +553,24 @@ class StudySettings(_Section):
         return value
 
     @model_validator(mode="after")
-    def _xpat_metrics(self) -> StudySettings:
-        if isinstance(self.space, XpatSpace):
-            names = [o.metric for o in self.objectives] + [c.metric for c in self.parsed_constraints]
-            model_only = [m for m in names if m in ("fpga_delay", "fpga_power", "kept_luts")]
-            if model_only:
-                raise ValueError(f"{model_only[0]} comes from the AppAxO model only; an xpat "
-                                 "study uses area, power, delay, pdp, fpga_luts, fpga_carry4 "
-                                 "(Yosys synth_xilinx) and the error metrics")
-            if self.evaluation.screening is not None:
-                raise ValueError("evaluation.screening is for AppAxO spaces; an xpat trial scores "
-                                 "every circuit it generates in full")
+    def _kind_rules(self) -> StudySettings:
+        """The metrics the study's kind measures, screening where it applies, then the kind's
+        own rules across sections."""
+        kind = self.kind
+        names = [o.metric for o in self.objectives] + [c.metric for c in self.parsed_constraints]
+        if wrong := [m for m in names if m not in kind.metrics]:
+            raise ValueError(kind.unmeasured(wrong[0]))
+        if self.evaluation.screening is not None and not kind.screening:
+            having = " or ".join(k.where for k in kinds() if k.screening)
+            raise ValueError(f"evaluation.screening is not for {kind.where}; it screens the "
+                             f"configurations of {having or 'no registered kind'}")
+        kind.check(self)
         return self
 
-    @model_validator(mode="after")
-    def _layerwise_metrics(self) -> StudySettings:
-        names = [o.metric for o in self.objectives] + [c.metric for c in self.parsed_constraints]
-        layerwise = isinstance(self.space, LayerwiseSpaceSettings)
-        if layerwise:
-            if wrong := [m for m in names if m not in LAYERWISE_METRICS]:
-                raise ValueError(f"{wrong[0]} is not measured for a layer-wise assignment; use "
-                                 f"{', '.join(LAYERWISE_METRICS)}")
-            if self.evaluation.screening is not None:
-                raise ValueError("evaluation.screening is for AppAxO spaces")
-            if isinstance(self.strategy, GridStrategy) and self.strategy.configs is not None:
-                raise ValueError("strategy.configs lists AppAxO configurations; a layer-wise grid "
-                                 "counts over the assignments")
-        elif only := [m for m in names if m in ("energy", "energy_saving")]:
-            raise ValueError(f"{only[0]} is the multiplication energy of a layer-wise "
-                             "assignment (space type layerwise)")
-        return self
-
-    @model_validator(mode="after")
-    def _firmware_metrics(self) -> StudySettings:
-        names = [o.metric for o in self.objectives] + [c.metric for c in self.parsed_constraints]
-        if getattr(self.space, "firmware", None) is None:
-            if only := [m for m in names if m in ("bram", "dsps", "latency_cycles", "multipliers")]:
-                raise ValueError(f"{only[0]} is a figure of the firmware model; add a "
-                                 "space.firmware section")
-            return self
-        if wrong := [m for m in names if m not in FIRMWARE_METRICS]:
-            raise ValueError(f"{wrong[0]} is not measured with space.firmware (the analytic FPGA "
-                             f"model); use {', '.join(FIRMWARE_METRICS)}")
-        if self.evaluation.screening is not None:
-            raise ValueError("evaluation.screening is not for space.firmware (a variant's "
-                             "accuracy is measured in full)")
-        if self.retrain is not None:
-            raise ValueError("retrain: not for space.firmware studies (each precision/sparsity "
-                             "variant is fine-tuned already)")
-        if isinstance(self.strategy, GridStrategy) and self.strategy.configs is not None:
-            raise ValueError("strategy.configs lists AppAxO configurations; with space.firmware "
-                             "a grid counts over the joint space")
-        q = self.quantization
-        if (getattr(q, "scheme", "s8s8"), getattr(q, "format", "qoperator")) != ("s8s8", "qoperator"):
-            raise ValueError("space.firmware narrows the symmetric int8 QOperator network: "
-                             "quantization.scheme must be s8s8 and quantization.format qoperator")
-        return self
+    @property
+    def kind(self) -> StudyKind:
+        """The study's kind (``dse.kinds``): what its space describes and how it is searched."""
+        return kind_named(self.kind_name)
 
     @property
     def needs_fpga_synthesis(self) -> bool:
@@ -872,6 +613,12 @@ class StudySettings(_Section):
         return identity_sha256(self.canonical())
 
 
+class _UnresolvedStudy(StudySettings):
+    """A study file whose ``space`` no kind claims: every other section is still checked."""
+
+    space: _UnknownSpace
+
+
 def identity(canonical: dict[str, Any]) -> dict[str, Any]:
     """The settings of a canonical dump that define results (all but ``executor``)."""
     return {k: v for k, v in canonical.items() if k != "executor"}
@@ -899,14 +646,14 @@ def _shown(value: Any, limit: int = 60) -> str:
 def _format_issue(source: str, issue: dict[str, Any]) -> str:
     """One pydantic error as ``FILE: dotted.field: what is expected``."""
     # a tagged union puts the tag in the path (space.xpat.max_inputs): say space.max_inputs
-    tags = {"space": _tags(Space), "strategy": _tags(Strategy)}
+    tags = {"strategy": _tags(Strategy)}
     loc = issue["loc"]
     parts = [p for i, p in enumerate(loc) if not (i and p in tags.get(loc[i - 1], ()))]
     field = ".".join(str(p) for p in parts)
     msg = issue["msg"].removeprefix("Value error, ")
     kind = issue["type"]
     if kind == "extra_forbidden":
-        msg = "unknown key (check the spelling; see the study file reference in the README)"
+        msg = "unknown key (check the spelling; see the study file reference, docs/study-file.md)"
     elif kind == "missing":
         msg = "required field is missing"
     elif "input" in issue and kind != "value_error" and not isinstance(issue["input"], dict):
@@ -914,7 +661,7 @@ def _format_issue(source: str, issue: dict[str, Any]) -> str:
     return f"{source}: {field or '<top level>'}: {msg}"
 
 
-def _format_errors(source: str, err: ValidationError) -> str:
+def format_errors(source: str, err: ValidationError) -> str:
     """Every validation error, one line each (in schema order, repeats dropped)."""
     return "\n".join(dict.fromkeys(_format_issue(source, issue) for issue in err.errors()))
 
@@ -927,10 +674,13 @@ def parse_settings(data: Any, source: str = "<study>") -> StudySettings:
     if not isinstance(data, dict):
         raise StudyFileError(f"{source}: expected a mapping of study settings at the top level, "
                              f"got {_shown(data)}")
+    space = data.get("space")
+    kind = resolve(space) if isinstance(space, dict) else None
+    model = kind.settings_class if kind is not None else _UnresolvedStudy
     try:
-        return StudySettings.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
-        raise StudyFileError(_format_errors(source, err)) from None
+        raise StudyFileError(format_errors(source, err)) from None
 
 
 class _Refused(yaml.YAMLError):

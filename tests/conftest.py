@@ -39,7 +39,7 @@ def dataset_dir(name: str) -> Path:
     """A folder holding every split of a dataset: where the product looks ($DSE_DATA_DIR, the
     user cache, system folders), then the shared data folder, then a download into the user
     cache; skips the test with the reason when none of them has it."""
-    from evaluators.datasets import DatasetError, find_folder, load_split
+    from evaluators.data import DatasetError, find_folder, load_split
 
     found = find_folder(name, [SHARED_DATA / name])
     if found is not None:
@@ -74,7 +74,7 @@ def env(monkeypatch, session_cache: Path) -> dict:
 @pytest.fixture(scope="session")
 def mnist(mnist_dir: Path):
     """(train, test) MNIST splits: the 10k training subset and the official test set."""
-    from evaluators.datasets import load_split
+    from evaluators.data import load_split
 
     return load_split("mnist", "train", mnist_dir), load_split("mnist", "test", mnist_dir)
 
@@ -83,7 +83,7 @@ def mnist(mnist_dir: Path):
 def lenet(mnist, session_cache: Path):
     """LeNet-5 trained and quantized with the study defaults, as a study would get it."""
     from dse.study_file import ModelSettings, QuantizationSettings
-    from evaluators.network import TrainingSettings, prepare_network
+    from evaluators.networks.prepared import TrainingSettings, prepare_network
 
     m, q = ModelSettings(), QuantizationSettings()
     settings = TrainingSettings(

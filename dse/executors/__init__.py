@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dse.executors.base import Executor, ExecutorError, Outcome, SerialExecutor
+from dse.executors.ray_executor import RayExecutor
 from dse.executors.resources import preflight
 
 __all__ = ["Executor", "ExecutorError", "Outcome", "SerialExecutor", "make_executor", "preflight"]
@@ -16,8 +17,4 @@ def make_executor(settings, evaluator, folder: Path, log=print) -> Executor:
     """The executor a study file's ``executor`` section describes."""
     if settings.type == "serial":
         return SerialExecutor(evaluator)
-    try:
-        from dse.executors.ray_executor import RayExecutor
-    except ImportError:
-        raise ExecutorError("executor type ray needs Ray: pip install 'dse[ray]'") from None
-    return RayExecutor(evaluator, settings, folder, log)
+    return RayExecutor(evaluator, settings, folder, log)  # imports Ray: it is optional

@@ -61,8 +61,10 @@ class _Task:
 
 class RayExecutor(Executor):
     def __init__(self, evaluator, settings, folder: Path, log=print) -> None:
-        import ray
-
+        try:
+            import ray  # optional (pip install 'dse[ray]'): imported only when a study uses it
+        except ImportError:
+            raise ExecutorError("executor type ray needs Ray: pip install 'dse[ray]'") from None
         self._ray = ray
         self.settings = settings
         self.log = log

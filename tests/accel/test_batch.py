@@ -48,8 +48,8 @@ def test_batched_layers_equal_each_table_alone(kernels, structured):
 
 @pytest.mark.parametrize("kernel", ["cpu", "torch"])
 def test_the_network_in_batched_mode_equals_one_table_at_a_time(lenet, mnist, kernel):
-    from evaluators.approx_network import ApproxNetworkEvaluator
-    from evaluators.preprocess import Preprocessing
+    from evaluators.data.preprocess import Preprocessing
+    from evaluators.runtime.approx_network import ApproxNetworkEvaluator
 
     _, test = mnist
     evaluator = ApproxNetworkEvaluator(lenet.int8_onnx, Preprocessing().apply(test.images[:100]),
@@ -62,8 +62,8 @@ def test_the_network_in_batched_mode_equals_one_table_at_a_time(lenet, mnist, ke
 
 
 def test_results_do_not_depend_on_how_images_are_streamed(lenet, mnist):
-    from evaluators.approx_network import ApproxNetworkEvaluator, batch_size
-    from evaluators.preprocess import Preprocessing
+    from evaluators.data.preprocess import Preprocessing
+    from evaluators.runtime.approx_network import ApproxNetworkEvaluator, batch_size
 
     _, test = mnist
     inputs, labels = Preprocessing().apply(test.images[:150]), test.labels[:150]

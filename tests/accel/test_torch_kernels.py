@@ -12,7 +12,7 @@ from accel.requant import output_multiplier
 from accel.torch_kernels import TorchKernels
 from circuits import appaxo
 from circuits.product_table import ProductTable
-from evaluators.approx_network import DeviceError, resolve
+from evaluators.runtime.approx_network import DeviceError, resolve
 from tests.accel.test_kernels import CONV_CASES, codes, random_table
 
 CONFIGS = [appaxo.EXACT, 0, 404750335, 0x9F3A5C1E7, 0b111100011000111111111111111011111111]
@@ -97,8 +97,8 @@ def test_device_choice():
 
 
 def test_the_network_on_the_torch_path_equals_the_cpu_kernels(lenet, mnist):
-    from evaluators.approx_network import ApproxNetworkEvaluator
-    from evaluators.preprocess import Preprocessing
+    from evaluators.data.preprocess import Preprocessing
+    from evaluators.runtime.approx_network import ApproxNetworkEvaluator
 
     _, test = mnist
     inputs, labels = Preprocessing().apply(test.images[:400]), test.labels[:400]
@@ -111,8 +111,8 @@ def test_the_network_on_the_torch_path_equals_the_cpu_kernels(lenet, mnist):
 
 @needs_gpu
 def test_gpu_equals_cpu_on_every_test_image(lenet, mnist):
-    from evaluators.approx_network import ApproxNetworkEvaluator
-    from evaluators.preprocess import Preprocessing
+    from evaluators.data.preprocess import Preprocessing
+    from evaluators.runtime.approx_network import ApproxNetworkEvaluator
 
     _, test = mnist
     inputs, labels = Preprocessing().apply(test.images), test.labels

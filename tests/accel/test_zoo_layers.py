@@ -158,9 +158,10 @@ def test_inputs_in_any_memory_layout():
 def test_every_layer_of_a_registry_network_equals_the_reference(arch, tmp_path):
     """A random-weight registry network quantized as studies quantize it: every Conv/Gemm
     output (codes and int32 accumulators) of the fast kernels equals the reference's."""
-    from evaluators import approx_runner, zoo
-    from evaluators.qgraph import QGraph
-    from evaluators.quantization import quantize_int8
+    from evaluators.networks import zoo
+    from evaluators.networks.quantization import quantize_int8
+    from evaluators.runtime import approx_runner
+    from evaluators.runtime.qgraph import QGraph
 
     shape = (1, 28, 28) if arch != "resnet8" else (3, 16, 16)
     rng = np.random.default_rng(3)

@@ -59,7 +59,7 @@ def test_exact_signed_multiplier_lands_in_the_documented_band(tmp_path, nangate)
     m = result.metrics
     assert m["signed"] is True and m["cost_model"] == "nangate45_typ.lib"
     np.testing.assert_array_equal(result.table.values, ProductTable.exact(True).values)
-    # NanGate45 typical corner, 10 ns clock: the bands the README documents
+    # NanGate45 typical corner, 10 ns clock: the bands docs/performance.md documents
     assert 300 <= m["area"] <= 700
     assert 0.5 <= m["delay"] <= 2.5
     assert 50 <= m["power_uniform"] <= 300 and 50 <= m["power_vectorless"] <= 300

@@ -38,7 +38,7 @@ def test_committed_coefficients_are_the_fit_of_the_vivado_data(vivado):
 def test_cross_validated_errors_are_the_documented_ones(vivado):
     errors = fpga_model.cross_validate(*vivado)
     mape = {name: round(errors[name][0], 1) for name in fpga_model.TARGETS}
-    # the figures of circuits/fpga_model.py and the README
+    # the figures of circuits/fpga_model.py and docs/modelling.md
     assert mape == {"fpga_luts": 2.8, "fpga_carry4": 3.3, "fpga_delay": 3.4, "fpga_power": 3.4}
 
 

@@ -64,10 +64,10 @@ def write(folder, name, text):
 def test_appaxo_and_baselines_join_the_exact_member_and_duplicates_are_dropped():
     lib = MultiplierLibrary.build(appaxo=[CONFIG, appaxo.EXACT, "0" * 35 + "1"],
                                   baselines=["trunc_s_k6", "trunc_s_k0", "trunc_s_k6"])
-    assert lib.names == ("exact", appaxo.design_name(CONFIG), appaxo.design_name(1), "trunc_s_k6")
-    assert lib.dropped == ((appaxo.design_name(appaxo.EXACT), "exact"), ("trunc_s_k0", "exact"),
+    assert lib.names == ("exact", appaxo.config_name(CONFIG), appaxo.config_name(1), "trunc_s_k6")
+    assert lib.dropped == ((appaxo.config_name(appaxo.EXACT), "exact"), ("trunc_s_k0", "exact"),
                            ("trunc_s_k6", "trunc_s_k6"))
-    exact, approx = lib[0], lib[appaxo.design_name(CONFIG)]
+    exact, approx = lib[0], lib[appaxo.config_name(CONFIG)]
     assert exact.table == ProductTable.exact(True) and exact.source == "exact"
     assert exact.verilog == truncated(0, True).verilog() and exact.metrics["mae"] == 0
     assert approx.table == appaxo.table(CONFIG) and approx.appaxo_config == CONFIG
@@ -254,7 +254,7 @@ def test_a_catalogue_is_self_contained_and_read_back(catalogue):
     assert not (catalogue / "tables" / "broken.npy").exists()
     shutil.rmtree(catalogue.parent / "designs")  # the catalogue needs the designs no more
     lib = MultiplierLibrary.build(catalogues=[catalogue], appaxo=[CONFIG])
-    assert lib.names == ("exact", appaxo.design_name(CONFIG), "trunc4")
+    assert lib.names == ("exact", appaxo.config_name(CONFIG), "trunc4")
     assert lib.dropped == (("exact", "exact"),)
     assert len(lib.notes) == 1 and lib.notes[0].startswith(f"{catalogue}: broken skipped, its "
                                                            "characterization failed: ")
@@ -372,7 +372,7 @@ def test_characterize_adds_the_hardware_figures_and_checks_the_tables(tmp_path, 
 def test_characterize_with_fpga_costs(cache):
     lib = MultiplierLibrary.build(appaxo=[CONFIG]).characterize(FLOW, cache=cache, fpga=True)
     assert lib["exact"].metrics["fpga_source"] == "yosys synth_xilinx"
-    approx = lib[appaxo.design_name(CONFIG)].metrics
+    approx = lib[appaxo.config_name(CONFIG)].metrics
     assert approx["fpga_source"] == "vivado-calibrated model"
     assert lib["exact"].metrics["fpga_luts"] > approx["fpga_luts"] > 0
 

@@ -19,17 +19,18 @@ import pytest
 from circuits import appaxo
 from circuits.product_table import ProductTable
 from dse.analysis import AnalysisError, analyze, layer_views
+from dse.assembly import study_data
 from dse.cli import main
-from dse.designs import DesignError, design_tables, study_data
+from dse.designs import DesignError, design_tables
 from dse.loop import run_study
 from dse.study_file import StudyFileError, parse_settings
-from evaluators import ort_exactness
-from evaluators.analysis import classifier, error_map, penultimate_features
-from evaluators.approx_network import ApproxNetworkEvaluator
-from evaluators.approx_runner import table_layers
-from evaluators.layer_tables import LayerTables
-from evaluators.qgraph import QGraph
-from evaluators.zoo import layer_macs
+from evaluators.networks import ort_exactness
+from evaluators.networks.zoo import layer_macs
+from evaluators.recovery.analysis import classifier, error_map, penultimate_features
+from evaluators.runtime.approx_network import ApproxNetworkEvaluator
+from evaluators.runtime.approx_runner import table_layers
+from evaluators.runtime.layer_tables import LayerTables
+from evaluators.runtime.qgraph import QGraph
 from tests.conftest import mini_study
 
 TEST_SIZE = 300  # the study's test images: analyze embeds all of them

@@ -15,17 +15,18 @@ from onnx import helper
 
 from circuits import appaxo, baselines
 from circuits.product_table import ProductTable
+from dse.assembly import study_data
 from dse.cli import main
-from dse.designs import design_tables, study_data
+from dse.designs import design_tables
 from dse.export_onnx import FOLDER, INDEX, NODE_COLUMN, export_onnx
 from dse.loop import run_study
 from dse.retrain import retrain_designs, retrain_option
 from dse.study import RETRAINED, load_study
 from dse.study_file import parse_settings
-from evaluators.approx_network import ApproxNetworkEvaluator
-from evaluators.approx_onnx import DSE_DOMAIN, EMGAXO_DOMAIN, session
-from evaluators.layer_tables import LayerTables
-from evaluators.quantization import quantize_int8
+from evaluators.networks.quantization import quantize_int8
+from evaluators.onnx.approximate import DSE_DOMAIN, EMGAXO_DOMAIN, session
+from evaluators.runtime.approx_network import ApproxNetworkEvaluator
+from evaluators.runtime.layer_tables import LayerTables
 from tests.conftest import mini_study
 from tests.dse.test_layerwise_study import layerwise
 from tests.dse.test_retrain_study import SIZES, error_line

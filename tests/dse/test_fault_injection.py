@@ -20,7 +20,7 @@ from dse.cli import main
 from tests.conftest import REPO, interruptible
 from tests.dse.test_store_faults import without_write_permission
 from tests.dse.test_study_loop import run, search_rows, study_data, wait_for_trials
-from tests.evaluators.test_npz import PEAK, refused_in_one_line, run_dse
+from tests.evaluators.data.test_npz import PEAK, refused_in_one_line, run_dse
 
 
 def dse_cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -370,9 +370,9 @@ def test_models_with_external_data_are_read_whole(tmp_path, mnist, env):
     what they write stands alone (no reference to a file they did not write)."""
     import onnx
 
-    from evaluators.preprocess import Preprocessing
-    from evaluators.quantization import quantize_int8
-    from evaluators.zoo import build_model, export_float_onnx
+    from evaluators.data.preprocess import Preprocessing
+    from evaluators.networks.quantization import quantize_int8
+    from evaluators.networks.zoo import build_model, export_float_onnx
 
     export_float_onnx(build_model("lenet5", (1, 28, 28), 10, seed=0), (1, 28, 28),
                       tmp_path / "float.onnx")

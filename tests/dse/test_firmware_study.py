@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from circuits import appaxo
-from dse.firmware import PLOT, SPAN, FirmwareSpace, firmware_variables
+from dse.kinds.firmware import PLOT, SPAN, FirmwareSettings, FirmwareSpace, firmware_variables
 from dse.loop import build_evaluator, resume_study, run_study
 from dse.space import AppAxOSubspace
 from dse.strategies import Evaluation, make_strategy
-from dse.study_file import FirmwareSettings, StudyFileError, parse_settings
+from dse.study_file import StudyFileError, parse_settings
 from tests.conftest import MINI_FREE, mini_study
 from tests.dse.test_strategies import STRATEGIES
 
@@ -113,7 +113,7 @@ def test_the_section_is_validated_and_its_absence_keeps_the_hash(mnist_dir):
 @pytest.mark.parametrize(("change", "message"), [
     ({"objectives": [{"metric": "accuracy"}, {"metric": "area"}]}, "area is not measured"),
     ({"retrain": {}}, "retrain: not for space.firmware"),
-    ({"evaluation": {"screening": {"images": 100}}}, "screening is not for space.firmware"),
+    ({"evaluation": {"screening": {"images": 100}}}, "screening is not for the firmware model"),
     ({"quantization": {"scheme": "u8s8"}}, "must be s8s8"),
 ])
 def test_settings_a_firmware_study_cannot_use_are_one_line_errors(mnist_dir, change, message):
@@ -123,7 +123,7 @@ def test_settings_a_firmware_study_cannot_use_are_one_line_errors(mnist_dir, cha
 
 
 def test_firmware_metrics_need_the_section_and_lists_hold_distinct_values(mnist_dir):
-    with pytest.raises(StudyFileError, match="bram is a figure of the firmware model"):
+    with pytest.raises(StudyFileError, match=r"bram is not measured for AppAxO configurations .*\(bram comes from the firmware model \(a space.firmware section\)\)"):
         parse_settings(mini_study(mnist_dir, objectives=[{"metric": "accuracy"},
                                                          {"metric": "bram"}]))
     data = firmware_study(mnist_dir, weight_bits=[4, 4])

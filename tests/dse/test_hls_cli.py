@@ -185,7 +185,7 @@ def test_a_first_export_shares_a_folder_with_the_users_files(study, tmp_path):
 def test_an_interrupted_export_lists_what_it_wrote(study, tmp_path, monkeypatch):
     """A failed compile leaves the project and a manifest naming it: the next export replaces
     it rather than refusing files no export listed."""
-    from evaluators.hls_export import HlsExportError, HlsProject
+    from evaluators.firmware.hls_export import HlsExportError, HlsProject
 
     def fail(_project):
         raise HlsExportError("g++ could not compile the C simulation")

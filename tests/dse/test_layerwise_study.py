@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from circuits import appaxo
-from dse.layerwise import SEED_DROPS
+from dse.kinds.layerwise import SEED_DROPS
 from dse.loop import StudyRunner, build_evaluator, run_study
 from dse.study import Study, load_study
 from dse.study_file import parse_settings
@@ -57,7 +57,7 @@ def test_a_study_stores_readable_assignments_and_their_costs(tmp_path, study_dat
     searched = trials[trials["role"] == "search"]
     assert len(searched) == 12 and (searched["energy"] > 0).all()
     # the configuration decodes to the stored assignment: group g's member is digit g
-    members = ["exact", *(appaxo.design_name(c) for c in CONFIGS), "trunc_s_k6_c"]
+    members = ["exact", *(appaxo.config_name(c) for c in CONFIGS), "trunc_s_k6_c"]
     for _, row in searched.iterrows():
         digits = [(int(row["config"]) // 5**g) % 5 for g in range(5)]
         assert [row["assignment"][layer] for layer in layers] == [members[d] for d in digits]
@@ -162,7 +162,7 @@ def test_library_from_an_earlier_study_front(tmp_path, mnist_dir, session_cache)
     data = layerwise(mnist_dir, space={"type": "layerwise", "tie": "all",
                                        "library": {"from_study": str(tmp_path / "earlier")}})
     names = build_evaluator(parse_settings(data), lambda m: None).library.names
-    expected = {appaxo.design_name(int(c)) for c in front["config"] if c != appaxo.EXACT}
+    expected = {appaxo.config_name(int(c)) for c in front["config"] if c != appaxo.EXACT}
     assert set(names) == {"exact", *expected}
 
 

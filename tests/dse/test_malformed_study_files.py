@@ -217,7 +217,7 @@ ROWS: list[tuple[str, Writer, str]] = [
     ("missing name", text(without("name", "")), "name: required field is missing"),
     ("missing budget", text(without("budget", "")), "budget: required field is missing"),
     ("missing space type", text(without("space", "type")),
-     "space: Unable to extract tag using discriminator 'type'"),
+     "space.type: required field is missing (one of appaxo36, xpat, layerwise)"),
     # metrics, objectives and constraints
     ("bad metric name", text(study(objectives=objectives("accuracy", "luts"))),
      "objectives.1.metric: Input should be"),
@@ -254,7 +254,7 @@ ROWS: list[tuple[str, Writer, str]] = [
     ("free a boolean", text(study(space={"free": True})),
      "space.free: free must be 36 bits, got a boolean"),
     ("unknown space type", text(study(space={"type": "ga64"})),
-     "space: Input tag 'ga64' found using 'type'"),
+     "space.type: 'ga64' is not a space type (expected one of appaxo36, xpat, layerwise)"),
     ("xpat list of 3", text(replaced(space={"type": "xpat", "max_inputs": [4, 6, 8]})),
      "space.max_inputs: max_inputs must list 1, 2, 4, 8 or 16"),
     ("xpat huge threshold", text(replaced(space={"type": "xpat", "thresholds": {"high": 1e12}})),
@@ -416,6 +416,6 @@ def test_every_validation_error_is_listed_one_per_line(tmp_path, monkeypatch, ca
         f"dse: error: {path}: model.epochs: Input should be greater than or equal to 1 (got 0)",
         f"dse: error: {path}: budget.trials: Input should be greater than or equal to 1 (got -5)",
         f"dse: error: {path}: bogus: unknown key (check the spelling; see the study file "
-        "reference in the README)",
+        "reference, docs/study-file.md)",
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["study.yaml"]

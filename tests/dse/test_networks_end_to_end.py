@@ -14,11 +14,11 @@ import yaml
 
 import dse
 from dse.cli import main
-from evaluators import ort_exactness
-from evaluators.preprocess import Preprocessing
-from evaluators.qgraph import QGraph
-from evaluators.quantization import seven_bit_weights
-from evaluators.zoo import ARCHITECTURES
+from evaluators.data.preprocess import Preprocessing
+from evaluators.networks import ort_exactness
+from evaluators.networks.quantization import seven_bit_weights
+from evaluators.networks.zoo import ARCHITECTURES
+from evaluators.runtime.qgraph import QGraph
 from tests.conftest import REPO, mini_study
 
 SLOW = {"vgg16", "alexnet_cifar", "resnet56", "resnet20", "mnist_cnn"}  # tens of seconds each
@@ -185,7 +185,7 @@ def test_a_missing_checkpoint_is_one_line(tmp_path, mnist_dir, capsys, env):
 def test_a_mismatched_checkpoint_is_one_line(tmp_path, mnist_dir, capsys, env):
     import torch
 
-    from evaluators.zoo import build_model
+    from evaluators.networks.zoo import build_model
 
     ck = tmp_path / "lenet.pt"
     torch.save(build_model("lenet5", (1, 28, 28), 10, seed=0).state_dict(), ck)

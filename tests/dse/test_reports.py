@@ -11,10 +11,12 @@ import pytest
 
 import dse
 from dse.export import export
-from dse.html_report import nice_ticks
 from dse.indicators import normalized
 from dse.loop import run_study
-from dse.report import label, minimization_form, study_box, write_reports
+from dse.reports import write_reports
+from dse.reports.front_page import nice_ticks
+from dse.reports.labels import label
+from dse.reports.objectives import minimization_form, study_box
 from dse.study_file import parse_settings
 from tests.conftest import mini_study
 

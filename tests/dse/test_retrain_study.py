@@ -231,7 +231,7 @@ def test_a_retrain_section_is_part_of_a_studys_identity_and_its_absence_is_not(t
 def test_the_retrain_section_takes_the_cores_defaults_and_gradients():
     from typing import get_args
 
-    from evaluators.retraining import GRADIENTS, RetrainSettings
+    from evaluators.recovery.retraining import GRADIENTS, RetrainSettings
 
     option, core = RetrainOption(), RetrainSettings()
     assert {f.name: getattr(option, f.name) for f in dataclasses.fields(core)

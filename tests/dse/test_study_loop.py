@@ -23,8 +23,8 @@ from dse.cli import main
 from dse.loop import StudyRunner, build_evaluator, run_study
 from dse.study import Study
 from dse.study_file import StudyFileError, parse_settings
-from evaluators import ort_exactness
-from evaluators.preprocess import Preprocessing
+from evaluators.data.preprocess import Preprocessing
+from evaluators.networks import ort_exactness
 from tests.conftest import MINI_FREE, REPO, interruptible, mini_study, shared_path
 
 
@@ -75,7 +75,7 @@ def test_a_study_stores_every_trial_and_writes_its_front(tmp_path, mnist_dir, mn
     assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (folder / "trials.csv").is_file() and (folder / "study.sha256").is_file()
     for config in front["config"]:  # design files of every Pareto-optimal multiplier
-        name = appaxo.design_name(int(config))
+        name = appaxo.config_name(int(config))
         assert (folder / "pareto" / f"{name}.v").read_text().startswith("// AppAxO")
         assert "LUT6_2" in (folder / "pareto" / f"{name}_xc7.v").read_text()
         np.testing.assert_array_equal(np.load(folder / "pareto" / f"{name}.npy"),

@@ -7,8 +7,9 @@ import numpy as np
 
 from accel import isa
 from circuits.product_table import ProductTable
-from evaluators import approx_runner
-from evaluators.qgraph import Node, QGraph
+from evaluators.runtime import approx_runner
+from evaluators.runtime.node import Node
+from evaluators.runtime.qgraph import QGraph
 
 F32 = np.float32
 

@@ -14,11 +14,11 @@ from torch import nn
 
 from accel import cpu, reference
 from circuits.product_table import ProductTable
-from evaluators import approx_runner, ort_exactness
-from evaluators.network import export_onnx
-from evaluators.qgraph import QGraph
-from evaluators.quantization import quantize_int8
-from evaluators.zoo import BasicBlock
+from evaluators.networks import ort_exactness
+from evaluators.networks.quantization import quantize_int8
+from evaluators.networks.zoo import BasicBlock, export_onnx
+from evaluators.runtime import approx_runner
+from evaluators.runtime.qgraph import QGraph
 
 EXACT = ProductTable.exact(True)
 INT8_ALLOWED = "session.qdqisint8allowed"
@@ -196,7 +196,7 @@ def ort_ops(path: Path, folder: Path, int8_allowed: bool = True) -> list[str]:
 def assert_kernels_agree(path: Path, x: np.ndarray, table: ProductTable) -> None:
     """The fast CPU kernels and the reference kernels give the same outputs on ``x`` with an
     approximate table, on the optimized graph."""
-    from evaluators.transforms import optimize
+    from evaluators.runtime.transforms import optimize
 
     graph = optimize(QGraph.from_onnx(path))
     fast = approx_runner.run(graph, {"input": x}, table, cpu)[graph.outputs[0]]
