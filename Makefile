@@ -3,6 +3,7 @@
 # make test-slow - the long end-to-end runs (every registry network's study, kill -9 of many,
 #                  SubXPAT on a 4x4 multiplier)
 # make bench - print the benchmark tables
+# make docs  - build the documentation site (mkdocs-material, docs/ -> site/)
 # make subxpat-env - SubXPAT's own virtualenv (for its real-run test and `dse generate subxpat`)
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,7 +22,7 @@ SUBXPAT_DEBIAN_PACKAGES := graphviz libgraphviz-dev
 SUBXPAT_SETUP := $(if $(wildcard $(SUBXPAT_HOME)/main.py),subxpat-env)
 export SUBXPAT_HOME
 
-.PHONY: setup system-packages subxpat-env run test test-slow bench clean
+.PHONY: setup system-packages subxpat-env run test test-slow bench docs clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -79,5 +80,11 @@ bench: setup
 	$(BIN)/python bench/bench_prefix_reuse.py --generations 6 --population 16
 	$(BIN)/python bench/bench_retrain.py
 
+# The documentation site: README.md is the short entry, docs/ the pages, mkdocs.yml the nav;
+# --strict turns every warning (a broken link, a missing page, a name mkdocstrings cannot
+# resolve) into an error, as tests/test_docs.py does.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site
