@@ -41,7 +41,6 @@ def _distinct_values(value: list, field: str) -> list:
     return value
 
 
-
 class FineTuneSettings(Section):
     """How each precision/sparsity variant of the network is fine-tuned (``epochs: 0``: not at
     all): through the exact product table, over the first ``images`` training images, Adam with

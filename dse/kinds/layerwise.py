@@ -41,7 +41,6 @@ def _one_or_more(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-
 class LibrarySettings(Section):
     """The candidate multipliers of a layer-wise study, from any mix of sources; the exact
     multiplier is always a member. ``from_study``: the Pareto designs of earlier studies;
@@ -261,7 +260,6 @@ def check_groups(space: LayerwiseSpace, drops: pd.DataFrame) -> None:
             list(drops.columns) != list(space.members):
         raise StudyFileError(f"{SENSITIVITY_CSV}: does not match the study's layer groups and "
                              "library; delete it to measure it again")
-
 
 
 def build_assignment_evaluator(settings: StudySettings, folder: Path | None, log: Log,

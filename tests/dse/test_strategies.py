@@ -107,8 +107,6 @@ class Interrupt(KeyboardInterrupt):
     """Ctrl-C in the middle of an evaluation."""
 
 
-
-
 def run_study_with(folder, data, evaluator, *, stop_after=None, fail_every=None):
     """Run the real loop; ``stop_after`` n evaluations raises mid-study (a crash),
     ``fail_every`` k makes every k-th evaluation raise (a candidate that cannot be built)."""
