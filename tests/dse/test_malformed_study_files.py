@@ -393,18 +393,35 @@ def test_refused_in_process(tmp_path, monkeypatch, capsys, write, expected):
     assert_refused(captured.err, captured.out, path, expected, tmp_path)
 
 
-@pytest.mark.parametrize(("write", "expected"), _params(IN_SUBPROCESS))
-def test_refused_by_a_real_process(tmp_path, write, expected):
-    path = tmp_path / "study.yaml"
-    write(path)
+@pytest.fixture(scope="module")
+def real_processes(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """Each ``IN_SUBPROCESS`` file refused by its own ``python -m dse run``, the processes
+    running side by side (each imports the whole package: seconds of start-up)."""
     # run from the test's folder, so a stray runs/ would show; the package from this checkout
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "dse", "run", str(path), "--output", str(tmp_path / "out")],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": pythonpath}, capture_output=True,
-        text=True, timeout=120)
+    started = {}
+    for name, write, _ in ROWS:
+        if name in IN_SUBPROCESS:
+            folder = tmp_path_factory.mktemp("refused")
+            path = folder / "study.yaml"
+            write(path)
+            started[name] = path, subprocess.Popen(
+                [sys.executable, "-m", "dse", "run", str(path), "--output", str(folder / "out")],
+                cwd=folder, env={**os.environ, "PYTHONPATH": pythonpath}, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done = {}
+    for name, (path, proc) in started.items():
+        out, err = proc.communicate(timeout=300)
+        done[name] = path, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return done
+
+
+@pytest.mark.parametrize("name", sorted(IN_SUBPROCESS))
+def test_refused_by_a_real_process(real_processes, name):
+    path, proc = real_processes[name]
+    expected = next(e for n, _, e in ROWS if n == name)
     assert proc.returncode == 2, proc.stderr
-    assert_refused(proc.stderr, proc.stdout, path, expected, tmp_path)
+    assert_refused(proc.stderr, proc.stdout, path, expected, path.parent)
 
 
 def test_every_validation_error_is_listed_one_per_line(tmp_path, monkeypatch, capsys):
