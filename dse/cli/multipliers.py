@@ -153,8 +153,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     """Score each library member alone in each group of layers of a layer-wise study file."""
     settings = load_study_file(args.study)
     kind = settings.kind
-    if not kind.measures_sensitivity:
-        having = " or ".join(k.where for k in kinds() if k.measures_sensitivity)
+    if kind.sensitivity is None:
+        having = " or ".join(k.where for k in kinds() if k.sensitivity is not None)
         raise StudyFileError(f"{args.study}: space: the sensitivity is measured for {having}, "
                              f"not for {kind.where}")
     output = check_folder(Path(args.output) if args.output else Path("sensitivity") / settings.name)

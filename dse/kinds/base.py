@@ -43,7 +43,10 @@ class StudyKind(ABC):
     appaxo_column: str | None = None  #: the trials' column holding an AppAxO configuration
     screening: bool = False  #: whether ``evaluation.screening`` applies
     runs_flow: bool = False  #: whether every trial runs the ASIC flow (not only when asked)
-    measures_sensitivity: bool = False  #: whether ``dse sensitivity`` applies
+    #: the accuracy drop of each group of layers with each multiplier, the others exact:
+    #: ``(evaluator, progress) -> groups x multipliers``; None for a kind with no layers to
+    #: choose a multiplier for (``dse sensitivity`` refuses its study files)
+    sensitivity: Callable[[Any, bool], pd.DataFrame] | None = None
 
     def claims(self, space: Mapping[str, Any]) -> bool:
         """Whether a study file's raw ``space`` section is of this kind."""
@@ -82,11 +85,6 @@ class StudyKind(ABC):
     def write_reports(self, study: Study, trials: pd.DataFrame) -> dict[str, Path]:
         """The kind's own plots beside the common ones; returns their paths."""
         return {}
-
-    def sensitivity(self, evaluator: Any, progress: bool) -> pd.DataFrame:
-        """The accuracy drop of each group of layers with each multiplier, the others exact
-        (groups x multipliers); for kinds that ``measures_sensitivity``."""
-        raise NotImplementedError(f"study kind {self.name} has no layer sensitivity")
 
     def unmeasured(self, metric: str) -> str:
         """Why ``metric`` cannot be an objective or constraint of this kind, and who has it."""

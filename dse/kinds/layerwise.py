@@ -315,7 +315,6 @@ class LayerwiseKind(StudyKind):
     metric_sources = {"fpga_luts": "AppAxO model or Yosys synth_xilinx",
                       "fpga_carry4": "AppAxO model or Yosys synth_xilinx"}
     runs_flow = True  # every member is costed under the network's workload
-    measures_sensitivity = True
 
     def check(self, settings: StudySettings) -> None:
         if isinstance(settings.strategy, GridStrategy) and settings.strategy.configs is not None:
@@ -347,5 +346,6 @@ class LayerwiseKind(StudyKind):
         """The members the front uses (its ``pareto/library``)."""
         return [], list(MultiplierLibrary.load(study.folder / "pareto" / "library"))
 
-    def sensitivity(self, evaluator: Any, progress: bool) -> pd.DataFrame:
+    def sensitivity(self, evaluator: Any, progress: bool) -> pd.DataFrame:  # type: ignore[override]
+        """The drops measured over the study's groups of layers (``sensitivity``)."""
         return sensitivity(evaluator, progress=progress)

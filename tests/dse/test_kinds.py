@@ -123,3 +123,19 @@ def test_a_new_kind_is_one_module_and_its_registration(truncation, mnist_dir, tm
 
 def test_the_unregistered_kind_is_unknown_again(tmp_path: Path):
     assert resolve({"type": "truncation"}) is None
+
+
+def test_sensitivity_is_refused_for_a_kind_without_layers(mnist_dir, tmp_path, capsys):
+    """``dse sensitivity`` asks the kind; one line, exit 2, nothing built or written."""
+    import yaml
+
+    from dse.cli import main
+
+    path = tmp_path / "appaxo.yaml"
+    path.write_text(yaml.safe_dump(mini_study(mnist_dir)))
+    assert main(["sensitivity", str(path), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"dse: error: {path}: space: the sensitivity is measured for a layer-wise "
+                   "assignment (space type layerwise), not for AppAxO configurations (space "
+                   "type appaxo36)"]
+    assert not (tmp_path / "out").exists()
