@@ -52,6 +52,21 @@ def split_rows(x: np.ndarray, parts: int) -> list[np.ndarray]:
     return np.split(x, parts)
 
 
+def matmul_parts(a: np.ndarray, b: np.ndarray, parts: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The operands of a batched matrix product (``a`` (..., M, K) times ``b`` (..., K, N),
+    numpy broadcasting) cut into each table's share: the result's leading axis holds the
+    images, so an operand that spans it (``a``'s rows when the product is 2-D) is cut along
+    its leading axis and one broadcast over it (a constant) is shared."""
+    out_ndim = max(a.ndim, b.ndim)
+    lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    rows = lead[0] if lead else a.shape[-2]
+    cut_a = a.ndim == out_ndim and a.shape[0] == rows
+    cut_b = b.ndim == out_ndim > 2 and b.shape[0] == rows
+    a_parts = split_rows(a, parts) if cut_a else [a] * parts
+    b_parts = split_rows(b, parts) if cut_b else [b] * parts
+    return list(zip(a_parts, b_parts))
+
+
 def tables_of(table: ProductTable | TableBatch) -> tuple[ProductTable, ...]:
     """The tables of a batch, or the single table as a batch of one."""
     return table.tables if isinstance(table, TableBatch) else (table,)
@@ -70,6 +85,9 @@ class PerTable:
         def per_table(x, w, table, **options):
             if not isinstance(table, TableBatch):
                 return kernel(x, w, table, **options)
+            if name == "matmul_accumulate":  # two activations: both may hold the images
+                return np.concatenate([kernel(a, b, t, **options) for (a, b), t in
+                                       zip(matmul_parts(x, w, len(table)), table.tables)])
             return np.concatenate([kernel(part, w, t, **options)
                                    for part, t in zip(table.split(x), table.tables)])
 

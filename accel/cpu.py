@@ -14,7 +14,9 @@ three loops. An image with few zero points lists every activation instead (fixed
 following elementwise ops are fused into the same pass (pooling first is exact: requantization
 with a positive multiplier and the code map are non-decreasing). Images run in parallel on
 numba's threads; a Gemm is a 1x1 convolution of 1x1 images. Results are NCHW arrays stored
-channel-last, and inputs are read in whatever memory order they come.
+channel-last, and inputs are read in whatever memory order they come. A product of two
+activations (``matmul_accumulate``: attention's Q x K^T) has no constant to fold into, so it
+gathers every product from the table directly.
 
 The row sums are a numba intrinsic written in LLVM IR: as a plain numba loop the accumulator
 lives in memory and LLVM vectorizes the wrong loop (gathers across rows), about one int32 lane
@@ -394,3 +396,53 @@ def qlinear_gemm(a: np.ndarray, b: np.ndarray, table: ProductTable, *, a_zero_po
     x, w = _as_conv(a, b)
     return _layer(x, w, table, x_zero_point=a_zero_point, w_zero_point=b_zero_point, bias=bias,
                   multiplier=multiplier, y_zero_point=y_zero_point).reshape(a.shape[0], -1)
+
+
+@njit(parallel=True, cache=True)
+def _matmul_kernel(a, b, a_at, b_at, values, offset, za, zb, b_sums, out):  # pragma: no cover - compiled
+    """``out[l, m] = sum_k T[a[a_at[l], m, k], b[b_at[l], k, :]]`` and the zero-point terms
+    (``b_sums``: column sums of b's codes), one output row per task. Codes arrive as table
+    indices (uint8, code + ``offset``); each k reads one table row (1 KB, in L1) and gathers it
+    along a contiguous row of ``b``."""
+    rows, m_count, n = out.shape
+    k_count = a.shape[2]
+    for task in prange(rows * m_count):
+        r, m = task // m_count, task % m_count
+        x, y, acc = a[a_at[r], m], b[b_at[r]], out[r, m]
+        sums = b_sums[b_at[r]]
+        for j in range(n):
+            acc[j] = 0
+        a_sum = 0
+        for k in range(k_count):
+            code = x[k]
+            row, yk = values[code], y[k]
+            a_sum += np.int32(code)
+            for j in range(n):
+                acc[j] += row[yk[j]]
+        a_sum -= k_count * offset  # the sum of the codes
+        for j in range(n):
+            acc[j] -= zb[j] * a_sum + za * sums[j] - k_count * za * zb[j]
+
+
+def matmul_accumulate(a: np.ndarray, b: np.ndarray, table: ProductTable, a_zero_point: int = 0,
+                      b_zero_point: np.ndarray | int = 0) -> np.ndarray:
+    """Same contract as ``accel.reference.matmul_accumulate``. Folding the table into a
+    constant operand does not apply to two activations, so every product is one lookup in the
+    256 KB table (it stays in L2)."""
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"cannot multiply {a.shape} by {b.shape}: expected (..., M, K) x (..., K, N)")
+    lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    (m, k), n = a.shape[-2:], b.shape[-1]
+    zb = np.broadcast_to(np.asarray(b_zero_point, dtype=np.int64), (n,))
+    check_range(table, k, int(a_zero_point), zb)
+    a_idx, b_idx = (np.ascontiguousarray(v.view(np.uint8) ^ np.uint8(0x80) if table.signed
+                                         else v.view(np.uint8)).reshape(-1, *v.shape[-2:])
+                    for v in (a, b))
+    a_at, b_at = (np.broadcast_to(np.arange(v.shape[0]).reshape(s[:-2]), lead).reshape(-1)
+                  for v, s in ((a_idx, a.shape), (b_idx, b.shape)))
+    b_sums = b.reshape(-1, k, n).sum(axis=1, dtype=np.int32)  # (batches of b, N)
+    out = np.empty((int(np.prod(lead, dtype=np.int64)), m, n), dtype=np.int32)
+    _matmul_kernel(a_idx, b_idx, a_at, b_at, np.ascontiguousarray(table.values, dtype=np.int32),
+                   np.int32(table.offset), np.int32(a_zero_point), zb.astype(np.int32), b_sums, out)
+    return out.reshape(lead + (m, n))
+

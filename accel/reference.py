@@ -1,4 +1,5 @@
-"""The plain reference kernels: approximate Conv/Gemm accumulators, obviously right, slow.
+"""The plain reference kernels: approximate Conv/Gemm/MatMul accumulators (also of two
+activations), obviously right, slow.
 
 Every multiplication goes through the product table, padded positions included (a MAC array
 does not know an operand is padding), so an approximate table that does not give 0 for a 0
@@ -75,6 +76,36 @@ def gemm_accumulate(
     out -= za * b.astype(np.int64).sum(axis=0)[None, :]
     out += k * za * zb[None, :]
     return _to_int32(out)
+
+
+def matmul_accumulate(
+    a: np.ndarray,
+    b: np.ndarray,
+    table: ProductTable,
+    a_zero_point: int = 0,
+    b_zero_point: np.ndarray | int = 0,
+) -> np.ndarray:
+    """int32 accumulators of the batched matrix product (a - za) @ (b - zb), every code product
+    taken from the table: a (..., M, K) and b (..., K, N) broadcast over their leading axes as
+    numpy's matmul does (two activations, as attention's Q x K^T, or an activation and a
+    constant). a_zero_point is a scalar; b_zero_point a scalar or per column (N,)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"cannot multiply {a.shape} by {b.shape}: expected (..., M, K) x (..., K, N)")
+    lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    (m, k), n = a.shape[-2:], b.shape[-1]
+    a64 = np.broadcast_to(a, lead + (m, k)).reshape(-1, m, k).astype(np.int64)
+    b64 = np.broadcast_to(b, lead + (k, n)).reshape(-1, k, n).astype(np.int64)
+    out = np.empty((a64.shape[0], m, n), dtype=np.int64)
+    for i, (x, y) in enumerate(zip(a64, b64)):
+        products = table.values[x[:, :, None] + table.offset, y[None, :, :] + table.offset]
+        out[i] = products.sum(axis=1, dtype=np.int64)
+    zb = np.broadcast_to(np.asarray(b_zero_point, dtype=np.int64), (n,))
+    za = int(a_zero_point)
+    out -= zb * a64.sum(axis=2, keepdims=True)
+    out -= za * b64.sum(axis=1, keepdims=True)
+    out += k * za * zb
+    return _to_int32(out).reshape(lead + (m, n))
 
 
 def conv_accumulate(

@@ -8,7 +8,8 @@ Same contract as ``accel.reference`` and ``accel.cpu``, numpy arrays in and out.
   ``circuits.appaxo.row_tables``). Every operand is an integer of at most 10 bits and every
   partial sum stays below 2^24, so float32 products are exact (TF32 is switched off);
   the reduction over K is split into blocks to keep that bound for wide layers.
-- **generic** (any table): gather ``T[x, w]`` and sum over K, in row blocks.
+- **generic** (any table): gather ``T[x, w]`` and sum over K, in row blocks; products of two
+  activations (``matmul_accumulate``) always take this path.
 
 Requantization reproduces ``accel.requant`` (float32 multiply, clamp, round half to even).
 """
@@ -107,6 +108,42 @@ class TorchKernels:
     def gemm_accumulate(self, a, b, table, a_zero_point=0, b_zero_point=0) -> np.ndarray:
         zb = np.broadcast_to(np.asarray(b_zero_point, dtype=np.int64), (b.shape[1],))
         return self._gemm_acc(self._tensor(a), b, table, int(a_zero_point), zb).cpu().numpy().astype(np.int32)
+
+    def matmul_accumulate(self, a, b, table, a_zero_point=0, b_zero_point=0) -> np.ndarray:
+        """Same contract as ``accel.reference.matmul_accumulate``; a ``TableBatch`` natively (the
+        result's leading axis holds each table's images in turn, ``accel.batch.matmul_parts``):
+        one gather ``T[a, b]`` from the tables stacked along the activation axis."""
+        if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+            raise ValueError(f"cannot multiply {a.shape} by {b.shape}: expected (..., M, K) x "
+                             "(..., K, N)")
+        tables = tables_of(table)
+        lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        (m, k), n = a.shape[-2:], b.shape[-1]
+        at = self._tensor(a).long().expand(*lead, m, k).reshape(-1, m, k)
+        bt = self._tensor(b).long().expand(*lead, k, n).reshape(-1, k, n)
+        rows = at.shape[0] * m if not lead else lead[0]  # the leading axis: the images
+        if rows % len(tables):
+            raise ValueError(f"a leading axis of {rows} does not split into {len(tables)} tables")
+        per_row = (at.shape[0] * m) // rows  # output rows (l, m) per image
+        owner = (torch.arange(at.shape[0] * m, device=self.device) // per_row
+                 // (rows // len(tables))).reshape(-1, m)
+        tvals = torch.tensor(np.concatenate([t.values for t in tables]).reshape(-1),
+                             device=self.device).long()
+        # flat index of T_owner[a, b]: (owner * 256 + a + offset) * 256 + b + offset
+        a_idx = ((owner[:, :, None] * 256 + at + table.offset) * 256)[:, :, :, None]
+        b_idx = (bt + table.offset)[:, None, :, :]
+        out = torch.empty((at.shape[0], m, n), dtype=torch.int64, device=self.device)
+        step = max(1, _ELEMENTS // max(1, m * k * n))
+        for start in range(0, at.shape[0], step):
+            block = slice(start, start + step)
+            out[block] = tvals[a_idx[block] + b_idx[block]].sum(dim=2)
+        zb = torch.as_tensor(np.broadcast_to(np.asarray(b_zero_point, dtype=np.int64), (n,)).copy(),
+                             device=self.device)
+        za = int(a_zero_point)
+        out -= zb * at.sum(2, keepdim=True)
+        out -= za * bt.sum(1, keepdim=True)
+        out += k * za * zb
+        return out.reshape(*lead, m, n).cpu().numpy().astype(np.int32)
 
     def _conv_acc(self, x, w, table, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1,
                   x_zero_point=0, w_zero_point=0):

@@ -1,9 +1,11 @@
 """Approximate ONNX models: a QOperator int8 model whose chosen QLinearConv / QGemm /
-QLinearMatMul nodes multiply through an approximate multiplier, as a file that runs in dse's
-runner and in onnxruntime itself.
+QLinearMatMul / MatMulInteger nodes multiply through an approximate multiplier, as a file that
+runs in dse's runner and in onnxruntime itself.
 
 Each chosen node becomes ``Approx<op>`` (``ApproxQLinearConv``, ``ApproxQGemm``,
-``ApproxQLinearMatMul``) in the custom domain ``ai.dse.approx``, with the node's inputs (missing
+``ApproxQLinearMatMul``, ``ApproxMatMulInteger``) in the custom domain ``ai.dse.approx``; a
+QLinearMatMul or MatMulInteger may multiply two activations (attention's Q x K^T, statically or
+dynamically quantized). The node keeps its inputs (missing
 optional ones written as ``""``) and attributes, and its multiplier: an AppAxO configuration as
 the integer attribute ``INIT_Value``, any other multiplier as its 256x256 int32 product table,
 an initializer read as one extra last input with its signedness as the attribute
@@ -61,7 +63,11 @@ EMGAXO_DOMAIN = "test.customop"
 ORT_ATTRS = "dse_attrs"  # the node's attributes as JSON, for onnxruntime-extensions (scalars only)
 _CODE_TYPES = {onnx.TensorProto.INT8: "s8", onnx.TensorProto.UINT8: "u8"}
 OPTIONAL_INPUTS = {"QLinearConv": {8: "bias"}, "QGemm": {2: "zp", 5: "zp", 6: "bias", 8: "zp"},
-                   "QLinearMatMul": {}}
+                   "QLinearMatMul": {}, "MatMulInteger": {2: "zp", 3: "zp"}}
+SECOND_OPERAND = {"QLinearConv": (3, 5), "QGemm": (3, 5), "QLinearMatMul": (3, 5),
+                  "MatMulInteger": (1, 3)}  # (weight or second activation, its zero point)
+ACTIVATION_OPERANDS = {"QLinearMatMul", "MatMulInteger"}  # may multiply two activations
+B_INPUT = "dse_b_input"  # 1: the second operand is an activation (fed to the custom op)
 
 Carried = int | ProductTable
 """A node's multiplier: an AppAxO configuration or a product table."""
@@ -94,8 +100,9 @@ def approximate_model(model: onnx.ModelProto, multipliers: Multipliers,
 
 
 def rewritable_nodes(model: onnx.ModelProto, emgaxo: bool = False) -> list[str]:
-    """The nodes ``approximate_model`` rewrites by default: every QLinearConv, QGemm and
-    QLinearMatMul (every QGemm in EMGAxO mode), named as ``QGraph.from_onnx`` names them."""
+    """The nodes ``approximate_model`` rewrites by default: every QLinearConv, QGemm,
+    QLinearMatMul and MatMulInteger (every QGemm in EMGAxO mode), named as
+    ``QGraph.from_onnx`` names them."""
     allowed = {"QGemm"} if emgaxo else set(BASE_INPUTS)
     return [name for name, n in zip(_names(model), model.graph.node) if n.op_type in allowed]
 
@@ -127,7 +134,8 @@ def _chosen(model: onnx.ModelProto, multipliers: Multipliers, nodes: list[str] |
             raise ApproxExportError(f"node {name!r} is not in the model")
         if by_name[name].op_type not in allowed:
             why = "EMGAxO mode replaces QGemm nodes only" if emgaxo else \
-                "only QOperator QLinearConv, QGemm and QLinearMatMul nodes multiply through a table"
+                "only QOperator QLinearConv, QGemm, QLinearMatMul and MatMulInteger nodes " \
+                "multiply through a table"
             raise ApproxExportError(
                 f"node {name!r} ({by_name[name].op_type}) cannot be rewritten: {why}")
     return set(nodes)
@@ -145,8 +153,9 @@ def _rewrite(node: onnx.NodeProto, name: str, multiplier: Carried,
              inits: Initializers, domain: str) -> None:
     """Turn ``node`` into its approximate custom node in place."""
     base, inputs = node.op_type, list(node.input)
-    if inputs[3] not in inits:
-        raise ApproxExportError(f"node {name!r} ({base}): its weight {inputs[3]!r} is not "
+    weight = inputs[SECOND_OPERAND[base][0]]
+    if base not in ACTIVATION_OPERANDS and weight not in inits:
+        raise ApproxExportError(f"node {name!r} ({base}): its weight {weight!r} is not "
                                 "an initializer")
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if base == "QGemm" and (len(inputs) < 8 or not inputs[7] or attrs.get("transA", 0)):
@@ -186,27 +195,33 @@ def for_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     an empty bias) and its attributes as one JSON string (the ops take scalar attributes only)."""
     out = copy_model(model)
     inits = Initializers(out)
+    types = _tensor_types(model)
     for node in out.graph.node:
         if node.domain in (DSE_DOMAIN, EMGAXO_DOMAIN) and node.op_type.startswith(PREFIX):
-            _prepare_for_ort(node, inits)
+            _prepare_for_ort(node, inits, types)
     ensure_opset(out, DSE_DOMAIN)
     return out
 
 
-def _prepare_for_ort(node: onnx.NodeProto, inits: Initializers) -> None:
+def _prepare_for_ort(node: onnx.NodeProto, inits: Initializers,
+                     types: dict[str, int]) -> None:
     base = node.op_type.removeprefix(PREFIX)
     if base not in BASE_INPUTS:
         raise ModelError(f"node {node.name!r}: unknown approximate op {node.op_type!r}; expected "
                          f"one of {', '.join(PREFIX + b for b in BASE_INPUTS)}")
-    weight = inits.get(node.input[3])
-    if weight is None or weight.data_type not in _CODE_TYPES:
+    second, second_zero = SECOND_OPERAND[base]
+    weight = inits.get(node.input[second])
+    if base not in ACTIVATION_OPERANDS and weight is None:
         raise ModelError(f"node {node.name!r} ({node.op_type}): the onnxruntime custom ops take "
-                         "constant int8 or uint8 weights only")
-    activations = _activation_type(node, inits)
+                         "constant weights only")
+    activations = _activation_type(node, inits, types)
+    weights = _code_type(node, second, (second_zero,), inits, types)
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     config = attrs.pop(CONFIG_ATTR, None)
     if config is not None:
         attrs[SIGNED_ATTR] = 1
+    if weight is None:
+        attrs[B_INPUT] = 1
     n = BASE_INPUTS[base]
     inputs = list(node.input) + [""] * (n + 1 - len(node.input))
     if config is not None:
@@ -214,7 +229,7 @@ def _prepare_for_ort(node: onnx.NodeProto, inits: Initializers) -> None:
                               lambda: appaxo.product_table(int(config)))
     for i, kind in OPTIONAL_INPUTS[base].items():
         if not inputs[i]:
-            code = activations if i != 5 else weight.data_type
+            code = weights if i == second_zero else activations
             inputs[i] = inits.add(f"dse_empty_{kind}_{code}", lambda kind=kind, code=code: (
                 np.zeros((0,), np.int32) if kind == "bias" else
                 np.zeros((), helper.tensor_dtype_to_np_dtype(code))))
@@ -222,24 +237,46 @@ def _prepare_for_ort(node: onnx.NodeProto, inits: Initializers) -> None:
     node.input.extend(inputs)
     attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
     node.attribute.append(helper.make_attribute(ORT_ATTRS, json.dumps(attrs)))
-    node.op_type = f"{PREFIX}{base}_{_CODE_TYPES[activations]}{_CODE_TYPES[weight.data_type]}"
+    node.op_type = f"{PREFIX}{base}_{_CODE_TYPES[activations]}{_CODE_TYPES[weights]}"
     node.domain = DSE_DOMAIN
 
 
-def _activation_type(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> int:
-    """int8 or uint8 activations, read from the node's activation or output zero point (the
-    quantizer writes both with the activations' type); int8 when neither is given."""
-    base = node.op_type.removeprefix(PREFIX)
-    for index in (2, 8 if base == "QGemm" else 7):
-        if len(node.input) > index and node.input[index] in inits:
-            return inits[node.input[index]].data_type
+def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+    """The element type of every tensor onnx's type inference knows (the custom nodes'
+    outputs stay unknown)."""
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*graph.input, *graph.value_info, *graph.output]}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    return {name: t for name, t in types.items() if t}
+
+
+def _code_type(node: onnx.NodeProto, index: int, zero_points: tuple[int, ...],
+               inits: dict[str, onnx.TensorProto], types: dict[str, int]) -> int:
+    """int8 or uint8: the type of input ``index``, or of a zero point the quantizer writes with
+    its type; int8 when none is known (the QOperator default)."""
+    for i in (index, *zero_points):
+        if len(node.input) > i and node.input[i]:
+            name = node.input[i]
+            code = inits[name].data_type if name in inits else types.get(name)
+            if code in _CODE_TYPES:
+                return code
     return onnx.TensorProto.INT8
+
+
+def _activation_type(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
+                     types: dict[str, int]) -> int:
+    """int8 or uint8 activations, read from the node's activation or output zero point (the
+    quantizer writes both with the activations' type) or the activations' inferred type."""
+    base = node.op_type.removeprefix(PREFIX)
+    zero_points = {"QGemm": (2, 8), "MatMulInteger": (2,)}.get(base, (2, 7))
+    return _code_type(node, 0, zero_points, inits, types)
 
 
 @functools.cache
 def _register_ort_ops() -> None:
     """Register the Python custom ops with onnxruntime-extensions (once per process): each of
-    the three ops for int8 and uint8 activations and weights (``<op>_<scheme>``)."""
+    the four ops for int8 and uint8 activations and weights (``<op>_<scheme>``)."""
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
     f32, i32 = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32
@@ -248,9 +285,11 @@ def _register_ort_ops() -> None:
         a, b = code[x], code[w]
         types = {"QLinearConv": [a, f32, a, b, f32, b, f32, a, i32, i32],
                  "QGemm": [a, f32, a, b, f32, b, i32, f32, a, i32],
-                 "QLinearMatMul": [a, f32, a, b, f32, b, f32, a, i32]}
+                 "QLinearMatMul": [a, f32, a, b, f32, b, f32, a, i32],
+                 "MatMulInteger": [a, b, a, b, i32]}
         for base, inputs in types.items():
-            onnx_op(op_type=f"{DSE_DOMAIN}::{PREFIX}{base}_{x}{w}", inputs=inputs, outputs=[a],
+            onnx_op(op_type=f"{DSE_DOMAIN}::{PREFIX}{base}_{x}{w}", inputs=inputs,
+                    outputs=[i32 if base == "MatMulInteger" else a],
                     attrs={ORT_ATTRS: PyCustomOpDef.dt_string})(_ort_compute(base))
 
 
@@ -262,11 +301,14 @@ def _ort_compute(base: str) -> Callable[..., np.ndarray]:
         *operands, table = inputs
         node_attrs = json.loads(attrs[ORT_ATTRS])
         signed = bool(node_attrs.pop(SIGNED_ATTR, 1))
+        fed = (0, SECOND_OPERAND[base][0]) if node_attrs.pop(B_INPUT, 0) else (0,)
         names = tuple(f"in{i}" if v.size else "" for i, v in enumerate(operands))
         node = Node(base, PREFIX + base, names, ("y",), node_attrs)
-        consts = {name: v for name, v in zip(names[1:], operands[1:]) if name}
-        graph = QGraph((node,), consts, ("in0",), ("y",))
-        return run(graph, {"in0": operands[0]}, ProductTable(table, signed=signed), cpu)["y"]
+        consts = {name: v for i, (name, v) in enumerate(zip(names, operands))
+                  if name and i not in fed}
+        graph = QGraph((node,), consts, tuple(names[i] for i in fed), ("y",))
+        feeds = {names[i]: operands[i] for i in fed}
+        return run(graph, feeds, ProductTable(table, signed=signed), cpu)["y"]
 
     compute.__name__ = f"dse_{PREFIX}{base}"
     return compute

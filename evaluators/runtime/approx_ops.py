@@ -1,5 +1,6 @@
 """The ops of approximate ONNX files (``evaluators.onnx.approximate``): ``ApproxQLinearConv``,
-``ApproxQGemm`` and ``ApproxQLinearMatMul``, each the plain QOperator op multiplying through
+``ApproxQGemm``, ``ApproxQLinearMatMul`` (a weight or a second activation) and
+``ApproxMatMulInteger`` (dynamic quantization's products), each the plain op multiplying through
 the multiplier its node carries, and the node convention both the export and the runner read.
 
 A node carries its multiplier as an AppAxO configuration (the integer attribute
@@ -19,7 +20,7 @@ from accel.batch import TableBatch
 from circuits import appaxo
 from circuits.product_table import ProductTable
 from evaluators.errors import ModelError
-from evaluators.runtime import core_ops
+from evaluators.runtime import core_ops, integer_ops
 from evaluators.runtime.core_ops import Context, Op
 from evaluators.runtime.layer_tables import LayerTablesBatch
 from evaluators.runtime.node import Node
@@ -27,7 +28,9 @@ from evaluators.runtime.node import Node
 CONFIG_ATTR = "INIT_Value"  # EMGAxO's attribute name for the AppAxO configuration
 SIGNED_ATTR = "table_signed"  # 1: the table initializer is indexed as a signed multiplier's
 PREFIX = "Approx"
-BASE_INPUTS = {"QLinearConv": 9, "QGemm": 9, "QLinearMatMul": 8}  # inputs before the table
+BASE_INPUTS = {"QLinearConv": 9, "QGemm": 9, "QLinearMatMul": 8,  # inputs before the table
+               "MatMulInteger": 4}
+_BASE_OPS = {**core_ops.OPS, **integer_ops.OPS}
 
 
 class _OwnTableContext(Context):
@@ -68,7 +71,7 @@ def _runner_op(base: str) -> Op:
         n = BASE_INPUTS[base]
         attrs = {k: v for k, v in node.attrs.items() if k not in (CONFIG_ATTR, SIGNED_ATTR)}
         plain = Node(base, node.name, node.inputs[:n], node.outputs, attrs)
-        return core_ops.OPS[base](plain, list(args[:n]), _OwnTableContext(ctx, table))
+        return _BASE_OPS[base](plain, list(args[:n]), _OwnTableContext(ctx, table))
 
     return op
 

@@ -48,7 +48,8 @@ def table_free(graph: QGraph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndar
     ctx = Context(graph, None, None, set())
     computed: set[str] = set()
     for node in graph.nodes:
-        if node.op in TABLE_OPS or not all(n in env for n in node.inputs) \
+        # a shape is never per image, even when its length is the number of images
+        if node.op in TABLE_OPS or node.op in SHAPE_OF or not all(n in env for n in node.inputs) \
                 or not any(n in feeds or n in computed for n in node.inputs):
             continue
         values = OPS[node.op](node, [env[n] for n in node.inputs], ctx)
@@ -60,6 +61,8 @@ def table_free(graph: QGraph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndar
     wanted = read_later | set(graph.outputs)
     return {name: env[name] for name in [*feeds, *computed] if name in wanted}
 
+
+SHAPE_OF = {"Shape", "Size"}  # ops whose outputs describe a tensor, not its images
 
 FLOAT_MULTIPLYING = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum"}
 

@@ -1,5 +1,6 @@
-"""The runner's context and the ONNX ops it executes natively: quantization, the QOperator
-layers that multiply through the product table (QLinearConv, QGemm, QLinearMatMul), the shape
+"""The runner's context and the ONNX ops it executes natively: quantization (static, and
+dynamic as onnxruntime's DynamicQuantizeLinear), the QOperator layers that multiply through the
+product table (QLinearConv, QGemm, QLinearMatMul, the last also of two activations), the shape
 and code-preserving ops, and elementwise arithmetic.
 
 The table layers accumulate in int32 through the kernels of ``accel`` and requantize exactly as
@@ -17,10 +18,10 @@ import numpy as np
 
 from accel.batch import TableBatch
 from accel.codes import recentre
-from accel.requant import output_multiplier
+from accel.requant import output_multiplier, requantize
 from circuits.product_table import ProductTable
 from evaluators.runtime import qops
-from evaluators.runtime.layer_tables import Tables, layer_table
+from evaluators.runtime.layer_tables import LayerTablesBatch, Tables, layer_table
 from evaluators.runtime.node import Node
 from evaluators.runtime.qgraph import QGraph, UnsupportedOpError
 from evaluators.runtime.qops import dequantize, quantize
@@ -114,12 +115,55 @@ def qgemm_arguments(node: Node, args: list, ctx: Context) -> tuple:
                           c, mult, _zero_point(g, node, 8, a))
 
 
+def weight_layer(node: Node, ctx: Context, b: np.ndarray, index: int = 3) -> bool:
+    """Whether a MatMul node multiplies by a constant 2-D weight (input ``index``): the gemm
+    kernels' case, folded once per table. Anything else (two activations, as attention's
+    Q x K^T, or an N-D constant) is a batched product of codes (``matmul_accumulate``)."""
+    return b.ndim == 2 and node.inputs[index] in ctx.graph.initializers
+
+
+def matmul_accumulate(node: Node, ctx: Context, a: np.ndarray, a_zero_point: np.ndarray,
+                      b: np.ndarray, b_zero_point: np.ndarray) -> np.ndarray:
+    """int32 accumulators of the numpy-style matmul of two code tensors through the table (1-D
+    operands promoted and their axis dropped as numpy does), activation zero points per
+    tensor, a constant's per tensor or per column."""
+    if np.size(a_zero_point) != 1 or np.size(b_zero_point) not in (1, b.shape[-1]):
+        raise UnsupportedOpError(f"node {node.name!r} ({node.op}): zero points must be per "
+                                 "tensor (or per column for the second operand)")
+    a_zp = int(np.asarray(a_zero_point).reshape(()))
+    b_zp = np.asarray(b_zero_point).astype(np.int64).reshape(-1 if np.size(b_zero_point) > 1 else ())
+    a, a_zp, b, b_zp = ctx.operands(node, a, a_zp, b, b_zp)
+    vector_a, vector_b = a.ndim == 1, b.ndim == 1
+    acc = ctx.kernels.matmul_accumulate(a[None] if vector_a else a,
+                                        b[:, None] if vector_b else b, ctx.table_for(node),
+                                        a_zero_point=a_zp, b_zero_point=b_zp)
+    if vector_b:
+        acc = acc[..., 0]
+    return acc[..., 0, :] if vector_a else acc
+
+
+def _activation_matmul(node: Node, args: list, ctx: Context) -> np.ndarray:
+    """QLinearMatMul of two activations (or of an N-D constant): accumulate through the table,
+    requantize along the columns."""
+    a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp = args
+    if np.size(a_scale) != 1 or np.size(b_scale) not in (1, b.shape[-1]):
+        raise UnsupportedOpError(f"node {node.name!r} (QLinearMatMul): a_scale must be per "
+                                 "tensor, b_scale per tensor or per column")
+    acc = matmul_accumulate(node, ctx, a, a_zp, b, b_zp)
+    if node.outputs[0] in ctx.capture:
+        ctx.captured[node.outputs[0] + ":acc"] = acc
+    mult = output_multiplier(np.asarray(a_scale).reshape(()), np.asarray(b_scale).reshape(-1), y_scale)
+    return requantize(acc, mult, np.asarray(y_zp).reshape(()), max(acc.ndim - 1, 0))
+
+
 def qlinear_matmul_arguments(node: Node, args: list, ctx: Context) -> tuple:
-    """What ``qgemm_arguments`` gives, for a QLinearMatMul node (no bias)."""
+    """What ``qgemm_arguments`` gives, for a QLinearMatMul node with a constant 2-D weight (no
+    bias)."""
     g = ctx.graph
     a, a_scale, _, b, b_scale, _, y_scale, _ = args
-    if b.ndim != 2:
-        raise UnsupportedOpError(f"node {node.name!r} (QLinearMatMul): the weight must be 2-D")
+    if not weight_layer(node, ctx, b):
+        raise UnsupportedOpError(f"node {node.name!r} (QLinearMatMul): the weight must be a "
+                                 "2-D constant")
     mult = output_multiplier(a_scale, b_scale, y_scale)
     return _gemm_operands(node, ctx, a, _zero_point(g, node, 2, a), b, _zero_point(g, node, 5, b),
                           None, mult, _zero_point(g, node, 7, a))
@@ -141,7 +185,16 @@ def _qgemm(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
 
 
 def _qlinear_matmul(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    if not weight_layer(node, ctx, args[3]):
+        return [_activation_matmul(node, [_input(args, i) for i in range(8)], ctx)]
     return [_gemm(node, ctx, *qlinear_matmul_arguments(node, args, ctx))]
+
+
+def _input(args: list, index: int) -> np.ndarray:
+    """Input ``index`` of a QLinear node, an absent zero point a zero of its tensor's type."""
+    if index in (2, 5, 7) and (len(args) <= index or args[index] is None):
+        return np.zeros((), dtype=args[0 if index != 5 else 3].dtype)
+    return args[index]
 
 
 def _flatten(x: np.ndarray, node: Node) -> np.ndarray:
@@ -197,6 +250,29 @@ def _quantize_op(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
     return [quantize(args[0], args[1], zp, node.attr("axis", 1))]
 
 
+def dynamic_quantization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """onnxruntime's DynamicQuantizeLinear parameters of a float32 tensor (its
+    ``GetQuantizationParameter``): the range widened to include 0, ``scale = (max - min) / 255``
+    in float32 (1 for an all-zero range) and ``zero point = round_half_even(clamp(0 - min /
+    scale, 0, 255))`` as uint8."""
+    x = np.asarray(x, dtype=np.float32)
+    lo = np.minimum(x.min(initial=np.float32(np.inf)), np.float32(0))
+    hi = np.maximum(x.max(initial=np.float32(-np.inf)), np.float32(0))
+    scale = np.float32(1) if hi == lo else np.float32(hi - lo) / np.float32(255)
+    zero = np.clip(np.float32(0) - lo / scale, np.float32(0), np.float32(255))
+    return np.asarray(scale, np.float32), np.asarray(np.rint(zero), np.uint8)
+
+
+def _dynamic_quantize_op(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    """DynamicQuantizeLinear: uint8 codes, their scale and zero point, all from the tensor's
+    range. In batched mode that range would mix the tables' images, so it is refused."""
+    if isinstance(ctx.tables, (TableBatch, LayerTablesBatch)) and len(ctx.tables) > 1:
+        raise UnsupportedOpError(f"node {node.name!r} (DynamicQuantizeLinear): its range spans "
+                                 "the whole tensor, so tables cannot be scored in one batch")
+    scale, zero_point = dynamic_quantization(args[0])
+    return [quantize(args[0], scale, zero_point), scale, zero_point]
+
+
 def _arithmetic(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable:
     """An elementwise op with numpy broadcasting: on float32 tensors one IEEE operation per
     element, as onnxruntime computes it; on integers of one type the same op wrapping as
@@ -220,6 +296,7 @@ Op = Callable[[Node, list, Context], list]
 
 OPS: dict[str, Op] = {
     "QuantizeLinear": _quantize_op,
+    "DynamicQuantizeLinear": _dynamic_quantize_op,
     "DequantizeLinear": _dequantize_op,
     "QLinearConv": _qlinear_conv,
     "QGemm": _qgemm,

@@ -1,8 +1,9 @@
 """The ONNX integer ops an integer-only graph is made of (``evaluators.onnx.integer_graph``):
 ConvInteger and MatMulInteger multiplying through the product table into int32 accumulators,
-integer division rounding toward zero and Cast, computed as onnxruntime computes them. (Integer
-Add, Sub and Mul are the elementwise ops of ``evaluators.runtime.core_ops``.) Every op here is
-listed in ``OPS``, which the op registry (``evaluators.runtime.ops``) takes in whole.
+integer division rounding toward zero (and float32 Div, for the float ops of transformers) and
+Cast, computed as onnxruntime computes them. (Integer Add, Sub and Mul are the elementwise ops
+of ``evaluators.runtime.core_ops``.) Every op here is listed in ``OPS``, which the op
+registry (``evaluators.runtime.ops``) takes in whole.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from evaluators.runtime.core_ops import Context, Op
+from evaluators.runtime.core_ops import Context, Op, matmul_accumulate, weight_layer
 from evaluators.runtime.node import Node
 from evaluators.runtime.qgraph import UnsupportedOpError
 
@@ -33,6 +34,11 @@ def _conv_integer(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
 
 
 def _matmul_integer(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    """MatMulInteger: a constant 2-D weight through the gemm kernels; two activations (dynamic
+    quantization's attention products) or N-D operands through ``matmul_accumulate``."""
+    if not weight_layer(node, ctx, args[1], index=1):
+        return [matmul_accumulate(node, ctx, args[0], np.asarray(_zero_point_arg(args, 2)),
+                                  args[1], np.asarray(_zero_point_arg(args, 3)))]
     a, a_zero_point, b, b_zero_point = ctx.operands(
         node, args[0], int(np.asarray(_zero_point_arg(args, 2))), args[1],
         np.asarray(_zero_point_arg(args, 3)).astype(np.int64))
@@ -48,10 +54,15 @@ def _truncating_divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _run_div(node: Node, args: list, ctx: Context) -> list[np.ndarray]:
+    """Div of one integer type (rounding toward zero) or of float32 (one IEEE division per
+    element, as onnxruntime divides: the float ops of quantized transformers)."""
     a, b = args
+    if a.dtype == np.float32 and b.dtype == np.float32:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return [a / b]
     if a.dtype.kind not in "iu" or a.dtype != b.dtype:
-        raise UnsupportedOpError(f"node {node.name!r} (Div): only integer "
-                                 "division is supported")
+        raise UnsupportedOpError(f"node {node.name!r} (Div) reads {a.dtype} and {b.dtype}; "
+                                 "only integers of one type or float32 are supported")
     return [_truncating_divide(a, b).astype(a.dtype)]
 
 

@@ -4,7 +4,8 @@ become the integer ops onnxruntime's QDQ fusion makes of them when it loads such
 The rules follow onnxruntime's ``QDQSelectorActionTransformer`` (CPU provider, int8 allowed):
 
 - ``DQ(x), DQ(w)[, DQ(int32 b)] -> Conv -> Q`` becomes QLinearConv (the bias codes are used as
-  they are), ``Gemm`` with a Q becomes QGemm, ``MatMul`` with a Q becomes QLinearMatMul; a Relu or
+  they are), ``Gemm`` with a Q becomes QGemm, ``MatMul`` with a Q becomes QLinearMatMul (also
+  of two activations, attention's Q x K^T: both DQ per tensor); a Relu or
   Clip between the op and Q that Q's range makes redundant is dropped;
 - ``Add`` / ``Mul`` with two DQ inputs become QLinearAdd / QLinearMul, ``AveragePool``,
   ``GlobalAveragePool`` and ``Softmax`` their QLinear versions, ``Concat`` QLinearConcat;
@@ -181,11 +182,13 @@ class _Fuser:
         return Node("QGemm", node.name, inputs, q.outputs, attrs)
 
     def matmul(self, node: Node, q: Node) -> Node | None:
+        """A weight (per tensor or per column) or a second activation (per tensor, attention's
+        Q x K^T): QLinearMatMul either way."""
         a, w = self.dq(node.inputs[0]), self.dq(node.inputs[1])
-        if a is None or w is None or not self.constant(w.inputs[0]) or not self.scalar(a):
+        if a is None or w is None or not self.scalar(a) or not self._types_fit(a, w, q):
             return None
-        if self.value(w.inputs[0]).ndim != 2 or not self._types_fit(a, w, q) \
-                or not self.per_channel(w, 1):
+        if not (self.per_channel(w, self.value(w.inputs[0]).ndim - 1)
+                if self.constant(w.inputs[0]) else self.scalar(w)):
             return None
         inputs = (a.inputs[0], *self.params(a), w.inputs[0], *self.params(w), *self.params(q))
         return Node("QLinearMatMul", node.name, inputs, q.outputs, {})

@@ -25,6 +25,21 @@ from evaluators.runtime.qdq import fuse_qdq
 DEFAULT_OPSET = 17
 
 
+_CONSTANT_TYPES = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
+                   "value_ints": np.int64}
+
+
+def _constant(attrs: dict) -> np.ndarray | None:
+    """The tensor of a Constant node (``value`` or one of its scalar and list forms); None for
+    forms the runner does not read (strings, sparse tensors)."""
+    (name, value), = attrs.items()
+    if name == "value":
+        return numpy_helper.to_array(value)
+    if name in _CONSTANT_TYPES:
+        return np.asarray(value, dtype=_CONSTANT_TYPES[name])
+    return None
+
+
 class UnsupportedOpError(ModelError):
     """The graph holds an op (or an op's setting) the approximate runner cannot execute."""
 
@@ -51,8 +66,8 @@ class QGraph:
         nodes = []
         for i, n in enumerate(graph.node):
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-            if n.op_type == "Constant" and "value" in attrs:
-                inits[n.output[0]] = numpy_helper.to_array(attrs["value"])
+            if n.op_type == "Constant" and len(attrs) == 1 and (value := _constant(attrs)) is not None:
+                inits[n.output[0]] = value
                 continue
             attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
             nodes.append(

@@ -39,6 +39,7 @@ from collections.abc import Callable
 import numpy as np
 
 from accel.codes import map_pairs
+from accel.fma import fma32
 from accel.requant import requantize
 from evaluators.runtime.node import Node
 from evaluators.runtime.qgraph import UnsupportedOpError
@@ -87,26 +88,6 @@ def code_index(x: np.ndarray) -> np.ndarray:
     """``x - min code`` as uint8 without widening: the index of each code in ``all_codes``."""
     u = np.ascontiguousarray(x).view(np.uint8)
     return u ^ np.uint8(0x80) if x.dtype == np.int8 else u
-
-
-def fma32(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """``round_f32(x * y + z)`` with one rounding, as an FMA instruction computes it.
-
-    The float64 product of two float32 values is exact; the sum is split into its float64
-    rounding and the exact error (TwoSum), which decides the one case where rounding the
-    float64 sum to float32 would round twice: a sum exactly halfway between two float32 values.
-    """
-    x, y, z = np.broadcast_arrays(*(np.asarray(v, dtype=_F32) for v in (x, y, z)))
-    p = x.astype(np.float64) * y.astype(np.float64)
-    zz = z.astype(np.float64)
-    s = p + zz
-    back = s - zz
-    err = (p - back) + (zz - (s - back))
-    f = s.astype(_F32)
-    d = s - f.astype(np.float64)
-    g = np.nextafter(f, np.where(d > 0, _F32(np.inf), _F32(-np.inf)))
-    tie = (d != 0) & (g.astype(np.float64) - s == d) & (err != 0)
-    return np.where(tie & ((err > 0) == (d > 0)), g, f)
 
 
 def _saturate(y: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -20,7 +20,21 @@ _ELEMENTWISE = {"Relu", "Clip"}  # monotone non-decreasing, so they commute with
 _STRUCTURAL = {"MaxPool", "Flatten", "Reshape", "Identity", "Transpose", "Squeeze", "Unsqueeze"}
 
 
-class FoldCodeChains:
+class _Fusion:
+    """A transformation that fuses one place at a time until none is left."""
+
+    def apply(self, graph: QGraph) -> tuple[QGraph, bool]:
+        changed = False
+        while (fused := self._fuse_first(graph)) is not None:
+            graph, changed = fused, True
+        return graph, changed
+
+    def _fuse_first(self, graph: QGraph) -> QGraph | None:
+        """The graph with its first fusable place fused, or None if there is none."""
+        raise NotImplementedError
+
+
+class FoldCodeChains(_Fusion):
     """``DequantizeLinear -> (Relu | Clip | MaxPool | Flatten | Reshape | Transpose | Squeeze |
     Unsqueeze | Identity)* -> QuantizeLinear`` becomes one ``dse.CodeChain`` node: pooling and
     reshapes on the 8-bit codes, then a 256-entry code map. Any other op ends the search (the
@@ -31,12 +45,6 @@ class FoldCodeChains:
     collapses into a table of what each input code becomes, computed with the same float32
     operations. It avoids converting every activation to float and back between layers.
     """
-
-    def apply(self, graph: QGraph) -> tuple[QGraph, bool]:
-        changed = False
-        while (fused := self._fuse_first(graph)) is not None:
-            graph, changed = fused, True
-        return graph, changed
 
     def _fuse_first(self, graph: QGraph) -> QGraph | None:
         """The graph with its first foldable chain fused, or None if there is none."""
@@ -86,12 +94,92 @@ class FoldCodeChains:
         return values
 
 
+class FoldCodeMaps(_Fusion):
+    """``DequantizeLinear -> elementwise float ops -> QuantizeLinear``, where the float ops
+    (a GELU's Div, Erf, Add and Mul, a sigmoid, ...) may branch and join but read nothing else
+    than the dequantized tensor and scalar constants, becomes one ``dse.CodeChain`` node with a
+    256-entry code map: the region maps each 8-bit code to one output code.
+
+    Exact: every op of the region computes each element alone (its float32 arithmetic does
+    not depend on the element's neighbours), so evaluating the region once on all 256 codes
+    gives what it computes on any tensor. A region tensor read outside the region or the
+    graph's output leaves the graph as it is.
+    """
+
+    def _fuse_first(self, graph: QGraph) -> QGraph | None:
+        for index, node in enumerate(graph.nodes):
+            if node.op != "DequantizeLinear" or not _scalar_quantization(graph, node):
+                continue
+            region = self._region(graph, index)
+            if region is None:
+                continue
+            quantize = region[-1]
+            fused = Node(CODE_CHAIN, f"{node.name}_codemap", (node.inputs[0],), quantize.outputs,
+                         {"steps": [], "code_map": self._code_map(graph, region)})
+            removed = {id(n) for n in region[1:]}
+            return graph.with_nodes(
+                [fused if n is node else n for n in graph.nodes if id(n) not in removed])
+        return None
+
+    @staticmethod
+    def _code_map(graph: QGraph, region: list[Node]) -> np.ndarray:
+        """What the region makes of every input code, in code order."""
+        dq = region[0]
+        zero = graph.initializers.get(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] else None
+        info = np.iinfo(zero.dtype if zero is not None else np.uint8)
+        env = {dq.inputs[0]: np.arange(info.min, info.max + 1).astype(info.dtype)}
+        ctx = Context(graph, None, None, set())
+        for node in region:
+            args = [env[n] if n in env else graph.initializers.get(n) if n else None
+                    for n in node.inputs]
+            env.update(zip(node.outputs, OPS[node.op](node, args, ctx)))
+        return env[region[-1].outputs[0]].reshape(-1)
+
+    @staticmethod
+    def _region(graph: QGraph, index: int) -> list[Node] | None:
+        """The DequantizeLinear at ``index``, the elementwise ops fed only by it and by
+        scalar constants, and the one QuantizeLinear that ends them; None if that is not all
+        that reads them, or if nothing but a plain round trip lies between."""
+        dq = graph.nodes[index]
+        tensors, region = {dq.outputs[0]}, [dq]
+        for node in graph.nodes[index + 1:]:
+            inputs = [n for n in node.inputs if n]
+            if node.op in _FLOAT_ELEMENTWISE and any(n in tensors for n in inputs) and all(
+                    n in tensors or _scalar(graph, n) for n in inputs):
+                region.append(node)
+                tensors.update(node.outputs)
+        ends = [n for n in graph.nodes if n.op == "QuantizeLinear" and n.inputs[0] in tensors]
+        if len(region) < 2 or len(ends) != 1 or not _scalar_quantization(graph, ends[0]):
+            return None
+        inside = {id(n) for n in region} | {id(ends[0])}
+        for tensor in tensors:
+            if tensor in graph.outputs or any(id(r) not in inside for r in graph.consumers(tensor)):
+                return None
+        return region + ends
+
+
+_FLOAT_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Erf", "Tanh", "Sigmoid", "Sqrt", "Neg",
+                      "Reciprocal", "Pow", "Relu", "Clip", "Gelu", "Identity"}
+"""Float ops computing each element alone (from it and scalar constants)."""
+
+
+def _scalar(graph: QGraph, name: str) -> bool:
+    value = graph.initializers.get(name)
+    return value is not None and value.size == 1
+
+
+def _scalar_quantization(graph: QGraph, node: Node) -> bool:
+    """A Quantize/DequantizeLinear with one constant scale and zero point (if any)."""
+    return _scalar(graph, node.inputs[1]) and (len(node.inputs) < 3 or not node.inputs[2]
+                                               or _scalar(graph, node.inputs[2]))
+
+
 def _positive_scalar(graph: QGraph, name: str) -> bool:
     scale = graph.initializers.get(name)
     return scale is not None and scale.size == 1 and float(scale.reshape(())) > 0
 
 
-class FuseConvPool:
+class FuseConvPool(_Fusion):
     """``QLinearConv -> dse.CodeChain`` becomes one ``dse.QLinearConvPool``: the kernel
     requantizes and applies the chain's code map in the same pass. When the chain's first step
     is a non-overlapping MaxPool, the kernel pools the int32 accumulators and requantizes only
@@ -99,12 +187,6 @@ class FuseConvPool:
     non-decreasing, so they commute with max pooling); otherwise the pool is (1, 1). The fused
     node keeps the convolution's name, which per-layer tables (``LayerTables``) are keyed by.
     Run after ``FoldCodeChains``."""
-
-    def apply(self, graph: QGraph) -> tuple[QGraph, bool]:
-        changed = False
-        while (fused := self._fuse_first(graph)) is not None:
-            graph, changed = fused, True
-        return graph, changed
 
     @staticmethod
     def _poolable(step: Node) -> bool:
@@ -137,7 +219,7 @@ class FuseConvPool:
         return None
 
 
-DEFAULT_TRANSFORMS = (FoldCodeChains(), FuseConvPool())
+DEFAULT_TRANSFORMS = (FoldCodeMaps(), FoldCodeChains(), FuseConvPool())
 
 
 def optimize(graph: QGraph) -> QGraph:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import torch
+from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from accel import cpu, reference
@@ -16,7 +18,7 @@ from evaluators.networks.zoo import export_onnx
 from evaluators.runtime import approx_runner
 from evaluators.runtime.fused_ops import CODE_CHAIN, CONV_POOL
 from evaluators.runtime.qgraph import QGraph
-from evaluators.runtime.transforms import FoldCodeChains, FuseConvPool, optimize
+from evaluators.runtime.transforms import FoldCodeChains, FoldCodeMaps, FuseConvPool, optimize
 
 
 def test_lenet_chains_fold_and_results_do_not_change(lenet, mnist):
@@ -167,3 +169,45 @@ def test_chains_through_transpose_and_squeeze_fold_exactly():
     np.testing.assert_array_equal(
         approx_runner.run(graph, {"input": x}, ProductTable.exact(True), cpu)["out"],
         session(model).run(None, {"input": x})[0])
+
+
+def _gelu_model(extra_reader: bool) -> onnx.ModelProto:
+    """QuantizeLinear -> DequantizeLinear -> GELU as exported at opset 17 (x * 0.5 *
+    (1 + erf(x / sqrt 2)): a branching region of elementwise float ops) -> QuantizeLinear ->
+    DequantizeLinear; ``extra_reader``: the Erf output is also a graph output."""
+    consts = {"s": np.float32(0.05), "z": np.int8(0), "s2": np.float32(0.03),
+              "root2": np.float32(1.4142135), "one": np.float32(1), "half": np.float32(0.5)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["f"]),
+             helper.make_node("Div", ["f", "root2"], ["d"]),
+             helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["a"]),
+             helper.make_node("Mul", ["f", "a"], ["m"]),
+             helper.make_node("Mul", ["m", "half"], ["g"]),
+             helper.make_node("QuantizeLinear", ["g", "s2", "z"], ["gq"]),
+             helper.make_node("DequantizeLinear", ["gq", "s2", "z"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6])]
+    if extra_reader:
+        outputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, ["n", 6]))
+    graph = helper.make_graph(
+        nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])], outputs,
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_branching_region_of_float_ops_folds_into_one_code_map_exactly():
+    """GELU between DequantizeLinear and QuantizeLinear becomes a 256-entry code map; the
+    results are the unfolded graph's and onnxruntime's on every code, and a region whose
+    tensor is read elsewhere stays as it is."""
+    x = np.linspace(-7, 7, 600, dtype=np.float32).reshape(100, 6)
+    model = _gelu_model(extra_reader=False)
+    plain = QGraph.from_onnx(model)
+    folded, changed = FoldCodeMaps().apply(plain)
+    assert changed and [n.op for n in folded.nodes] == ["QuantizeLinear", CODE_CHAIN,
+                                                        "DequantizeLinear"]
+    table = ProductTable.exact(True)
+    got = approx_runner.run(folded, {"x": x}, table, reference)["y"]
+    np.testing.assert_array_equal(got, approx_runner.run(plain, {"x": x}, table, reference)["y"])
+    np.testing.assert_array_equal(got, ort_exactness.session(model).run(None, {"x": x})[0])
+    kept = QGraph.from_onnx(_gelu_model(extra_reader=True))
+    assert FoldCodeMaps().apply(kept) == (kept, False)
