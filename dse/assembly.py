@@ -31,7 +31,7 @@ def training_settings(model: ModelSettings, quantization: QuantizationSettings,
         learning_rate=model.learning_rate, augment=model.augment, seed=seed,
         calibration_size=quantization.calibration_size, checkpoint=model.checkpoint,
         onnx=model.onnx, scheme=quantization.scheme, quant_format=quantization.format,
-        reduce_range=quantization.reduce_range)
+        reduce_range=quantization.reduce_range, mode=quantization.mode)
 
 
 def preprocessing(settings: StudySettings) -> Preprocessing:
@@ -62,7 +62,8 @@ def evaluator_inputs(settings: StudySettings, log: Log, progress: bool | None,
                 training=training_settings(settings.model, settings.quantization, settings.seed),
                 preprocessing=preprocessing(settings), reuse_network=settings.model.reuse_checkpoint,
                 kernel=settings.evaluation.kernel, device=settings.evaluation.device,
-                asic=asic, seed=settings.seed, log=log, progress=progress)
+                asic=asic, seed=settings.seed, approximate=settings.approximate, log=log,
+                progress=progress)
 
 
 @dataclass(frozen=True)

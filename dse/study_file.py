@@ -190,9 +190,9 @@ class ModelSettings(Section):
 
 # settings added after studies were frozen without them (their path in the dump, their
 # default): left out of the dump while they hold the default, so those studies keep their hash
-LATER_DEFAULTS = ((("retrain",), None),
+LATER_DEFAULTS = ((("retrain",), None), (("approximate",), "all"),
                   (("quantization", "scheme"), "s8s8"), (("quantization", "format"), "qoperator"),
-                  (("quantization", "reduce_range"), False))
+                  (("quantization", "reduce_range"), False), (("quantization", "mode"), "static"))
 
 
 class QuantizationSettings(Section):
@@ -200,13 +200,25 @@ class QuantizationSettings(Section):
     weights, MinMax calibration. ``scheme``: activations then weights, signed (s8) or unsigned
     (u8); ``format``: the graph form the study scores; ``reduce_range``: 7-bit weights, the
     option onnxruntime recommends for x86 CPUs without AVX-512 VNNI, where its own uint8 x int8
-    kernels saturate (dse's products are exact either way). They apply when dse quantizes the
-    network (an imported quantized model is used as it is)."""
+    kernels saturate (dse's products are exact either way). ``mode``: static (calibrated
+    scales) or dynamic (each activation quantized at run time by DynamicQuantizeLinear, to
+    uint8: scheme u8s8 or u8u8, format qoperator; the attention products of transformers
+    included). They apply when dse quantizes the network (an imported quantized model is used
+    as it is)."""
 
     calibration_size: Annotated[int, Field(ge=1, le=60000)] = 1000
     scheme: Literal["s8s8", "u8s8", "u8u8"] = "s8s8"
     format: Literal["qoperator", "qdq"] = "qoperator"
     reduce_range: bool = False
+    mode: Literal["static", "dynamic"] = "static"
+
+    @model_validator(mode="after")
+    def _dynamic_operands(self) -> QuantizationSettings:
+        if self.mode == "dynamic" and (self.scheme == "s8s8" or self.format == "qdq"):
+            raise ValueError(f"quantization.mode dynamic quantizes activations to uint8 at run "
+                             f"time (DynamicQuantizeLinear) into QOperator layers: give scheme "
+                             f"u8s8 or u8u8 and format qoperator (got {self.scheme} {self.format})")
+        return self
 
 
 def parse_bits(value: Any, field: str) -> int:
@@ -502,6 +514,9 @@ class StudySettings(Section):
     hardware: HardwareSettings = HardwareSettings()
     executor: ExecutorSettings = ExecutorSettings()
     storage: str | None = None  # null: a journal file in the study folder; or an RDB URL
+    # the table layers the study's multipliers replace: all, or roles (embedding, projection,
+    # attention, mlp, head), blocks (block0, ...) and layer names (evaluators.runtime.roles)
+    approximate: Literal["all"] | Annotated[list[str], Field(min_length=1)] = "all"
     space: SpaceSettings
     strategy: Strategy
     objectives: Annotated[list[Objective], Field(min_length=2, max_length=4)] = [

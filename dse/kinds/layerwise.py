@@ -7,7 +7,7 @@ and the designs read back as a product table per layer."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -30,8 +30,10 @@ from dse.study_file import (
     existing,
     parse_bits,
 )
-from evaluators.runtime.approx_runner import require_layers, table_layers
+from evaluators.errors import AssignmentError
+from evaluators.runtime.approx_runner import table_layers
 from evaluators.runtime.layer_tables import LayerTables
+from evaluators.runtime.roles import LayerRole, choose, layer_roles
 from evaluators.scoring.candidate import build_evaluator
 from evaluators.scoring.layerwise import EXACT, LayerwiseEvaluator, layer_costs
 
@@ -110,9 +112,11 @@ class LibrarySettings(Section):
 
 
 class LayerwiseSpaceSettings(Section):
-    """One library member per table-multiplying layer (``layers``: all, or node names), or per
-    ``tie`` group of layers that must share one (``tie: all``: one multiplier everywhere, the
-    homogeneous study over the same library). ``datapath`` says how area and FPGA LUTs add up:
+    """One library member per table-multiplying layer (``layers``: all, or roles, blocks and
+    node names: ``evaluators.runtime.roles``), or per ``tie`` group of layers that must share
+    one (``tie: all``: one multiplier everywhere, the homogeneous study over the same library;
+    ``per_block``, ``per_role``: one per transformer block or per role; or a list of groups,
+    each of roles, blocks or node names). ``datapath`` says how area and FPGA LUTs add up:
     ``shared`` (one array of the distinct multipliers used, time-shared by the layers) or
     ``spatial`` (a processing element per layer). ``sensitivity``: score each layer with each
     member first and seed the first proposals from it."""
@@ -120,7 +124,8 @@ class LayerwiseSpaceSettings(Section):
     type: Literal["layerwise"]
     library: LibrarySettings
     layers: Literal["all"] | Annotated[list[str], Field(min_length=1)] = "all"
-    tie: Literal["all"] | list[Annotated[list[str], Field(min_length=1)]] = []
+    tie: Literal["all", "per_block", "per_role"] | \
+        list[Annotated[list[str], Field(min_length=1)]] = []
     datapath: Literal["shared", "spatial"] = "shared"
     sensitivity: bool = False
 
@@ -133,8 +138,6 @@ class LayerwiseSpaceSettings(Section):
                     if layer in seen:
                         raise ValueError(f"tie: layer {layer!r} is in two groups")
                     seen.add(layer)
-            if isinstance(self.layers, list) and (extra := seen - set(self.layers)):
-                raise ValueError(f"tie: {sorted(extra)[0]!r} is not among the searched layers")
         return self
 
 
@@ -163,18 +166,40 @@ def build_library(settings: LibrarySettings) -> MultiplierLibrary:
                                    catalogues=settings.catalogues, members=members)
 
 
-def make_space(settings: LayerwiseSpaceSettings, layers: Sequence[str],
-               members: Sequence[str]) -> LayerwiseSpace:
+def make_space(settings: LayerwiseSpaceSettings, layers: Sequence[str], members: Sequence[str],
+               roles: Mapping[str, LayerRole] | None = None,
+               approximate: Sequence[str] | str = "all") -> LayerwiseSpace:
     """One variable per group: each tie group, then every other searched layer on its own (in
-    network order). Layers left out of ``layers`` keep the exact multiplier."""
-    named = [] if settings.layers == "all" else list(settings.layers)
-    named += [] if settings.tie == "all" else [layer for group in settings.tie for layer in group]
-    require_layers(named, layers, "space: ")
-    searched = list(layers) if settings.layers == "all" else \
-        [layer for layer in layers if layer in settings.layers]
+    network order). The searched layers are those both ``settings.layers`` and the study's
+    ``approximate`` choose (``roles``: each layer's role and block); the others keep the exact
+    multiplier."""
+    roles = roles or {}
+    searched = [layer for layer in choose(layers, roles, settings.layers, "space: ")
+                if layer in choose(layers, roles, approximate, "approximate: ")]
     if settings.tie == "all":
         return LayerwiseSpace((("all", tuple(searched)),), tuple(members))
-    tied = {layer: tuple(group) for group in settings.tie for layer in group}
+    if settings.tie in ("per_block", "per_role"):
+        if not roles:
+            raise AssignmentError(f"space: tie: {settings.tie} needs a transformer (layers with "
+                                  "roles and blocks); this network multiplies no two activations")
+        key = {layer: r.group if settings.tie == "per_block" else r.role
+               for layer, r in roles.items()}
+        grouped: dict[str, list[str]] = {}
+        for layer in searched:
+            grouped.setdefault(key[layer], []).append(layer)
+        return LayerwiseSpace(tuple((name, tuple(g)) for name, g in grouped.items()),
+                              tuple(members))
+    tied: dict[str, tuple[str, ...]] = {}
+    for group in settings.tie:
+        # a role or block ties its searched layers; a layer named in a tie must be searched
+        chosen = tuple(layer for layer in choose(layers, roles, group, "space: ")
+                       if layer in searched or layer in group)
+        for layer in chosen:
+            if layer in tied:
+                raise AssignmentError(f"space: tie: layer {layer!r} is in two groups")
+            if layer not in searched:
+                raise AssignmentError(f"space: tie: {layer!r} is not among the searched layers")
+            tied[layer] = chosen
     groups: dict[tuple[str, ...], None] = {}
     for layer in searched:
         groups.setdefault(tied.get(layer, (layer,)), None)
@@ -279,8 +304,9 @@ def build_assignment_evaluator(settings: StudySettings, folder: Path | None, log
     evaluator = build_evaluator(LayerwiseEvaluator, **evaluator_inputs(settings, log, progress, flow=True),
                                 signed=library.signed,
                       prefix_cache_bytes=settings.evaluation.prefix_cache_mb << 20)
-    layers = table_layers(evaluator.network.graph)
-    wrapped = AssignmentEvaluator(evaluator, make_space(space, layers, library.names))
+    graph = evaluator.network.graph
+    wrapped = AssignmentEvaluator(evaluator, make_space(
+        space, table_layers(graph), library.names, layer_roles(graph), settings.approximate))
     evaluator.library, evaluator.costs = layer_costs(
         evaluator, library, space.datapath, fpga=settings.needs_fpga_synthesis,
         seed=settings.seed, log=log, progress=bool(progress))

@@ -13,11 +13,14 @@ import numpy as np
 from accel import cpu, reference
 from accel.batch import PerTable
 from accel.torch_kernels import TorchKernels
+from circuits.product_table import ProductTable
 from evaluators.classification import logits_metrics
 from evaluators.runtime import approx_runner
-from evaluators.runtime.layer_tables import Assignment, batch_of
+from evaluators.runtime.approx_runner import table_layers
+from evaluators.runtime.layer_tables import Assignment, LayerTables, batch_of
 from evaluators.runtime.prefix_cache import PrefixCache
 from evaluators.runtime.qgraph import QGraph
+from evaluators.runtime.roles import select_layers
 from evaluators.runtime.transforms import optimize
 
 KERNELS = ("auto", "cpu", "torch", "reference")
@@ -68,6 +71,12 @@ BATCH_BYTES = 1 << 30
 at 64 times the float input's size per image."""
 
 
+DYNAMIC_BATCH = 100
+"""Images per pass through a dynamically quantized graph: DynamicQuantizeLinear takes its
+range over the whole tensor, so a pass of 100 images is scored as onnxruntime scores a batch
+of 100 (the same images, the same ranges)."""
+
+
 def batch_size(inputs: np.ndarray) -> int:
     """Images per pass through the graph: as many as ``BATCH_BYTES`` allows, between 16 and
     4096 (MNIST 4096 at a time, CIFAR 1365, 224x224 RGB 27). Larger passes fold each layer's
@@ -84,18 +93,29 @@ class ApproxNetworkEvaluator:
     With ``prefix_cache_bytes`` > 0, what the network computes before each table layer is kept
     (up to that many bytes) and reused by later evaluations whose earlier layers have the same
     tables (``evaluators.runtime.prefix_cache``; exact). Evaluations of a subset of the images
-    (``rows``) bypass it."""
+    (``rows``) bypass it.
+
+    A dynamically quantized graph (DynamicQuantizeLinear) runs ``DYNAMIC_BATCH`` images per
+    pass and one assignment at a time, since its ranges depend on the images a pass holds.
+
+    ``approximate`` chooses the layers a single table replaces (``all``, or roles, blocks and
+    layer names: ``evaluators.runtime.roles.select_layers``); the others multiply exactly."""
 
     def __init__(self, int8_onnx: Path, inputs: np.ndarray, labels: np.ndarray, kernel: str = "cpu",
                  device: str = "cpu", classes: int = 10, batch_images: int | None = None,
-                 prefix_cache_bytes: int = 0):
+                 prefix_cache_bytes: int = 0, approximate: Sequence[str] | str = "all"):
         self.graph = optimize(QGraph.from_onnx(int8_onnx))
         if len(self.graph.inputs) != 1 or len(self.graph.outputs) != 1:
             raise ValueError(f"{int8_onnx}: expected one input and one output")
+        layers = select_layers(self.graph, approximate, "approximate: ")
+        self.approximated = None if layers == table_layers(self.graph) else tuple(layers)
         self.inputs = inputs
         self.labels = labels
         self.classes = classes
-        self.batch_images = batch_images or batch_size(inputs)
+        # dynamic quantization takes its ranges over the images of a pass: fixed passes keep
+        # the scores independent of memory
+        self.dynamic = any(n.op == "DynamicQuantizeLinear" for n in self.graph.nodes)
+        self.batch_images = batch_images or (DYNAMIC_BATCH if self.dynamic else batch_size(inputs))
         # what does not depend on the table (the input's quantization) is computed once
         self.feeds = approx_runner.table_free(self.graph, {self.graph.inputs[0]: inputs})
         self.kernel, self.device = resolve(kernel, device)
@@ -103,6 +123,8 @@ class ApproxNetworkEvaluator:
         digest = hashlib.sha256(Path(int8_onnx).read_bytes())
         digest.update(np.ascontiguousarray(inputs).tobytes())
         digest.update(np.ascontiguousarray(labels).tobytes())
+        if self.approximated is not None:
+            digest.update(("approximate:" + ",".join(self.approximated)).encode())
         # identity of (model, test data): results with equal fingerprints are interchangeable
         self.fingerprint = digest.hexdigest()[:20]
 
@@ -111,11 +133,19 @@ class ApproxNetworkEvaluator:
         """The kernel module (looked up by name, so the evaluator pickles to Ray workers)."""
         return load_kernels(self.kernel, self.device)
 
+    def restrict(self, tables: Assignment) -> Assignment:
+        """A single table as the study applies it: in the approximated layers only."""
+        if self.approximated is None or not isinstance(tables, ProductTable):
+            return tables
+        return LayerTables({layer: tables for layer in self.approximated},
+                           ProductTable.exact(tables.signed))
+
     def _stream(self, feeds: dict[str, np.ndarray], assignments: Sequence[Assignment], kernels,
                 reuse: bool) -> list[np.ndarray]:
         """The graph's output for every image of ``feeds`` under each assignment, batch after
         batch (with several assignments, each batch of images is repeated once per assignment);
         ``reuse``: through the prefix cache."""
+        assignments = [self.restrict(a) for a in assignments]
         images = len(next(iter(feeds.values())))
         step = max(1, self.batch_images // len(assignments))
         batches = [((start, start + step), {k: v[start : start + step] for k, v in feeds.items()})
@@ -147,6 +177,8 @@ class ApproxNetworkEvaluator:
         per assignment)."""
         batch_of(assignments)  # one signedness, at least one
         kernels = self.kernels
+        if self.dynamic:  # ranges over each assignment's own images: one at a time
+            return [self._stream(self.feeds, [a], kernels, reuse=True)[0] for a in assignments]
         if not getattr(kernels, "batches_natively", False):
             kernels = PerTable(kernels)
         return self._stream(self.feeds, list(assignments), kernels, reuse=True)

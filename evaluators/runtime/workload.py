@@ -1,7 +1,8 @@
 """The operands a network really multiplies: the workload that drives multiplier power.
 
 Every multiplication of every Conv/Gemm/MatMul layer is one (activation code, weight code)
-pair, padding included. Sampling pairs uniformly over all of a run's multiplications (so each
+pair, padding included (a product of two activations, attention's Q x K^T, pairs the codes of
+both). Sampling pairs uniformly over all of a run's multiplications (so each
 layer contributes in proportion to its MAC count) gives the stream a MAC unit would see, up to
 the order of the pairs, which is random here (a dataflow-specific order is not modelled).
 ``operand_histograms`` counts the same pairs exactly instead of sampling them.
@@ -9,6 +10,7 @@ the order of the pairs, which is random here (a dataflow-specific order is not m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +25,9 @@ from evaluators.runtime.layer_tables import Assignment
 from evaluators.runtime.node import Node
 from evaluators.runtime.qgraph import QGraph
 
-MAC_OPS = ("QLinearConv", "QGemm", "QLinearMatMul")
+MAC_OPS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger")
+SECOND_OPERAND = {"QLinearConv": 3, "QGemm": 3, "QLinearMatMul": 3, "MatMulInteger": 1}
+"""Each layer's weight input, or its second activation (attention's K^T, V)."""
 
 
 @dataclass(frozen=True)
@@ -56,18 +60,35 @@ class ConvOperands:
                        q * dw : q * dw + sw * (ow - 1) + 1 : sw]
 
 
-def _gemm_operands(graph: QGraph, node: Node, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A Gemm/MatMul layer's activation rows (M, K) and weights (K, O)."""
-    w = graph.const(node.inputs[3])
-    return x.reshape(-1, x.shape[-1]), (w.T if node.attr("transB", 0) else w)
+def _activation_operand(graph: QGraph, node: Node) -> str | None:
+    """The second operand of a Gemm/MatMul layer when it is an activation (not a constant)."""
+    name = node.inputs[SECOND_OPERAND[node.op]]
+    return None if node.op == "QLinearConv" or name in graph.initializers else name
 
 
-def _layer_operands(graph: QGraph, node: Node, x: np.ndarray, count: int,
+def _gemm_operands(graph: QGraph, node: Node, captured: dict[str, np.ndarray]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """A Gemm/MatMul layer's operands as a batch of products (L, M, K) x (L, K, N): a constant
+    weight is one product of all activation rows, two activations (attention) are broadcast
+    over their leading axes as the matmul does."""
+    x = captured[node.inputs[0]]
+    second = _activation_operand(graph, node)
+    w = captured[second] if second else graph.const(node.inputs[SECOND_OPERAND[node.op]])
+    w = w.T if node.attr("transB", 0) else w
+    if w.ndim == 2 and not second:
+        return x.reshape(1, -1, x.shape[-1]), w[None]
+    x, w = (x[None] if x.ndim == 1 else x), (w[:, None] if w.ndim == 1 else w)
+    lead = np.broadcast_shapes(x.shape[:-2], w.shape[:-2])
+    return (np.broadcast_to(x, lead + x.shape[-2:]).reshape(-1, *x.shape[-2:]),
+            np.broadcast_to(w, lead + w.shape[-2:]).reshape(-1, *w.shape[-2:]))
+
+
+def _layer_operands(graph: QGraph, node: Node, captured: dict[str, np.ndarray], count: int,
                     rng: np.random.Generator, signed: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` uniformly drawn multiplications of one layer, as (activation, weight) codes of
-    a ``signed`` or unsigned multiplier."""
+    """``count`` uniformly drawn multiplications of one layer, as (activation, weight or second
+    activation) codes of a ``signed`` or unsigned multiplier."""
     if node.op == "QLinearConv":
-        conv = ConvOperands.of(graph, node, x)
+        conv = ConvOperands.of(graph, node, captured[node.inputs[0]])
         (sh, sw), (dh, dw), (oh, ow) = conv.strides, conv.dilations, conv.out_shape
         o, cg, kh, kw = conv.w.shape
         n_i, y, xx = (rng.integers(0, s, count) for s in (conv.xp.shape[0], oh, ow))
@@ -75,22 +96,31 @@ def _layer_operands(graph: QGraph, node: Node, x: np.ndarray, count: int,
         channel = (oc // (o // conv.group)) * cg + c
         a, b = conv.xp[n_i, channel, y * sh + p * dh, xx * sw + q * dw], conv.w[oc, c, p, q]
     else:
-        a, b = _gemm_operands(graph, node, x)  # (M, K), (K, O)
-        rows, k, oc = (rng.integers(0, s, count) for s in (a.shape[0], b.shape[0], b.shape[1]))
-        a, b = a[rows, k], b[k, oc]
+        a, b = _gemm_operands(graph, node, captured)  # (L, M, K), (L, K, N)
+        batch, rows, k, oc = (rng.integers(0, s, count) for s in (*a.shape, b.shape[2]))
+        a, b = a[batch, rows, k], b[batch, k, oc]
     return recentre(a, 0, signed)[0], recentre(b, 0, signed)[0]
 
 
 def mac_counts(graph: QGraph, captured: dict[str, np.ndarray]) -> dict[str, int]:
-    """Multiplications per layer for the captured run (layer output shape x products per output)."""
-    counts = {}
-    for node in graph.nodes:
-        if node.op in MAC_OPS:
-            w = graph.const(node.inputs[3])
-            per_output = int(np.prod(w.shape[1:])) if node.op == "QLinearConv" else (
-                w.shape[1] if node.attr("transB", 0) else w.shape[0])
-            counts[node.name] = int(captured[node.outputs[0]].size) * per_output
-    return counts
+    """Multiplications per layer for the captured run (``captured`` holds the layers' inputs
+    and outputs)."""
+    return {node.name: layer_macs(graph, node, captured) for node in graph.nodes
+            if node.op in MAC_OPS}
+
+
+def layer_macs(graph: QGraph, node: Node, captured: dict[str, np.ndarray]) -> int:
+    """One table layer's multiplications in the captured run: each output times the products
+    summed into it (a convolution's kernel volume, a product's inner dimension; two
+    activations multiplied included)."""
+    if node.op in ("QLinearConv", "ConvInteger"):
+        weights = node.inputs[3 if node.op == "QLinearConv" else 1]
+        per_output = int(np.prod(graph.const(weights).shape[1:]))
+    elif node.op == "QGemm" and node.attr("transA", 0):
+        per_output = captured[node.inputs[0]].shape[0]
+    else:
+        per_output = captured[node.inputs[0]].shape[-1]
+    return int(captured[node.outputs[0]].size) * per_output
 
 
 def _exact_run(graph: QGraph, inputs: np.ndarray, images: int,
@@ -98,7 +128,8 @@ def _exact_run(graph: QGraph, inputs: np.ndarray, images: int,
     """The table layers and what they read and write in the exact network on ``images`` inputs
     (or in the network multiplying with ``tables``)."""
     layers = [n for n in graph.nodes if n.op in MAC_OPS]
-    capture = [n.inputs[0] for n in layers] + [n.outputs[0] for n in layers]
+    capture = [n.inputs[0] for n in layers] + [n.outputs[0] for n in layers] + \
+        [name for n in layers if (name := _activation_operand(graph, n))]
     captured = approx_runner.run(graph, {graph.inputs[0]: inputs[:images]},
                                  tables if tables is not None else ProductTable.exact(signed=True),
                                  cpu, capture)
@@ -106,15 +137,20 @@ def _exact_run(graph: QGraph, inputs: np.ndarray, images: int,
 
 
 def sample_workload(graph: QGraph, inputs: np.ndarray, length: int = 8192, images: int = 256,
-                    seed: int = 0, signed: bool = True) -> OperandStream:
-    """A stream of ``length`` multiplications drawn over all layers of the exact int8 network
-    run on the first ``images`` inputs (``graph`` is the quantized model, before folding), as
-    operands of a ``signed`` or unsigned multiplier (``accel.codes.recentre``)."""
+                    seed: int = 0, signed: bool = True,
+                    approximated: Sequence[str] | None = None) -> OperandStream:
+    """A stream of ``length`` multiplications drawn over all layers (or the ``approximated``
+    ones: those the multiplier replaces) of the exact int8 network run on the first ``images``
+    inputs (``graph`` is the quantized model, before folding), as operands of a ``signed`` or
+    unsigned multiplier (``accel.codes.recentre``)."""
     layers, captured = _exact_run(graph, inputs, images)
     macs = mac_counts(graph, captured)
+    if approximated is not None:
+        layers = [n for n in layers if n.name in approximated]
     rng = np.random.default_rng(seed)
-    shares = rng.multinomial(length, np.array([macs[n.name] for n in layers]) / sum(macs.values()))
-    parts = [_layer_operands(graph, n, captured[n.inputs[0]], int(k), rng, signed)
+    counts = np.array([macs[n.name] for n in layers])
+    shares = rng.multinomial(length, counts / counts.sum())
+    parts = [_layer_operands(graph, n, captured, int(k), rng, signed)
              for n, k in zip(layers, shares) if k]
     a = np.concatenate([p[0] for p in parts]).astype(np.int64)
     b = np.concatenate([p[1] for p in parts]).astype(np.int64)
@@ -132,7 +168,7 @@ def sample_layer_workloads(graph: QGraph, inputs: np.ndarray, length: int = 8192
     rng = np.random.default_rng(seed)
     streams = {}
     for node in layers:
-        a, b = _layer_operands(graph, node, captured[node.inputs[0]], length, rng, signed)
+        a, b = _layer_operands(graph, node, captured, length, rng, signed)
         streams[node.name] = OperandStream(a.astype(np.int64), b.astype(np.int64), node.name)
     return streams
 
@@ -155,9 +191,8 @@ def operand_histograms(graph: QGraph, inputs: np.ndarray, tables: Assignment | N
     for start in range(0, len(inputs), batch):
         layers, captured = _exact_run(graph, inputs[start : start + batch], batch, tables)
         for node in layers:
-            x = captured[node.inputs[0]]
-            counts = (_conv_counts(ConvOperands.of(graph, node, x)) if node.op == "QLinearConv"
-                      else _gemm_counts(*_gemm_operands(graph, node, x)))
+            counts = (_conv_counts(ConvOperands.of(graph, node, captured[node.inputs[0]]))
+                      if node.op == "QLinearConv" else _gemm_counts(*_gemm_operands(graph, node, captured)))
             h = _exact_product(*counts)
             totals[node.name] = totals[node.name] + h if node.name in totals else h
     return totals
@@ -179,8 +214,12 @@ def _code_counts(codes: np.ndarray) -> np.ndarray:
 
 
 def _gemm_counts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(X, W) of a Gemm: activation codes per input column k, weight codes per weight row k."""
-    return _code_counts(a.T), _code_counts(b)
+    """(X, W) of a batch of products (L, M, K) x (L, K, N): activation codes per product and
+    input column k, second-operand codes per product and row k (rows (l, k) meet only
+    each other)."""
+    batches, m, k = a.shape
+    return (_code_counts(a.transpose(0, 2, 1).reshape(batches * k, m)),
+            _code_counts(b.reshape(batches * k, b.shape[2])))
 
 
 def _conv_counts(conv: ConvOperands) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -180,6 +180,7 @@ def build_evaluator(
     asic: tuple[FlowSettings, str] | None = None,
     signed: bool = True,
     seed: int = 0,
+    approximate: Sequence[str] | str = "all",
     log: Callable[[str], None] = print,
     progress: bool | None = None,
     **options,
@@ -188,7 +189,8 @@ def build_evaluator(
     evaluations (training and calibration on the first ``train_size`` training samples, all
     by default). ``preprocessing`` defaults to the dataset's; ``asic`` (flow settings, power
     kind) adds the ASIC flow, driven by the network's workload drawn as operands of ``signed``
-    (or unsigned) multipliers; ``prefix_cache_bytes``: memory
+    (or unsigned) multipliers; ``approximate``: the layers a single table replaces (roles,
+    blocks, layer names: ``evaluators.runtime.roles``); ``prefix_cache_bytes``: memory
     for activations reused across per-layer tables (layer-wise studies); ``options`` are the
     evaluator type's own fields."""
     if asic is not None:  # missing tools and libraries fail now, before any training or trial
@@ -211,7 +213,8 @@ def build_evaluator(
     scored = test.head(test_size)
     inputs = preprocessing.apply(scored.images)
     network = ApproxNetworkEvaluator(prepared.int8_onnx, inputs, scored.labels, kernel, device,
-                                     classes=test.classes, prefix_cache_bytes=prefix_cache_bytes)
+                                     classes=test.classes, prefix_cache_bytes=prefix_cache_bytes,
+                                     approximate=approximate)
     log(f"approximate inference: kernel {network.kernel} on {network.device}")
     objectives = None
     if asic is not None:
@@ -219,7 +222,7 @@ def build_evaluator(
         log(f"sampling the power workload: {flow.vectors} operand pairs from the exact "
             "network's multiplications")
         workload = sample_workload(QGraph.from_onnx(prepared.int8_onnx), inputs, flow.vectors,
-                                   seed=seed, signed=signed)
+                                   seed=seed, signed=signed, approximated=network.approximated)
         objectives = AsicObjectives(flow, power, workload)
     return evaluator_type(network, prepared, {}, objectives,
                           ResultCache() if asic is not None else None, **options)

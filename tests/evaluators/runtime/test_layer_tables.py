@@ -239,3 +239,19 @@ def test_a_snapshot_larger_than_the_budget_is_not_kept(network):
         ("hits", "bytes", "entries"), 0)
     with pytest.raises(ValueError, match="budget must be >= 0 bytes, got -1"):
         evaluator(network, prefix_cache_bytes=-1)
+
+
+def test_approximate_confines_a_single_table_to_the_chosen_layers(network):
+    """``approximate``: the table replaces the chosen layers' multipliers only, as the
+    assignment of that table to them would, and the results are told apart by fingerprint."""
+    plain = evaluator(network)
+    layers = approx_runner.table_layers(plain.graph)
+    chosen = layers[1::2]
+    confined = evaluator(network, approximate=chosen)
+    assert confined.approximated == tuple(chosen)
+    expected = plain.logits(LayerTables(dict.fromkeys(chosen, TABLES[1]), TABLES[0]))
+    np.testing.assert_array_equal(confined.logits(TABLES[1]), expected)
+    np.testing.assert_array_equal(confined.logits_batch([TABLES[1], TABLES[2]])[0], expected)
+    assert not np.array_equal(expected, plain.logits(TABLES[1]))
+    assert confined.fingerprint != plain.fingerprint
+    assert evaluator(network, approximate=layers).fingerprint == plain.fingerprint

@@ -10,6 +10,7 @@ import pytest
 from accel import cpu
 from circuits import appaxo
 from circuits.product_table import ProductTable
+from evaluators.data.preprocess import Preprocessing
 from evaluators.recovery.analysis import error_map, workload_error
 from evaluators.runtime import approx_runner
 from evaluators.runtime.node import Node
@@ -19,6 +20,7 @@ from evaluators.runtime.workload import (
     mac_counts,
     operand_histograms,
     sample_layer_workloads,
+    sample_workload,
 )
 from tests.evaluators.qmodels import Separable, TokenMixer, build
 
@@ -120,3 +122,15 @@ def test_error_map_and_workload_weighted_error():
     hit = workload_error(one_cell, errors)
     assert hit.mean_abs_error == errors[135, 137] and hit.top_share == 1.0
     assert workload_error(one_cell, error_map(ProductTable.exact(True))).top_share is None
+
+
+def test_the_power_workload_of_the_approximated_layers_is_drawn_from_them_only(lenet, mnist):
+    """``approximate``: the multiplier sees only the operands of the layers it replaces."""
+    graph = QGraph.from_onnx(lenet.int8_onnx)
+    x = Preprocessing().apply(mnist[1].images[:32])
+    last = [n for n in graph.nodes if n.op in MAC_OPS][-1]
+    weights = set(graph.const(last.inputs[3]).astype(np.int64).ravel())
+    confined = sample_workload(graph, x, 2000, images=32, approximated=[last.name])
+    assert set(confined.b) <= weights
+    everywhere = sample_workload(graph, x, 2000, images=32)
+    assert not set(everywhere.b) <= weights
