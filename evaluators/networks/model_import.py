@@ -1,8 +1,11 @@
 """A user's own ONNX classifier (float or already quantized) becomes the study's int8 network.
 
-A float model takes the EMGAxO route: onnxruntime's pre-processing (symbolic shape inference and
-graph optimization), then static quantization with calibration inputs from the study's dataset
-(``evaluators.networks.quantization.quantize_int8``, in the study's scheme and format). An already
+A float model takes the EMGAxO route: its shape computations folded for the study's sample shape
+(``shape_folding.fold_shapes``: what a transformer's exporter computes from ``Shape(x)``),
+onnxruntime's pre-processing (symbolic shape inference and graph optimization), then static
+quantization with calibration inputs from the study's dataset
+(``evaluators.networks.quantization.quantize_int8``, in the study's scheme and format) or
+dynamic quantization (``quantize_dynamic_int8``, the calibration unused). An already
 quantized model (QOperator or QDQ; S8S8, U8S8 or U8U8) is used as it is. Either way the int8
 file is checked before any study work: onnxruntime runs it, the approximate runner supports
 every op, with the exact table it gives onnxruntime's outputs, and its real output has one
@@ -34,12 +37,14 @@ from circuits.product_table import ProductTable
 from evaluators.errors import ModelError
 from evaluators.networks import ort_exactness
 from evaluators.networks.quantization import (
-    OPERAND_ZERO_POINTS,
+    OPERANDS,
     activation_products,
     operand_scheme,
+    quantize_dynamic_int8,
     quantize_int8,
     seven_bit_weights,
 )
+from evaluators.networks.shape_folding import fold_shapes, folding_summary
 from evaluators.runtime import approx_runner
 from evaluators.runtime.ops import TABLE_OPS
 from evaluators.runtime.qgraph import QGraph
@@ -56,7 +61,6 @@ _QOPERATOR_OPS = {"QGemm", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinea
                   "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
 # the float ops whose operands a QDQ graph dequantizes
 _QDQ_TARGETS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
-# (activation, weight) zero-point inputs of the ops that multiply through the product table
 _VERIFY_SAMPLES = 2
 
 
@@ -124,10 +128,13 @@ def _classes_error(path: Path, outputs: int, classes: int) -> ModelError:
 
 def import_model(path: Path, folder: Path, calibration: np.ndarray, log: Log = print, *,
                  scheme: str = "s8s8", quant_format: str = "qoperator",
-                 reduce_range: bool = False, classes: int | None = None) -> ModelInfo:
-    """Write ``folder/int8.onnx`` (and ``folder/float.onnx`` for a float model) from a user's
-    model, quantizing a float one with ``calibration`` (preprocessed float32 inputs (N, ...))
-    in ``scheme``, ``quant_format`` and with ``reduce_range`` (``quantize_int8``), and check
+                 reduce_range: bool = False, classes: int | None = None,
+                 mode: str = "static") -> ModelInfo:
+    """Write ``folder/int8.onnx`` (and ``folder/float.onnx``, its shape computations folded,
+    for a float model) from a user's model, quantizing a float one with ``calibration``
+    (preprocessed float32 inputs (N, ...)) in ``scheme``, ``quant_format`` and with
+    ``reduce_range`` (``quantize_int8``), or dynamically in ``mode`` "dynamic"
+    (``quantize_dynamic_int8``: ``scheme`` u8s8 or u8u8, QOperator), and check
     that the study can run it, with one output per class of the dataset's ``classes`` when
     given; returns what ``inspect_model`` found."""
     path, folder = Path(path), Path(folder)
@@ -135,16 +142,24 @@ def import_model(path: Path, folder: Path, calibration: np.ndarray, log: Log = p
     model = load_model(path)  # read and checked once
     info = inspect_model(path, model)
     folder.mkdir(parents=True, exist_ok=True)
-    dynamic = _free_batch(model)
-    if dynamic:
+    if mode == "dynamic" and info.format == "float" and (
+            scheme == "s8s8" or quant_format == "qdq"):
+        raise ModelError(f"{path}: dynamic quantization writes uint8 activations "
+                         f"(DynamicQuantizeLinear) in QOperator form; expected scheme u8s8 or "
+                         f"u8u8 and format qoperator, got {scheme} {quant_format}")
+    if _free_batch(model):
         log(f"{path}: the batch axis was fixed; importing it with a symbolic batch axis")
     int8 = folder / INT8_ONNX
     if info.format == "float":
-        log(f"importing float ONNX model {path}: quantizing to int8 "
-            f"(calibration on {len(calibration)} samples)")
-        onnx.save(model, str(folder / FLOAT_ONNX))
+        log(f"importing float ONNX model {path}: quantizing to int8 " + (
+            "dynamically" if mode == "dynamic" else
+            f"(calibration on {len(calibration)} samples)"))
+        folded = fold_shapes(model, calibration.shape[1:], source=str(path))
+        log(f"shape computations folded for samples of {_shape_text(calibration.shape[1:])}: "
+            f"{folding_summary(model, folded)}")
+        onnx.save(folded, str(folder / FLOAT_ONNX))
         _quantize(path, folder / FLOAT_ONNX, int8, calibration, log, scheme, quant_format,
-                  reduce_range)
+                  reduce_range, mode)
     else:
         log(f"importing {info.format} ONNX model {path}: used as it is")
         onnx.save(model, str(int8))
@@ -259,9 +274,9 @@ def _free_batch(model: onnx.ModelProto) -> bool:
 
 
 def _quantize(origin: Path, float_onnx: Path, int8: Path, calibration: np.ndarray,
-              log: Log, scheme: str, quant_format: str, reduce_range: bool) -> None:
-    """onnxruntime's pre-processing (or the plain model where it fails), then static int8
-    quantization."""
+              log: Log, scheme: str, quant_format: str, reduce_range: bool, mode: str) -> None:
+    """onnxruntime's pre-processing (or the plain model where it fails), then static or
+    dynamic int8 quantization."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(dir=int8.parent) as tmp:
@@ -273,8 +288,11 @@ def _quantize(origin: Path, float_onnx: Path, int8: Path, calibration: np.ndarra
             log(f"onnxruntime's pre-processing failed ({_one_line(err)}); quantizing the plain model")
             source = float_onnx
         try:
-            quantize_int8(source, int8, calibration, quant_format=quant_format, scheme=scheme,
-                          reduce_range=reduce_range)
+            if mode == "dynamic":
+                quantize_dynamic_int8(source, int8, scheme=scheme, reduce_range=reduce_range)
+            else:
+                quantize_int8(source, int8, calibration, quant_format=quant_format,
+                              scheme=scheme, reduce_range=reduce_range)
         except Exception as err:
             raise ModelError(f"{origin}: onnxruntime could not quantize the model "
                              f"({_one_line(err)})") from None
@@ -298,7 +316,8 @@ def _verify(info: ModelInfo, int8: Path, samples: np.ndarray, log: Log) -> np.nd
     scheme (``ort_exactness``): a difference there is a warning. Where onnxruntime's default
     kernels saturate, one informational line says so. Returns onnxruntime's outputs."""
     try:
-        expected = ort_exactness.session(int8).run(None, {info.input_name: samples})[0]
+        reference_run = reference_session(int8)
+        expected = reference_run.run(None, {info.input_name: samples})[0]
     except Exception as err:
         raise ModelError(f"{info.path}: onnxruntime cannot run the int8 model "
                          f"({_one_line(err)})") from None
@@ -322,7 +341,8 @@ def _verify(info: ModelInfo, int8: Path, samples: np.ndarray, log: Log) -> np.nd
                                 reference)[graph.outputs[0]]
     except ModelError as err:  # the runner's UnsupportedOpError included
         raise ModelError(f"{info.path}: {err}") from None
-    if not exactness.exact(scheme, fmt, activation_products=products):
+    if not exactness.exact(scheme, fmt, precise=reference_run.precise,
+                           activation_products=products):
         log(f"note: onnxruntime multiplies {scheme.upper()} activations by activations "
             "inexactly on this CPU, even in its precision mode, so the import check does not "
             "compare with it; dse's products are exact")
@@ -332,6 +352,20 @@ def _verify(info: ModelInfo, int8: Path, samples: np.ndarray, log: Log) -> np.nd
             f"from onnxruntime's exact ones on {differ} of {len(samples)} samples; please "
             "report this model")
     return expected
+
+
+def reference_session(int8: Path):
+    """onnxruntime's session to compare the runner with: its precision mode
+    (``ort_exactness.session``), at its basic optimization level for a dynamically quantized
+    graph, whose DynamicQuantizeLinear - MatMulInteger - Cast - Mul its extended level fuses
+    into MatMulIntegerToFloat, a kernel that scales the same accumulators in another float
+    order (a last-bit difference in the logits)."""
+    import onnxruntime as ort
+
+    if any(n.op_type == "DynamicQuantizeLinear" for n in onnx.load(str(int8)).graph.node):
+        return ort_exactness.session(
+            int8, graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+    return ort_exactness.session(int8)
 
 
 def _check_classes(info: ModelInfo, scores: np.ndarray, classes: int) -> None:
@@ -349,7 +383,7 @@ def _check_table_layers(path: Path, graph: QGraph) -> None:
     """Refuse a graph where nothing multiplies through the product table."""
     if not any(node.op in TABLE_OPS for node in graph.nodes):
         raise ModelError(f"{path}: no layer of the int8 model multiplies int8 codes (no "
-                         f"{'/'.join(sorted(OPERAND_ZERO_POINTS))}); expected a quantized "
+                         f"{'/'.join(sorted(OPERANDS))}); expected a quantized "
                          "Conv/Gemm/MatMul for the multipliers to replace")
 
 

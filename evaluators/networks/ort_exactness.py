@@ -80,9 +80,10 @@ def session(model, config: dict[str, str] | None = None, custom_ops: str | None 
     """An onnxruntime CPU session for ``model`` (a path, ``onnx.ModelProto`` or serialized
     bytes) in its precision mode, with the session ``config`` entries, a ``custom_ops``
     library and ``SessionOptions`` attributes ``settings`` (``graph_optimization_level=...``):
-    the exact reference wherever ``probe`` says so. Where onnxruntime cannot run a model in that mode (int8 activations
-    against the weights it moved to uint8: S8S8 QOperator layers, exact without it), the
-    default mode."""
+    the exact reference wherever ``probe`` says so. Where onnxruntime cannot run a model in
+    that mode (int8 activations against the weights it moved to uint8: S8S8 QOperator layers,
+    exact without it; QDQ transformers, whose initializers its rewrite collides with), the
+    default mode; the session's ``precise`` says which mode it runs in (for ``Exactness.exact``)."""
     import onnxruntime as ort
 
     if isinstance(model, (str, Path)):
@@ -102,9 +103,12 @@ def session(model, config: dict[str, str] | None = None, custom_ops: str | None 
         return made
 
     try:
-        return ort.InferenceSession(model, options(True), providers=["CPUExecutionProvider"])
-    except ort.capi.onnxruntime_pybind11_state.NotImplemented:
-        return ort.InferenceSession(model, options(False), providers=["CPUExecutionProvider"])
+        made = ort.InferenceSession(model, options(True), providers=["CPUExecutionProvider"])
+        made.precise = True
+    except Exception:  # onnxruntime's own error types, whatever the mode trips on
+        made = ort.InferenceSession(model, options(False), providers=["CPUExecutionProvider"])
+        made.precise = False
+    return made
 
 
 @functools.cache

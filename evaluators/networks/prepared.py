@@ -7,13 +7,14 @@ Three routes lead to the int8 model the approximate runner scores:
 - ``onnx``: a user's ONNX classifier, quantized here if float, used as it is if already
   quantized (``evaluators.networks.model_import``).
 
-Registry networks are exported with batch norm folded and statically quantized by onnxruntime
-with calibration samples drawn (seeded) from the training split. The model is checked against
-the data (sample shape, class count) before any training or quantization. A prepared network
-is keyed by everything that determines it (route, architecture and training settings, the
-checkpoint's sha256 or that of every file the ONNX model reads, its external data included,
-preprocessing, seed, both splits' checksums, calibration size, quantization scheme and format,
-torch and onnxruntime versions), so a second study with the same settings reuses it. Each
+Registry networks are exported with batch norm folded (transformers with their shape
+computations folded) and quantized by onnxruntime: statically, with calibration samples drawn
+(seeded) from the training split, or dynamically (``quantization.mode``). The model is checked
+against the data (sample shape, class count) before any training or quantization. A prepared
+network is keyed by everything that determines it (route, architecture and training settings,
+the checkpoint's sha256 or that of every file the ONNX model reads, its external data included,
+preprocessing, seed, both splits' checksums, calibration size, quantization scheme, format and
+mode, torch and onnxruntime versions), so a second study with the same settings reuses it. Each
 cache entry records what it was built from and is reused only when that record is the key's;
 a rebuild replaces only its own key's entry, by renames, so readers never see half of one.
 Training shows a progress bar with rate and ETA on an interactive stderr, and one log line per
@@ -51,13 +52,18 @@ from evaluators.networks.model_import import (
     inspect_model,
 )
 from evaluators.networks.ort_exactness import session as ort_session
-from evaluators.networks.quantization import operand_scheme, quantize_int8
+from evaluators.networks.quantization import (
+    OPERANDS,
+    operand_scheme,
+    quantize_dynamic_int8,
+    quantize_int8,
+)
 from evaluators.networks.training import augmentation, train_classifier
 from evaluators.networks.zoo import architecture, build_model
 from evaluators.runtime import approx_runner
 from evaluators.runtime.ops import TABLE_OPS
 from evaluators.runtime.qgraph import QGraph
-from evaluators.runtime.workload import MAC_OPS, mac_counts
+from evaluators.runtime.workload import layer_macs
 
 FLOAT_ONNX = "float.onnx"
 INT8_ONNX = "int8.onnx"
@@ -84,6 +90,7 @@ class TrainingSettings:
     scheme: str = "s8s8"  # evaluators.networks.quantization.SCHEMES
     quant_format: str = "qoperator"
     reduce_range: bool = False  # 7-bit weights (onnxruntime's option)
+    mode: str = "static"  # evaluators.networks.quantization.MODES
 
     @property
     def route(self) -> str:
@@ -159,6 +166,8 @@ def network_identity(settings: TrainingSettings, train: Split, test: Split,
         ident["quantization"] = [settings.scheme, settings.quant_format]  # S8S8 keys unchanged
     if settings.reduce_range:
         ident["reduce_range"] = True
+    if settings.mode != "static":
+        ident["quantization_mode"] = settings.mode  # keys of static networks unchanged
     if settings.route == "onnx":
         model = Path(settings.onnx)
         ident["onnx_sha256"] = _sha256(model)
@@ -278,7 +287,9 @@ def train_model(settings: TrainingSettings, inputs: np.ndarray, labels: np.ndarr
     return train_classifier(model, inputs, labels, epochs=settings.epochs,
                             batch_size=settings.batch_size, learning_rate=settings.learning_rate,
                             augment=settings.augment, seed=settings.seed,
-                            l1=architecture(settings.arch).l1, progress=progress)
+                            l1=architecture(settings.arch).l1,
+                            weight_decay=architecture(settings.arch).weight_decay,
+                            progress=progress)
 
 
 def _train(settings: TrainingSettings, train: Split, inputs: np.ndarray, log,
@@ -340,7 +351,7 @@ def _import(settings: TrainingSettings, work: Path, calibration: np.ndarray, cla
     against the dataset's ``classes``; its MACs and parameters read from the int8 graph."""
     info = import_model(Path(settings.onnx), work, calibration, log, scheme=settings.scheme,
                         quant_format=settings.quant_format, reduce_range=settings.reduce_range,
-                        classes=classes)
+                        classes=classes, mode=settings.mode)
     layers = int8_layer_macs(work / INT8_ONNX, calibration[:1])
     return {"route": "onnx", "arch": None, "source": str(Path(settings.onnx).resolve()),
             "format": info.format, "parameters": layer_parameters(work / INT8_ONNX),
@@ -349,16 +360,24 @@ def _import(settings: TrainingSettings, work: Path, calibration: np.ndarray, cla
 
 def _quantize(settings: TrainingSettings, model, work: Path, calibration: np.ndarray,
               log) -> dict:
-    """A registry network (trained or loaded) exported with batch norm folded and quantized."""
+    """A registry network (trained or loaded) exported with batch norm folded and quantized.
+    A transformer's layers are counted in the int8 graph, by the runner's node names: its
+    attention products are no modules to hook."""
     shape = calibration.shape[1:]
     zoo.export_float_onnx(model, shape, work / FLOAT_ONNX)
     weights = ", 7-bit weights" if settings.reduce_range else ""
-    log(f"quantizing to 8 bits, {settings.scheme.upper()} {settings.quant_format}{weights} "
-        f"(calibration on {len(calibration)} training images)")
-    quantize_int8(work / FLOAT_ONNX, work / INT8_ONNX, calibration,
-                  quant_format=settings.quant_format, scheme=settings.scheme,
-                  reduce_range=settings.reduce_range)
-    layers = zoo.model_layer_macs(model, shape)
+    if settings.mode == "dynamic":
+        log(f"quantizing to 8 bits dynamically, {settings.scheme.upper()}{weights}")
+        quantize_dynamic_int8(work / FLOAT_ONNX, work / INT8_ONNX, scheme=settings.scheme,
+                              reduce_range=settings.reduce_range)
+    else:
+        log(f"quantizing to 8 bits, {settings.scheme.upper()} {settings.quant_format}{weights} "
+            f"(calibration on {len(calibration)} training images)")
+        quantize_int8(work / FLOAT_ONNX, work / INT8_ONNX, calibration,
+                      quant_format=settings.quant_format, scheme=settings.scheme,
+                      reduce_range=settings.reduce_range)
+    layers = int8_layer_macs(work / INT8_ONNX, calibration[:1]) if zoo.is_transformer(model) \
+        else zoo.model_layer_macs(model, shape)
     report = {"route": settings.route, "arch": settings.arch,
               "source": settings.checkpoint and str(Path(settings.checkpoint).resolve()),
               "parameters": zoo.count_parameters(model),
@@ -387,12 +406,14 @@ def _measure(work: Path, x: np.ndarray, labels: np.ndarray, classes: int, log) -
 
 def int8_layer_macs(int8_onnx: Path, sample: np.ndarray) -> dict[str, int]:
     """Multiplications per sample of each table-multiplying layer of a quantized model (as the
-    approximate runner reads it, QDQ included), from one run on ``sample`` (1, ...)."""
+    approximate runner reads it, QDQ included), by node name, from one run on ``sample``
+    (1, ...): each output times the products summed into it (a convolution's kernel volume,
+    a product's inner dimension; two activations multiplied included)."""
     graph = QGraph.from_onnx(int8_onnx)
-    outputs = [n.outputs[0] for n in graph.nodes if n.op in MAC_OPS]
+    layers = [n for n in graph.nodes if n.op in OPERANDS]
     captured = approx_runner.run(graph, {graph.inputs[0]: sample}, ProductTable.exact(True), cpu,
-                                 capture=outputs)
-    return mac_counts(graph, captured)
+                                 capture=[t for n in layers for t in (n.inputs[0], n.outputs[0])])
+    return {node.name: layer_macs(graph, node, captured) for node in layers}
 
 
 def layer_parameters(int8_onnx: Path) -> int:

@@ -3,7 +3,9 @@
 The same settings and data give the same weights bit for bit: the initialization is seeded
 where the model is built (``zoo.build_model(..., seed=)``); here shuffling, augmentation and
 dropout draw from seeded generators, and PyTorch runs deterministic algorithms only. Adam with
-a one-cycle learning-rate schedule serves every architecture (batch-norm networks included).
+a one-cycle learning-rate schedule serves every architecture (batch-norm networks included);
+its first 30% of steps warm the learning rate up, which transformers need, and these also take
+decoupled weight decay (AdamW) on their kernels.
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ def _kernels(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
+def _optimizer(model: nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam, or AdamW decaying the matrices and kernels where ``weight_decay``: parameters of
+    two or more axes whose first holds more than one row (a class token or a position table
+    of shape (1, ...) is an embedding, not a kernel)."""
+    if not weight_decay:
+        return torch.optim.Adam(model.parameters(), lr=learning_rate)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2 and p.shape[0] > 1],
+               "weight_decay": weight_decay},
+              {"params": [p for p in params if not (p.ndim >= 2 and p.shape[0] > 1)],
+               "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate)
+
+
 def train_classifier(
     model: nn.Module,
     inputs: np.ndarray,
@@ -65,6 +81,7 @@ def train_classifier(
     augment: bool,
     seed: int,
     l1: float = 0.0,
+    weight_decay: float = 0.0,
     progress: Callable[[int, float], None] | None = None,
     batch_done: Callable[[], None] | None = None,
 ) -> nn.Module:
@@ -74,7 +91,9 @@ def train_classifier(
     loss)`` after each epoch, ``batch_done()`` after each batch. A last batch of a single
     sample is left out of its epoch (batch norm cannot train on one value per channel).
     ``l1``: a penalty ``l1 * sum|w|`` over the Linear/Conv2d kernels (not biases) added to every
-    batch's loss, as Keras's ``kernel_regularizer=l1(...)`` does; the reported loss includes it."""
+    batch's loss, as Keras's ``kernel_regularizer=l1(...)`` does; the reported loss includes it.
+    ``weight_decay``: AdamW's decoupled decay of the matrices and kernels (biases, norms, a
+    class token and a position table are not decayed), Adam without it."""
     kind = augmentation(inputs.shape[1:]) if augment else None
     generator = torch.Generator().manual_seed(seed)
     previous = torch.are_deterministic_algorithms_enabled()
@@ -85,7 +104,7 @@ def train_classifier(
             x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
             y = torch.from_numpy(labels.astype(np.int64))
             starts = [s for s in range(0, len(x), batch_size) if len(x) - s > 1 or s == 0]
-            optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate / 3)
+            optimizer = _optimizer(model, learning_rate / 3, weight_decay)
             kernels = _kernels(model)
             schedule = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=learning_rate, total_steps=epochs * len(starts)

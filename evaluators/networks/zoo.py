@@ -8,7 +8,11 @@ graph holds only Conv/Gemm layers and activations, which onnxruntime quantizes t
 QLinearConv/QGemm (plus QLinearAdd for residuals and QLinearGlobalAveragePool for ResNets).
 
 ``layer_macs`` counts the multiplications per image of each Conv/Gemm layer: every one of them
-goes through the product table in the approximate runner (padded positions included).
+goes through the product table in the approximate runner (padded positions included). A
+transformer (``vit_tiny``) also multiplies two activations twice per block (``q @ k^T`` and
+``attn @ v``, MatMul layers once exported); its exported graph has its shape computations folded
+(``shape_folding.fold_shapes``), so that only what depends on the batch size is left for the
+runner to compute.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch.nn import functional as F
 
 from evaluators.data.npz import open_zip
 from evaluators.errors import ModelError
+from evaluators.networks.shape_folding import fold_shapes
 
 Shape = tuple[int, ...]
 
@@ -44,6 +49,9 @@ class Architecture:
     l1: float = 0.0
     """L1 penalty on the kernels in the network's default training (``train_classifier``'s
     ``l1``): the source trains with one (Keras's ``kernel_regularizer=l1(...)``)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay on the kernels in the network's default training (AdamW, as
+    transformers are trained; ``train_classifier``'s ``weight_decay``)."""
 
 
 def _pool(size: tuple[int, int]) -> tuple[nn.Module, tuple[int, int]]:
@@ -273,6 +281,96 @@ class AlexNetCifar(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+class Attention(nn.Module):
+    """Multi-head self-attention written out: one Linear makes Q, K and V, then
+    ``softmax(q @ k^T * scale) @ v`` and an output projection. No fused kernel
+    (``scaled_dot_product_attention``): both attention products must export as MatMul nodes,
+    the layers that multiply two activations through the product table."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, width // heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, s, c = x.shape
+        qkv = self.qkv(x).reshape(n, s, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(n, s, c))
+
+
+class EncoderBlock(nn.Module):
+    """A pre-norm transformer encoder block: x + attention(LN(x)), then x + MLP(LN(x)) with a
+    GELU between its two Linears."""
+
+    def __init__(self, width: int, heads: int, mlp: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, mlp)
+        self.fc2 = nn.Linear(mlp, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class VisionTransformer(nn.Module):
+    """A small ViT: patch embedding (a Conv with kernel = stride = patch), a class token and a
+    learned position embedding, pre-norm encoder blocks, a final LayerNorm and a Linear head on
+    the class token. Its layers multiplying through the product table are the patch Conv, the
+    Linears (QKV, projection, MLP, head) and the two attention products of every block."""
+
+    def __init__(self, input_shape: Shape, classes: int, *, patch: int, width: int = 64,
+                 depth: int = 4, heads: int = 4, mlp: int = 128) -> None:
+        super().__init__()
+        channels, h, w = input_shape
+        if h % patch or w % patch:
+            raise ModelError(f"a ViT with {patch}x{patch} patches needs images whose sides are "
+                             f"multiples of {patch}, got {h}x{w}")
+        self.heads = heads
+        self.patch_embed = nn.Conv2d(channels, width, patch, patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, (h // patch) * (w // patch) + 1, width))
+        self.blocks = nn.Sequential(*(EncoderBlock(width, heads, mlp) for _ in range(depth)))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, classes)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def tokens(self) -> int:
+        """Sequence length: the patches and the class token."""
+        return self.pos_embed.shape[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+class VitTiny(VisionTransformer):
+    """ViT-Tiny scaled down to small images (Dosovitskiy et al., An Image is Worth 16x16 Words:
+    Transformers for Image Recognition at Scale, ICLR 2021): 7x7 patches on 28x28 inputs and
+    8x8 patches on 32x32 ones (16 patches and a class token: 17 tokens), 4 pre-norm blocks of
+    width 64 with 4 heads of 16 and an MLP of 128 with GELU, LayerNorm, and a head on the class
+    token. Attention is written out (one Linear of width 192 for Q, K and V,
+    ``softmax(q @ k^T / 4) @ v``, an output projection), so the attention products are MatMul
+    layers between two activations; exported by the TorchScript exporter with its shape
+    subgraphs folded (``shape_folding.fold_shapes``)."""
+
+    def __init__(self, input_shape: Shape, classes: int) -> None:
+        super().__init__(input_shape, classes, patch=max(input_shape[1], input_shape[2]) // 4)
+
+
 def _resnet(blocks: int) -> Callable[[Shape, int], nn.Module]:
     return lambda shape, classes: CifarResNet(shape, classes, blocks)
 
@@ -297,6 +395,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("resnet56", "ResNet-56", _resnet(9), _RESNET.format(n=9)),
         Architecture("vgg16", "VGG-16", VGG16, VGG16.__doc__ or ""),
         Architecture("alexnet_cifar", "AlexNet (CIFAR)", AlexNetCifar, AlexNetCifar.__doc__ or ""),
+        Architecture("vit_tiny", "ViT-Tiny (small images)", VitTiny, VitTiny.__doc__ or "",
+                     weight_decay=0.05),
     )
 }
 
@@ -389,18 +489,36 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, output: str 
 
 def export_float_onnx(model: nn.Module, input_shape: Shape, path: Path) -> None:
     """The network, batch norm folded, as a float ONNX classifier: input ``input`` (batch,
-    *input_shape), output ``logits`` (batch, classes)."""
+    *input_shape), output ``logits`` (batch, classes). A transformer's shape computations
+    (Reshape targets, the expanded class token) are folded for ``input_shape``."""
+    import onnx
+
     export_onnx(fold_batch_norm(model), torch.zeros(1, *input_shape), path, output="logits")
+    if is_transformer(model):
+        onnx.save(fold_shapes(onnx.load(str(path)), input_shape, source=str(path)), str(path))
+
+
+def is_transformer(model: nn.Module) -> bool:
+    """Whether the network has attention layers (products of two activations)."""
+    return any(isinstance(m, Attention) for m in model.modules())
 
 
 def model_layer_macs(model: nn.Module, input_shape: Shape) -> dict[str, int]:
     """Multiplications per sample of each Conv2d/Linear layer of a built model, by module name
-    (batch norm folded first, so the names are those of the exported layers)."""
+    (batch norm folded first, so the names are those of the exported layers), and of the two
+    attention products of each Attention module (``<name>.scores``: q @ k^T, ``<name>.context``:
+    attn @ v; heads x S^2 x head_dim each for S tokens). The int8 graph's node names for the
+    same layers: ``prepared.int8_layer_macs``."""
     model = fold_batch_norm(model)
     counts: dict[str, int] = {}
 
     def hook(name: str) -> Callable:
         def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if isinstance(module, Attention):
+                tokens = inputs[0].shape[1]
+                counts[f"{name}.scores"] = counts[f"{name}.context"] = \
+                    module.heads * tokens * tokens * module.head_dim
+                return
             if isinstance(module, nn.Conv2d):
                 per_output = module.in_channels // module.groups * module.weight[0, 0].numel()
             else:
@@ -409,7 +527,7 @@ def model_layer_macs(model: nn.Module, input_shape: Shape) -> dict[str, int]:
         return count
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
+               if isinstance(m, (nn.Conv2d, nn.Linear, Attention))]
     with torch.no_grad():
         model(torch.zeros(1, *input_shape))
     for h in handles:

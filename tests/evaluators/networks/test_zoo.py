@@ -121,6 +121,40 @@ def test_macs_counted_by_hand():
     assert zoo.parameters("fcnn", (784,), 10) == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
 
 
+def test_vit_tiny_counts_its_attention_products():
+    """17 tokens (16 patches of 7x7 or 8x8, the class token) of width 64, 4 heads of 16: per
+    block QKV, q @ k^T, attn @ v, the projection and the MLP; the patch Conv and the head."""
+    block = {"attn.qkv": 17 * 192 * 64, "attn.scores": 4 * 17 * 17 * 16,
+             "attn.context": 4 * 17 * 17 * 16, "attn.proj": 17 * 64 * 64,
+             "fc1": 17 * 128 * 64, "fc2": 17 * 64 * 128}
+    expected = {"patch_embed": 16 * 64 * 49, "head": 64 * 10}
+    expected.update({f"blocks.{i}.{name}": n for i in range(4) for name, n in block.items()})
+    assert zoo.layer_macs("vit_tiny", (1, 28, 28), 10) == expected
+    assert zoo.macs("vit_tiny", (3, 32, 32), 10) == zoo.macs("vit_tiny", (1, 28, 28), 10) + \
+        16 * 64 * (3 * 64 - 49)
+
+
+def test_vit_tiny_exports_attention_as_matmuls_with_its_shapes_folded(tmp_path):
+    """Both attention products of every block are MatMuls of two activations, and what is
+    left of the shape computations reads the batch size only."""
+    model = zoo.build_model("vit_tiny", (1, 28, 28), 10, seed=0)
+    zoo.export_float_onnx(model, (1, 28, 28), tmp_path / "f.onnx")
+    graph = onnx.load(str(tmp_path / "f.onnx")).graph
+    constants = {t.name for t in graph.initializer} | {
+        o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    products = [n.name for n in graph.node if n.op_type == "MatMul"
+                and not constants & set(n.input)]
+    assert len(products) == 8, products
+    assert [n.op_type for n in graph.node].count("Shape") <= 2
+    session = ort.InferenceSession(str(tmp_path / "f.onnx"))
+    for batch in (1, 4):
+        x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = model.eval()(x).numpy()
+        np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected,
+                                   rtol=1e-4, atol=1e-5)
+
+
 def test_impossible_combinations_are_refused_with_one_line():
     cases = [
         (("resnet20", (784,), 10), r"resnet20 is a convolutional network .* \(784,\) .*fcnn"),
@@ -173,7 +207,8 @@ def settings(arch: str, **changes) -> TrainingSettings:
     return replace(base, **changes)
 
 
-@pytest.mark.parametrize("arch, shape", [("resnet8", (3, 32, 32)), ("mnist_cnn", (1, 28, 28))])
+@pytest.mark.parametrize("arch, shape", [("resnet8", (3, 32, 32)), ("mnist_cnn", (1, 28, 28)),
+                                         ("vit_tiny", (1, 28, 28))])
 def test_training_is_deterministic(arch, shape):
     """Batch norm, dropout and per-sample crop/flip augmentation: the same weights twice, and
     the caller's random state untouched."""
