@@ -3,15 +3,20 @@
 The forward pass is dse's own evaluation: every node of the quantized graph runs through
 ``evaluators.runtime.ops.OPS`` (table layers through the ``accel`` kernels with the layer's product
 table), so a forward value equals the evaluator's bit for bit. Each node also has a float
-*surrogate* in PyTorch whose value is replaced by the exact one (``y = s + (exact - s).detach()``):
-only its gradient is used. Rounding and the table lookups are thereby straight-through, and a
-clamp (a fused ReLU, saturation) passes no gradient where the exact value is clamped.
+*surrogate* in PyTorch (``evaluators.recovery.surrogates``; the table layers' are here) whose
+value is replaced by the exact one: only its gradient is used. Rounding and the table lookups
+are thereby straight-through, and a clamp (a fused ReLU, saturation) passes no gradient where
+the exact value is clamped.
 
-The trainable parameters are float shadows of each table layer's weights and bias; their codes
-are ``round(W / w_scale) + w_zero_point`` and ``round(B / (x_scale * w_scale))``. Every scale and
-zero point of the graph is **kept**: the activations keep the ranges the multiplier's error and
-workload were measured under, the requantization multipliers stay those of the study's graph, and
-the retrained model is the study's model with new weight and bias codes (``quantized_model``).
+The trainable parameters are float shadows of the weights and biases of each table layer with a
+constant weight (QLinearConv, QGemm, QLinearMatMul; MatMulInteger and ConvInteger of dynamic
+quantization); their codes are ``round(W / w_scale) + w_zero_point`` and
+``round(B / (x_scale * w_scale))``. Every scale and zero point of the graph is **kept**: the
+activations keep the ranges the multiplier's error and workload were measured under, the
+requantization multipliers stay those of the study's graph, and the retrained model is the
+study's model with new weight and bias codes (``quantized_model``). A product of two
+activations (a transformer's Q x K^T and softmax x V, as QLinearMatMul or MatMulInteger) has no
+weights: its gradient flows to both operands.
 
 Two gradients of a product ``T[a, w]`` (``gradient``):
 
@@ -21,6 +26,8 @@ Two gradients of a product ``T[a, w]`` (``gradient``):
   and the dominant error patterns); ``dT/da = sum_r U'_r[a] V_r[w]`` with ``U'_r`` the central
   finite difference of ``U_r`` smoothed by a Gaussian of ``SMOOTH`` codes (likewise for ``w``).
   A layer's gradient then costs ``RANK`` float convolutions. For the exact table it is ``ste``.
+  Both operands of an activation product read it alike (``a`` the table's row, the second
+  operand its column).
 """
 
 from __future__ import annotations
@@ -35,11 +42,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from accel.requant import requantize
+from accel.requant import output_multiplier
 from circuits.product_table import ProductTable
 from evaluators.errors import ModelError
 from evaluators.networks.training import train_classifier
 from evaluators.onnx.editing import Initializers, copy_model
+from evaluators.recovery.surrogates import (
+    OPS_WITH_SURROGATES,
+    along,
+    const,
+    straight_through,
+    surrogate,
+)
 from evaluators.runtime import approx_runner, core_ops
 from evaluators.runtime.approx_network import load_kernels, resolve
 from evaluators.runtime.layer_tables import Tables, layer_table
@@ -136,18 +150,25 @@ class _Lookup(torch.autograd.Function):
 
 
 class _Factors:
-    """A ``ProductModel`` as torch tensors."""
+    """A ``ProductModel`` as torch tensors, for a table of the given signedness."""
 
-    def __init__(self, model: ProductModel) -> None:
+    def __init__(self, model: ProductModel, signed: bool) -> None:
         as_t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
         self.u, self.du, self.v, self.dv = as_t(model.u), as_t(model.du), as_t(model.v), as_t(model.dv)
-        self.offset = model.offset
+        self.offset, self.signed = model.offset, signed
 
-    def activations(self, x: torch.Tensor) -> torch.Tensor:
-        return _Lookup.apply(x, self.u, self.du, self.offset)
+    @property
+    def rank(self) -> int:
+        return self.u.shape[0]
 
-    def weights(self, w: torch.Tensor) -> torch.Tensor:
-        return _Lookup.apply(w, self.v, self.dv, self.offset)
+    def rows(self, a: torch.Tensor) -> torch.Tensor:
+        """``U[:, a]``: the first operand's factors (activations), rank first."""
+        return _Lookup.apply(a, self.u, self.du, self.offset)
+
+    def columns(self, b: torch.Tensor) -> torch.Tensor:
+        """``V[:, b]``: the second operand's factors (weights, or attention's second
+        activation), rank first."""
+        return _Lookup.apply(b, self.v, self.dv, self.offset)
 
 
 # -- the trainable layers -------------------------------------------------------------------
@@ -156,51 +177,67 @@ def _round_ste(t: torch.Tensor) -> torch.Tensor:
     return t + (torch.round(t) - t).detach()
 
 
-def _exact(surrogate: torch.Tensor, value: np.ndarray) -> torch.Tensor:
-    """The exact value carrying the surrogate's gradient."""
-    exact = torch.from_numpy(np.asarray(value, dtype=np.float32))
-    return surrogate + (exact - surrogate).detach()
+@dataclass(frozen=True)
+class _Inputs:
+    """Where a table op keeps its operands: the second operand's input and zero point's, its
+    channel axis (that of the output channels, of a constant weight), and the bias's input
+    (-1: none)."""
+
+    second: int
+    second_zero: int
+    axis: int
+    bias: int = -1
 
 
-def _along(values: np.ndarray, axis: int, ndim: int) -> torch.Tensor:
-    """A per-channel constant shaped to broadcast along ``axis`` (a scalar stays a scalar)."""
-    t = torch.as_tensor(np.asarray(values, dtype=np.float32))
-    if t.numel() == 1:
-        return t.reshape(())
-    shape = [1] * ndim
-    shape[axis] = -1
-    return t.reshape(shape)
+_INPUTS = {"QLinearConv": _Inputs(3, 5, 0, 8), "QGemm": _Inputs(3, 5, 1, 6),
+           "QLinearMatMul": _Inputs(3, 5, 1), "ConvInteger": _Inputs(1, 3, 0),
+           "MatMulInteger": _Inputs(1, 3, 1)}
+_INTEGER = {"ConvInteger", "MatMulInteger"}  # int32 accumulators out, rescaled by float ops
+_CONVOLUTIONS = {"QLinearConv", "ConvInteger"}
+
+
+def _weight_axis(node: Node) -> int:
+    return 0 if node.op == "QGemm" and node.attr("transB", 0) else _INPUTS[node.op].axis
+
+
+def _dynamic_weight_scale(graph: QGraph, node: Node) -> np.ndarray:
+    """The scale of a MatMulInteger/ConvInteger weight, as onnxruntime's dynamic quantizer
+    writes it: the layer's accumulators are cast to float and multiplied by the product of the
+    activation's scale and this constant (``Cast -> Mul(acc, Mul(x_scale, w_scale))``)."""
+    for cast in graph.consumers(node.outputs[0]):
+        for mul in graph.consumers(cast.outputs[0]) if cast.op == "Cast" else ():
+            factor = next((i for i in mul.inputs if i != cast.outputs[0]), "")
+            producer = next((n for n in graph.nodes if factor in n.outputs), None)
+            if mul.op == "Mul" and producer is not None and producer.op == "Mul":
+                constants = [i for i in producer.inputs if i in graph.initializers]
+                if len(constants) == 1:
+                    return graph.initializers[constants[0]]
+    raise ModelError(f"retraining: the scale of {node.op} {node.name!r}'s weight is not found "
+                     "(expected Cast -> Mul by the activation's scale times a constant, as "
+                     "onnxruntime's dynamic quantization writes it)")
 
 
 class TableLayer:
-    """A table-multiplying node's weight and bias as float parameters and their codes."""
+    """A table-multiplying node's constant weight and bias as float parameters and their codes."""
 
     def __init__(self, graph: QGraph, node: Node) -> None:
+        g, where = graph, _INPUTS[node.op]
         self.node = node
-        g = graph
-        self.weight_name = node.inputs[3]
+        self.weight_name = node.inputs[where.second]
         codes = g.const(self.weight_name)
         self.dtype = codes.dtype
-        self.axis = 0 if node.op == "QLinearConv" or (node.op == "QGemm" and node.attr("transB", 0)) \
-            else 1
-        self.w_scale = _along(g.const(node.inputs[4]), self.axis, codes.ndim)
-        zp = g.initializers.get(node.inputs[5]) if len(node.inputs) > 5 and node.inputs[5] else None
-        self.w_zero = _along(np.zeros(()) if zp is None else zp, self.axis, codes.ndim)
-        self.weight = nn.Parameter((torch.from_numpy(codes.astype(np.float32)) - self.w_zero)
-                                   * self.w_scale)
-        self.bias_name = self._bias_input()
+        self.axis = _weight_axis(node)
+        scale = _dynamic_weight_scale(g, node) if node.op in _INTEGER else g.const(node.inputs[4])
+        self.w_scale = along(np.asarray(scale).reshape(-1), self.axis, codes.ndim)
+        zp = g.initializers.get(node.inputs[where.second_zero]) \
+            if len(node.inputs) > where.second_zero and node.inputs[where.second_zero] else None
+        self.w_zero = along(np.zeros(()) if zp is None else zp, self.axis, codes.ndim)
+        self.weight = nn.Parameter((const(codes) - self.w_zero) * self.w_scale)
+        self.bias_name = node.inputs[where.bias] if 0 <= where.bias < len(node.inputs) else ""
         self.bias, self.b_scale = None, None
         if self.bias_name:
-            bias = g.const(self.bias_name)
-            self.b_scale = torch.as_tensor(np.float32(g.const(node.inputs[1]))) * \
-                self.w_scale.reshape(-1)
-            self.bias = nn.Parameter(torch.from_numpy(bias.astype(np.float32)) * self.b_scale)
-
-    def _bias_input(self) -> str:
-        index = {"QLinearConv": 8, "QGemm": 6}.get(self.node.op)
-        if index is None or len(self.node.inputs) <= index:
-            return ""
-        return self.node.inputs[index]
+            self.b_scale = const(g.const(node.inputs[1])).reshape(()) * self.w_scale.reshape(-1)
+            self.bias = nn.Parameter(const(g.const(self.bias_name)) * self.b_scale)
 
     def weight_codes(self) -> torch.Tensor:
         """Codes of the current weights (straight-through rounding), as float."""
@@ -214,125 +251,107 @@ class TableLayer:
         return torch.clamp(_round_ste(self.bias / self.b_scale), info.min, info.max)
 
 
-# -- surrogates of the other ops (their gradients; values come from runtime.ops.OPS) ---------
+# -- surrogates of the table ops ---------------------------------------------------------------
 
-def _dequant(t: torch.Tensor, scale, zero) -> torch.Tensor:
-    return (t - _const(zero)) * _const(scale)
-
-
-def _const(value) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(0 if value is None else value, dtype=np.float32))
-
-
-def _quant(t: torch.Tensor, scale, zero, dtype) -> torch.Tensor:
-    info = np.iinfo(np.asarray(zero).dtype if zero is not None else dtype)
-    return torch.clamp(t / _const(scale) + _const(zero), info.min, info.max)
+def _shift(dtype: np.dtype, signed: bool) -> int:
+    """What ``accel.codes.recentre`` adds to codes of ``dtype`` (and their zero point) to move
+    them into a signed or unsigned multiplier's domain."""
+    if (np.dtype(dtype) == np.int8) == signed:
+        return 0
+    return -128 if signed else 128
 
 
-def _arg(args: list, i: int):
-    return args[i] if len(args) > i else None
+def _zero(args: list, index: int) -> np.ndarray:
+    value = args[index] if len(args) > index else None
+    return np.zeros((), np.int64) if value is None else np.asarray(value).astype(np.int64)
 
 
-def _quantize_linear(node: Node, t: list, a: list, exact: list) -> torch.Tensor:
-    x, scale, zero = t[0], a[1], _arg(a, 2)
-    axis = node.attr("axis", 1) % x.dim()
-    s, z = _along(scale, axis, x.dim()), _along(0 if zero is None else zero, axis, x.dim())
-    info = np.iinfo(exact[0].dtype)
-    return torch.clamp(x / s + z, info.min, info.max)
-
-
-def _dequantize_linear(node: Node, t: list, a: list, exact: list) -> torch.Tensor:
-    x, scale, zero = t[0], a[1], _arg(a, 2)
-    axis = node.attr("axis", 1) % x.dim()
-    return (x - _along(0 if zero is None else zero, axis, x.dim())) * _along(scale, axis, x.dim())
-
-
-def _pads(node: Node) -> tuple[int, int, int, int]:
+def _conv_surrogate(x: torch.Tensor, w: torch.Tensor, factors: _Factors, node: Node,
+                    x_zero: int, w_zero: np.ndarray) -> torch.Tensor:
+    """``sum_r conv(U_r(x), V_r(w))`` minus the zero-point terms: the accumulator as a
+    differentiable function of the codes (the exact product for ``ste``)."""
+    strides, dilations = node.attr("strides", [1, 1]), node.attr("dilations", [1, 1])
     top, left, bottom, right = node.attr("pads", [0, 0, 0, 0])
-    return left, right, top, bottom
+    group = int(node.attr("group", 1))
+    xp = F.pad(x, (left, right, top, bottom), value=float(x_zero))
+    n, c, h, wd = xp.shape
+    o, cg = w.shape[:2]
+    rank = factors.rank
+    ux = factors.rows(xp).reshape(rank, n, group, cg, h, wd).permute(1, 2, 0, 3, 4, 5)
+    vw = factors.columns(w).reshape(rank, o, cg, *w.shape[2:]).permute(1, 0, 2, 3, 4)
+    acc = F.conv2d(ux.reshape(n, group * rank * cg, h, wd), vw.reshape(o, rank * cg, *w.shape[2:]),
+                   stride=strides, dilation=dilations, groups=group)
+    zw = np.broadcast_to(w_zero, (o,))
+    if np.any(zw):
+        ones = torch.ones((o, cg, *w.shape[2:])) * const(zw).reshape(-1, 1, 1, 1)
+        acc = acc - F.conv2d(xp, ones, stride=strides, dilation=dilations, groups=group)
+    if x_zero:
+        acc = acc - float(x_zero) * w.sum(dim=(1, 2, 3)).reshape(1, -1, 1, 1)
+    return acc
 
 
-def _max_pool(node: Node, t: list, a: list, exact: list) -> torch.Tensor:
-    x = F.pad(t[0], _pads(node), value=float("-inf"))
-    return F.max_pool2d(x, node.attr("kernel_shape"), node.attr("strides", None) or 1,
-                        dilation=node.attr("dilations", [1, 1]),
-                        ceil_mode=bool(node.attr("ceil_mode", 0)))
+def _matmul_surrogate(a: torch.Tensor, b: torch.Tensor, factors: _Factors, a_zero: int,
+                      b_zero: np.ndarray) -> torch.Tensor:
+    """The accumulators of ``a`` (..., M, K) times ``b`` (..., K, N), leading axes broadcast
+    (a weight, or a second activation), as in ``_conv_surrogate``."""
+    ua, vb = factors.rows(a), factors.columns(b)
+    depth = max(ua.dim(), vb.dim())
+    ua = ua.reshape(ua.shape[0], *[1] * (depth - ua.dim()), *ua.shape[1:])
+    vb = vb.reshape(vb.shape[0], *[1] * (depth - vb.dim()), *vb.shape[1:])
+    acc = torch.matmul(ua, vb).sum(0)
+    zb = np.broadcast_to(b_zero, (b.shape[-1],))
+    if np.any(zb):
+        acc = acc - a.sum(-1, keepdim=True) * const(zb)
+    if a_zero:
+        acc = acc - float(a_zero) * b.sum(-2, keepdim=True)
+    return acc
 
 
-def _clip(node: Node, t: list, a: list, exact: list) -> torch.Tensor:
-    lo = _arg(a, 1) if _arg(a, 1) is not None else node.attr("min", -np.inf)
-    hi = _arg(a, 2) if _arg(a, 2) is not None else node.attr("max", np.inf)
-    return torch.clamp(t[0], float(lo), float(hi))
+def _requantized(acc: torch.Tensor, multiplier: np.ndarray, axis: int, y_zero,
+                 codes: np.ndarray) -> torch.Tensor:
+    """The output codes' surrogate ``acc * multiplier + zp``, passing no gradient where the
+    exact codes saturate (a fused ReLU, or the range's ends)."""
+    y = acc * along(multiplier, axis, acc.dim()) + float(0 if y_zero is None else y_zero)
+    info = np.iinfo(codes.dtype)
+    inside = torch.from_numpy((codes > info.min) & (codes < info.max))
+    return torch.where(inside, y, y.detach())
 
 
-def _binary(fn: Callable) -> Callable:
-    return lambda node, t, a, exact: fn(t[0], t[1])
+def _table_surrogate(node: Node, t: list, a: list, codes: np.ndarray,
+                     factors: _Factors) -> torch.Tensor:
+    """A table op's output as a differentiable function of both operands (and the bias): the
+    factored accumulator, then the requantization (none for the integer ops)."""
+    where = _INPUTS[node.op]
+    first_shift = _shift(a[0].dtype, factors.signed)
+    second_shift = _shift(a[where.second].dtype, factors.signed)
+    x, w = t[0] + first_shift, t[where.second] + second_shift
+    x_zero = int(_zero(a, 2).reshape(-1)[0]) + first_shift
+    w_zero = _zero(a, where.second_zero).reshape(-1) + second_shift
+    if node.op in _CONVOLUTIONS:
+        acc, axis = _conv_surrogate(x, w, factors, node, x_zero, w_zero), 1
+    else:
+        w = w.T if node.op == "QGemm" and node.attr("transB", 0) else w
+        acc = _matmul_surrogate(x, w, factors, x_zero, w_zero)
+        axis = acc.dim() - 1
+    if node.op in _INTEGER:
+        return acc
+    if where.bias >= 0 and len(t) > where.bias and a[where.bias] is not None:
+        acc = acc + t[where.bias].reshape([-1 if d == axis else 1 for d in range(acc.dim())])
+    y_scale, y_zero = (a[6], _zero(a, 7)) if node.op != "QGemm" else (a[7], _zero(a, 8))
+    alpha = float(node.attr("alpha", 1.0)) if node.op == "QGemm" else 1.0
+    multiplier = output_multiplier(np.asarray(a[1], np.float32).reshape(()),
+                                   np.asarray(a[4], np.float32).reshape(-1), y_scale, alpha)
+    return _requantized(acc, multiplier, axis, y_zero.reshape(()), codes)
 
 
-def _qlinear_binary(fn: Callable) -> Callable:
-    """QLinearAdd/QLinearMul: A, A_scale, A_zp, B, B_scale, B_zp, C_scale, C_zp."""
-    def op(node: Node, t: list, a: list, exact: list) -> torch.Tensor:
-        y = fn(_dequant(t[0], a[1], _arg(a, 2)), _dequant(t[3], a[4], _arg(a, 5)))
-        return _quant(y, a[6], _arg(a, 7), exact[0].dtype)
-    return op
+# -- the network -------------------------------------------------------------------------------
 
-
-def _qlinear_global_average_pool(node: Node, t: list, a: list, exact: list) -> torch.Tensor:
-    x = _dequant(t[0], a[1], a[2])
-    dims = tuple(range(1, x.dim() - 1)) if node.attr("channels_last", 0) else tuple(range(2, x.dim()))
-    return _quant(x.mean(dim=dims, keepdim=True), a[3], a[4], exact[0].dtype)
-
-
-def _avg_pool(x: torch.Tensor, node: Node) -> torch.Tensor:
-    include = bool(node.attr("count_include_pad", 0))
-    x = F.pad(x, _pads(node)) if include else x
-    if not include and any(_pads(node)):
-        ones = F.pad(torch.ones_like(x[:1, :1]), _pads(node))
-        total = F.avg_pool2d(F.pad(x, _pads(node)), node.attr("kernel_shape"),
-                             node.attr("strides", None) or 1, ceil_mode=bool(node.attr("ceil_mode", 0)))
-        share = F.avg_pool2d(ones, node.attr("kernel_shape"), node.attr("strides", None) or 1,
-                             ceil_mode=bool(node.attr("ceil_mode", 0)))
-        return total / share
-    return F.avg_pool2d(x, node.attr("kernel_shape"), node.attr("strides", None) or 1,
-                        ceil_mode=bool(node.attr("ceil_mode", 0)))
-
-
-def _qlinear_average_pool(node: Node, t: list, a: list, exact: list) -> torch.Tensor:
-    return _quant(_avg_pool(_dequant(t[0], a[1], a[2]), node), a[3], a[4], exact[0].dtype)
-
-
-def _qlinear_concat(node: Node, t: list, a: list, exact: list) -> torch.Tensor:
-    parts = [_dequant(t[i], a[i + 1], a[i + 2]) for i in range(2, len(t), 3)]
-    return _quant(torch.cat(parts, dim=node.attr("axis")), a[0], a[1], exact[0].dtype)
-
-
-SURROGATES: dict[str, Callable] = {
-    "QuantizeLinear": _quantize_linear,
-    "DequantizeLinear": _dequantize_linear,
-    "Relu": lambda node, t, a, exact: torch.relu(t[0]),
-    "Clip": _clip,
-    "MaxPool": _max_pool,
-    "Flatten": lambda node, t, a, exact: t[0].reshape(exact[0].shape),
-    "Reshape": lambda node, t, a, exact: t[0].reshape(exact[0].shape),
-    "Squeeze": lambda node, t, a, exact: t[0].reshape(exact[0].shape),
-    "Unsqueeze": lambda node, t, a, exact: t[0].reshape(exact[0].shape),
-    "Transpose": lambda node, t, a, exact: t[0].permute(*node.attr("perm")),
-    "Concat": lambda node, t, a, exact: torch.cat(t, dim=node.attr("axis")),
-    "Identity": lambda node, t, a, exact: t[0],
-    "Add": _binary(torch.add),
-    "Sub": _binary(torch.sub),
-    "Mul": _binary(torch.mul),
-    "QLinearAdd": _qlinear_binary(torch.add),
-    "QLinearMul": _qlinear_binary(torch.mul),
-    "QLinearGlobalAveragePool": _qlinear_global_average_pool,
-    "QLinearAveragePool": _qlinear_average_pool,
-    "QLinearConcat": _qlinear_concat,
-    "GlobalAveragePool": lambda node, t, a, exact: t[0].mean(dim=tuple(range(2, t[0].dim())),
-                                                             keepdim=True),
-    "AveragePool": lambda node, t, a, exact: _avg_pool(t[0], node),
-}
 SOFTMAX = {"Softmax", "QLinearSoftmax"}
-TRAINED_OPS = ("QLinearConv", "QGemm", "QLinearMatMul")  # the table ops with trainable weights
+_TOWARD_OUTPUT = {"DequantizeLinear", "QuantizeLinear", "Identity", "Reshape", "Flatten",
+                  "Squeeze", "Cast"}  # what may follow a final softmax, value-preserving
+TRAINED_OPS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger")
+"""The table ops whose constant weights are trained (a QLinearMatMul or MatMulInteger of two
+activations has none: its gradient flows to both operands)."""
 
 
 class TableNetwork(nn.Module):
@@ -349,132 +368,68 @@ class TableNetwork(nn.Module):
         self.nodes, self.logits_name = self._trained_nodes(graph)
         self.layers: dict[str, TableLayer] = {}
         self.factors: dict[str, _Factors] = {}
+        ctx = core_ops.Context(graph, tables, None, set())
         for node in self.nodes:
             if node.op in TABLE_OPS:
                 if node.op not in TRAINED_OPS:
-                    raise ModelError(f"retraining: node {node.name!r} ({node.op}) has no trainable "
-                                     f"int8 weights here; retraining takes {', '.join(TRAINED_OPS)} "
-                                     "(the QOperator model a study scores)")
-                if node.inputs[3] not in self.layers:
-                    self.layers[node.inputs[3]] = TableLayer(graph, node)
+                    raise ModelError(f"retraining: node {node.name!r} ({node.op}) has no gradient "
+                                     f"model here; the table ops with one: {', '.join(TRAINED_OPS)}")
+                index = _INPUTS[node.op].second
+                weights = graph.initializers.get(node.inputs[index])
+                if weights is not None and node.inputs[index] not in self.layers and \
+                        (node.op in _CONVOLUTIONS or core_ops.weight_layer(node, ctx, weights, index)):
+                    self.layers[node.inputs[index]] = TableLayer(graph, node)
                 table = layer_table(tables, node.name)
-                self.factors[node.name] = _Factors(product_model(table, gradient))
-            elif node.op not in SURROGATES:
+                self.factors[node.name] = _Factors(product_model(table, gradient), table.signed)
+            elif node.op not in OPS_WITH_SURROGATES:
                 raise ModelError(f"retraining: ONNX op {node.op!r} (node {node.name!r}) has no "
                                  "gradient model here; ops with one: "
-                                 f"{', '.join(sorted(set(SURROGATES) | TABLE_OPS))}")
+                                 f"{', '.join(sorted(OPS_WITH_SURROGATES | set(TRAINED_OPS)))}")
         self.params = nn.ParameterList([p for layer in self.layers.values()
                                         for p in (layer.weight, layer.bias) if p is not None])
 
     @staticmethod
     def _trained_nodes(graph: QGraph) -> tuple[list[Node], str]:
-        """The nodes up to the logits: a final (QLinear)Softmax and what follows it are left
-        out (cross-entropy reads the logits; the prediction is the same)."""
+        """The nodes up to the logits: a final (QLinear)Softmax, one whose output reaches the
+        graph's output through value-preserving ops only, and what follows it are left out
+        (cross-entropy reads the logits; the prediction is the same). An attention's softmax
+        stays."""
         nodes = list(graph.nodes)
-        for i in range(len(nodes) - 1, -1, -1):
-            if nodes[i].op in SOFTMAX:
-                return nodes[:i], nodes[i].inputs[0]
+        producers = {name: node for node in nodes for name in node.outputs}
+        node = producers.get(graph.outputs[0])
+        while node is not None and node.op not in SOFTMAX and node.op in _TOWARD_OUTPUT:
+            node = producers.get(node.inputs[0])
+        if node is not None and node.op in SOFTMAX:
+            return nodes[:nodes.index(node)], node.inputs[0]
         return nodes, graph.outputs[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.graph
-        kernels = load_kernels(self.kernel, self.device)
-        ctx = core_ops.Context(g, self.tables, kernels, set())
+        ctx = core_ops.Context(g, self.tables, load_kernels(self.kernel, self.device), set())
         exact: dict[str, np.ndarray] = {**g.initializers, g.inputs[0]: x.detach().numpy(), "": None}
-        grads: dict[str, torch.Tensor] = {g.inputs[0]: x}
+        grads: dict[str, torch.Tensor] = {g.inputs[0]: x} if x.requires_grad else {}
         for name, layer in self.layers.items():
-            codes = layer.weight_codes()
-            grads[name] = codes
-            exact[name] = codes.detach().numpy().astype(layer.dtype)
+            grads[name] = layer.weight_codes()
+            exact[name] = grads[name].detach().numpy().astype(layer.dtype)
             if layer.bias is not None:
-                bias = layer.bias_codes()
-                grads[layer.bias_name] = bias
-                exact[layer.bias_name] = bias.detach().numpy().astype(np.int32)
+                grads[layer.bias_name] = layer.bias_codes()
+                exact[layer.bias_name] = grads[layer.bias_name].detach().numpy().astype(np.int32)
         for node in self.nodes:
             args = [exact[name] for name in node.inputs]
+            values = OPS[node.op](node, args, ctx)
+            exact.update(zip(node.outputs, values))
+            if not any(name in grads for name in node.inputs):
+                continue  # constant to the gradient: only its exact value is needed
+            tensors = [grads[name] if name in grads else const(exact[name]) for name in node.inputs]
             if node.op in TABLE_OPS:
-                outputs = [self._table_op(node, args, grads, ctx)]
+                outputs = [_table_surrogate(node, tensors, args, values[0], self.factors[node.name])]
             else:
-                values = OPS[node.op](node, args, ctx)
-                tensors = [grads.get(name) if name in grads else _const(exact[name])
-                           for name in node.inputs]
-                surrogate = SURROGATES[node.op](node, tensors, args, values)
-                outputs = [(_exact(surrogate, values[0]), values[0])]
-            for name, (tensor, value) in zip(node.outputs, outputs):
-                grads[name], exact[name] = tensor, value
-        return grads[self.logits_name]
-
-    def _table_op(self, node: Node, args: list, grads: dict, ctx) -> tuple[torch.Tensor, np.ndarray]:
-        """Exact codes from the kernels; gradient through the layer's product model, the bias,
-        and the requantization's clamp (where the exact value saturates, none)."""
-        layer = self.layers[node.inputs[3]]
-        factors = self.factors[node.name]
-        x_t, w_t = grads[node.inputs[0]], grads[node.inputs[3]]
-        if node.op == "QLinearConv":
-            x, w, conv = core_ops.conv_arguments(node, args, ctx)
-            keys = ("strides", "pads", "dilations", "group", "x_zero_point", "w_zero_point")
-            acc = ctx.kernels.conv_accumulate(x, w, ctx.table_for(node), **{k: conv[k] for k in keys})
-            surrogate = _conv_surrogate(x_t, w_t, factors, conv)
-            bias, multiplier, y_zero = conv["bias"], conv["multiplier"], conv["y_zero_point"]
-        else:
-            arguments = core_ops.qgemm_arguments if node.op == "QGemm" else \
-                core_ops.qlinear_matmul_arguments
-            a, b, gemm, bias, multiplier, y_zero = arguments(node, args, ctx)
-            shape_out = (*a.shape[:-1], b.shape[1])
-            acc = ctx.kernels.gemm_accumulate(a.reshape(-1, a.shape[-1]), b, ctx.table_for(node),
-                                              **gemm)
-            if node.op == "QGemm" and node.attr("transB", 0):
-                w_t = w_t.T
-            surrogate = _gemm_surrogate(x_t.reshape(-1, a.shape[-1]), w_t, factors, gemm)
-        pre = acc.astype(np.int64)
-        shape = [1, -1] + [1] * (acc.ndim - 2)
-        if bias is not None:
-            pre = pre + bias.astype(np.int64).reshape(shape)
-            surrogate = surrogate + grads[layer.bias_name].reshape(shape)
-        codes = requantize(pre.astype(np.int32), multiplier, y_zero)
-        pre_t = _exact(surrogate, pre)
-        info = np.iinfo(y_zero.dtype)
-        zp = float(y_zero)
-        y = torch.clamp(pre_t * _along(multiplier, 1, acc.ndim), info.min - zp, info.max - zp) + zp
-        if node.op != "QLinearConv":
-            y, codes = y.reshape(shape_out), codes.reshape(shape_out)
-        return _exact(y, codes), codes
-
-
-def _conv_surrogate(x: torch.Tensor, w: torch.Tensor, factors: _Factors, conv: dict) -> torch.Tensor:
-    """``sum_r conv(U_r(x), V_r(w))`` minus the zero-point terms: the accumulator as a
-    differentiable function of the codes (the exact product for ``ste``)."""
-    top, left, bottom, right = conv["pads"]
-    xp = F.pad(x, (left, right, top, bottom), value=float(conv["x_zero_point"]))
-    group, rank = conv["group"], factors.u.shape[0]
-    n, c, h, wd = xp.shape
-    o, cg = w.shape[:2]
-    ux = factors.activations(xp).reshape(rank, n, group, cg, h, wd).permute(1, 2, 0, 3, 4, 5)
-    vw = factors.weights(w).reshape(rank, o, cg, *w.shape[2:]).permute(1, 0, 2, 3, 4)
-    acc = F.conv2d(ux.reshape(n, group * rank * cg, h, wd), vw.reshape(o, rank * cg, *w.shape[2:]),
-                   stride=conv["strides"], dilation=conv["dilations"], groups=group)
-    zw = np.broadcast_to(np.asarray(conv["w_zero_point"]), (o,))
-    if np.any(zw):
-        ones = torch.ones((o, cg, *w.shape[2:])) * torch.as_tensor(zw, dtype=torch.float32).reshape(-1, 1, 1, 1)
-        acc = acc - F.conv2d(xp, ones, stride=conv["strides"], dilation=conv["dilations"], groups=group)
-    if conv["x_zero_point"]:
-        acc = acc - float(conv["x_zero_point"]) * w.sum(dim=(1, 2, 3)).reshape(1, -1, 1, 1)
-    return acc
-
-
-def _gemm_surrogate(a: torch.Tensor, b: torch.Tensor, factors: _Factors, gemm: dict) -> torch.Tensor:
-    """The Gemm accumulator (``a`` (M, K) times ``b`` (K, O)) as in ``_conv_surrogate``."""
-    a2, k = a, a.shape[1]
-    rank = factors.u.shape[0]
-    ua = factors.activations(a2).permute(1, 0, 2).reshape(a2.shape[0], rank * k)
-    vb = factors.weights(b).reshape(rank * k, b.shape[1])
-    acc = ua @ vb
-    zb = np.broadcast_to(np.asarray(gemm["b_zero_point"]), (b.shape[1],))
-    if np.any(zb):
-        acc = acc - a2.sum(1, keepdim=True) * torch.as_tensor(zb, dtype=torch.float32)[None]
-    if gemm["a_zero_point"]:
-        acc = acc - float(gemm["a_zero_point"]) * b.sum(0)[None]
-    return acc
+                outputs = surrogate(node, tensors, args, values, g.opset)
+            for name, tensor, value in zip(node.outputs, outputs, values):
+                if tensor is not None:
+                    grads[name] = straight_through(tensor, value)
+        logits = grads.get(self.logits_name)
+        return const(exact[self.logits_name]) if logits is None else logits
 
 
 # -- retraining --------------------------------------------------------------------------------
