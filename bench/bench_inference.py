@@ -1,6 +1,6 @@
 """Benchmark: seconds to score one AppAxO configuration on a network, against onnxruntime.
 
-    python bench/bench_inference.py [--network lenet5|fcnn|resnet8|resnet20|vgg16]
+    python bench/bench_inference.py [--network lenet5|fcnn|resnet8|resnet20|vgg16|vit_tiny]
                                     [--images 10000] [--configs 3] [--reference-images 300]
                                     [--layers]
 
@@ -48,7 +48,8 @@ from evaluators.networks.quantization import quantize_int8
 from evaluators.runtime.approx_network import ApproxNetworkEvaluator
 
 NETWORKS = {"lenet5": None, "fcnn": ("mnist", (1, 28, 28)), "resnet8": ("cifar10", (3, 32, 32)),
-            "resnet20": ("cifar10", (3, 32, 32)), "vgg16": ("cifar10", (3, 32, 32))}
+            "resnet20": ("cifar10", (3, 32, 32)), "vgg16": ("cifar10", (3, 32, 32)),
+            "vit_tiny": ("fashion_mnist", (1, 28, 28))}
 """The benchmarked networks: the trained study network, or (dataset, input shape) of a
 random-weight registry network."""
 ORT_BATCH = 256

@@ -203,15 +203,15 @@ def test_an_unsupported_op_is_one_line(tmp_path, mnist_dir, capsys, env):
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])
     nodes = [helper.make_node("Flatten", ["input"], ["f"]),
              helper.make_node("Gemm", ["f", "w"], ["g"], name="dense"),
-             helper.make_node("Erf", ["g"], ["logits"], name="odd")]
+             helper.make_node("Hardmax", ["g"], ["logits"], name="odd")]
     w = onnx.numpy_helper.from_array(np.zeros((784, 10), np.float32), "w")
     model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w]),
                               opset_imports=[helper.make_opsetid("", 17)])
-    path = tmp_path / "erf.onnx"
+    path = tmp_path / "hardmax.onnx"
     onnx.save(model, path)
     data = small_study(tmp_path / "op", mnist_dir, model={"onnx": str(path)})
     line = refused(capsys, run_cli(tmp_path, data))
-    assert "'Erf'" in line and "odd" in line and str(path) in line
+    assert "'Hardmax'" in line and "odd" in line and str(path) in line
 
 
 def test_cifar_study_offline_is_the_one_line_data_error(tmp_path, capsys, env, monkeypatch):
