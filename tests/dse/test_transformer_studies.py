@@ -47,7 +47,7 @@ def exact_scores_onnxruntime(folder, test) -> None:
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-@pytest.mark.parametrize("network", ["explicit", "mha", "vit_tiny"])
+@pytest.mark.parametrize("network", ["explicit", "mha", pytest.param("vit_tiny", marks=pytest.mark.slow)])
 def test_a_transformer_runs_a_study_in_each_quantization_mode(network, mode, float_transformers,
                                                               tmp_path, mnist_dir, mnist, env):
     folder = tmp_path / network
@@ -66,6 +66,7 @@ def test_a_transformer_runs_a_study_in_each_quantization_mode(network, mode, flo
     assert frozen["approximate"] == ["projection", "attention", "mlp"]
 
 
+@pytest.mark.slow  # 20 s: the library's energy under 26 layers' workloads
 def test_a_layerwise_study_ties_a_transformers_layers_by_role(float_transformers, tmp_path,
                                                               mnist_dir, env):
     """One library member per role, the roles' sensitivity measured first."""

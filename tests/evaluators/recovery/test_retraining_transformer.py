@@ -107,8 +107,9 @@ def test_gradients_reach_every_weight_and_both_operands_of_q_times_k(vit, data, 
     assert q > 0 and k > 0 and v == 0
 
 
-@pytest.mark.parametrize(("mode", "gradient"), [("static", "ste"), ("static", "table"),
-                                                ("dynamic", "ste")])
+@pytest.mark.parametrize(("mode", "gradient"), [  # one in the default suite (seconds each)
+    ("static", "ste"), pytest.param("static", "table", marks=pytest.mark.slow),
+    pytest.param("dynamic", "ste", marks=pytest.mark.slow)])
 def test_retraining_raises_the_accuracy_a_harsh_multiplier_leaves(vit, data, mode, gradient,
                                                                   tmp_path):
     x, y = data["train"]
