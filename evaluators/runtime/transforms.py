@@ -7,6 +7,8 @@ against the untransformed graph and against onnxruntime. The ops they fuse are c
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from evaluators.runtime import approx_runner
@@ -20,21 +22,17 @@ _ELEMENTWISE = {"Relu", "Clip"}  # monotone non-decreasing, so they commute with
 _STRUCTURAL = {"MaxPool", "Flatten", "Reshape", "Identity", "Transpose", "Squeeze", "Unsqueeze"}
 
 
-class _Fusion:
-    """A transformation that fuses one place at a time until none is left."""
-
-    def apply(self, graph: QGraph) -> tuple[QGraph, bool]:
-        changed = False
-        while (fused := self._fuse_first(graph)) is not None:
-            graph, changed = fused, True
-        return graph, changed
-
-    def _fuse_first(self, graph: QGraph) -> QGraph | None:
-        """The graph with its first fusable place fused, or None if there is none."""
-        raise NotImplementedError
+def _until_fixed(graph: QGraph, fuse_first: Callable[[QGraph], QGraph | None]
+                 ) -> tuple[QGraph, bool]:
+    """A transformation's result: ``fuse_first`` (the graph with its first fusable place
+    fused, or None) applied until nothing is left to fuse, and whether anything was."""
+    changed = False
+    while (fused := fuse_first(graph)) is not None:
+        graph, changed = fused, True
+    return graph, changed
 
 
-class FoldCodeChains(_Fusion):
+class FoldCodeChains:
     """``DequantizeLinear -> (Relu | Clip | MaxPool | Flatten | Reshape | Transpose | Squeeze |
     Unsqueeze | Identity)* -> QuantizeLinear`` becomes one ``dse.CodeChain`` node: pooling and
     reshapes on the 8-bit codes, then a 256-entry code map. Any other op ends the search (the
@@ -45,6 +43,9 @@ class FoldCodeChains(_Fusion):
     collapses into a table of what each input code becomes, computed with the same float32
     operations. It avoids converting every activation to float and back between layers.
     """
+
+    def apply(self, graph: QGraph) -> tuple[QGraph, bool]:
+        return _until_fixed(graph, self._fuse_first)
 
     def _fuse_first(self, graph: QGraph) -> QGraph | None:
         """The graph with its first foldable chain fused, or None if there is none."""
@@ -94,7 +95,7 @@ class FoldCodeChains(_Fusion):
         return values
 
 
-class FoldCodeMaps(_Fusion):
+class FoldCodeMaps:
     """``DequantizeLinear -> elementwise float ops -> QuantizeLinear``, where the float ops
     (a GELU's Div, Erf, Add and Mul, a sigmoid, ...) may branch and join but read nothing else
     than the dequantized tensor and scalar constants, becomes one ``dse.CodeChain`` node with a
@@ -105,6 +106,9 @@ class FoldCodeMaps(_Fusion):
     gives what it computes on any tensor. A region tensor read outside the region or the
     graph's output leaves the graph as it is.
     """
+
+    def apply(self, graph: QGraph) -> tuple[QGraph, bool]:
+        return _until_fixed(graph, self._fuse_first)
 
     def _fuse_first(self, graph: QGraph) -> QGraph | None:
         for index, node in enumerate(graph.nodes):
@@ -179,7 +183,7 @@ def _positive_scalar(graph: QGraph, name: str) -> bool:
     return scale is not None and scale.size == 1 and float(scale.reshape(())) > 0
 
 
-class FuseConvPool(_Fusion):
+class FuseConvPool:
     """``QLinearConv -> dse.CodeChain`` becomes one ``dse.QLinearConvPool``: the kernel
     requantizes and applies the chain's code map in the same pass. When the chain's first step
     is a non-overlapping MaxPool, the kernel pools the int32 accumulators and requantizes only
@@ -187,6 +191,9 @@ class FuseConvPool(_Fusion):
     non-decreasing, so they commute with max pooling); otherwise the pool is (1, 1). The fused
     node keeps the convolution's name, which per-layer tables (``LayerTables``) are keyed by.
     Run after ``FoldCodeChains``."""
+
+    def apply(self, graph: QGraph) -> tuple[QGraph, bool]:
+        return _until_fixed(graph, self._fuse_first)
 
     @staticmethod
     def _poolable(step: Node) -> bool:
